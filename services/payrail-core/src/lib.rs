@@ -1,0 +1,19 @@
+//! Domain rules that every payrail service shares.
+//!
+//! - [`id`]: the global id scheme (`shard << 42 | sequence`, always below 2^53).
+//! - [`shard`]: merchant → shard routing.
+//! - [`validate`]: field rules of the REST API contract.
+//! - [`status`]: the payment state machine's states.
+//! - [`time`]: RFC 3339 timestamps with milliseconds, UTC.
+//! - [`breaker`]: a time-window circuit breaker counting successes, failures and slow calls.
+//! - [`config`]: TOML config files with `deny_unknown_fields` and `--check-config`.
+//! - [`telemetry`]: tracing setup and the Prometheus text endpoint.
+
+pub mod breaker;
+pub mod config;
+pub mod id;
+pub mod shard;
+pub mod status;
+pub mod telemetry;
+pub mod time;
+pub mod validate;

@@ -1,0 +1,365 @@
+//! The HTTP/1.1 server loop: one may coroutine per connection.
+//!
+//! Hand-written because this is the hot path and the limits matter (see the crate docs
+//! for what may_minihttp 0.1.11 lacks). Every malformed or abusive request gets an
+//! answer with a status code and a JSON error body, then the connection is closed:
+//! after a framing error the byte stream cannot be trusted for the next request.
+
+use crate::error_body;
+use crate::request::Request;
+use crate::response::Response;
+use may::net::{TcpListener, TcpStream};
+use serde::Deserialize;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most header lines a request may carry; more is answered 431.
+const HEADERS_MAX: usize = 32;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open connections at most; one more is answered 503 and closed, so a flood of idle
+    /// connections cannot exhaust memory. Default 4 096.
+    pub connections_max: usize,
+    /// Largest request body; larger is answered 413 without reading it. Default 16 384.
+    pub body_size_max_bytes: usize,
+    /// Largest request head (request line plus headers); larger is answered 431. Default 8 192.
+    pub header_size_max_bytes: usize,
+    /// Time allowed from a request's first byte to its last header byte; slower is 408.
+    /// Default 5 000 ms.
+    pub header_read_timeout_ms: u64,
+    /// Time allowed to receive the body once the head is in; slower is 408. Default 5 000 ms.
+    pub body_read_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this long. Default 60 000 ms.
+    pub keep_alive_idle_timeout_ms: u64,
+    /// A client that does not read its response within this long is dropped. Default 10 000 ms.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            connections_max: 4096,
+            body_size_max_bytes: 16 * 1024,
+            header_size_max_bytes: 8 * 1024,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 5_000,
+            keep_alive_idle_timeout_ms: 60_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The application: called once per request on the connection's coroutine. It must not
+/// block the thread (use [`crate::Bridge`] for I/O).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: &Request<'_>, response: &mut Response);
+}
+
+/// Accepts connections on `listener` until the process ends. Returns the accept loop's
+/// coroutine handle.
+pub fn serve<H: Handler>(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<H>,
+) -> may::coroutine::JoinHandle<()> {
+    let open = Arc::new(AtomicUsize::new(0));
+    let config = Arc::new(config);
+    let spawn = move || {
+        for stream in listener.incoming() {
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    may::coroutine::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            let config = config.clone();
+            let open = open.clone();
+            let over_cap = open.fetch_add(1, Ordering::AcqRel) >= config.connections_max;
+            let go = move || {
+                let mut stream = stream;
+                if over_cap {
+                    refuse_overloaded(&mut stream, &config);
+                } else {
+                    connection(&mut stream, &config, &*handler);
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                open.fetch_sub(1, Ordering::AcqRel);
+            };
+            may::go!(go);
+        }
+    };
+    may::go!(spawn)
+}
+
+fn refuse_overloaded(stream: &mut TcpStream, config: &ServerConfig) {
+    let mut response = Response::new();
+    error_body::write(
+        &mut response,
+        503,
+        "OVERLOADED",
+        "too many open connections; retry shortly",
+        None,
+    );
+    response.header("Retry-After", "1");
+    response.close();
+    let mut out = Vec::with_capacity(256);
+    response.encode(&mut out);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(config.write_timeout_ms)));
+    let _ = stream.write_all(&out);
+}
+
+/// What the head told us before the body is read.
+struct Head {
+    head_len: usize,
+    content_length: usize,
+    close: bool,
+}
+
+enum HeadError {
+    /// Answer with this status and code, then close.
+    Answer(u16, &'static str, &'static str),
+}
+
+fn inspect_head(request: &httparse::Request<'_, '_>, head_len: usize, body_max: usize) -> Result<Head, HeadError> {
+    let mut content_length: Option<usize> = None;
+    let mut close = request.version == Some(0);
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let parsed = parse_content_length(header.value).ok_or(HeadError::Answer(
+                400,
+                "MALFORMED_REQUEST",
+                "Content-Length must be a decimal number",
+            ))?;
+            if content_length.is_some_and(|previous| previous != parsed) {
+                return Err(HeadError::Answer(400, "MALFORMED_REQUEST", "conflicting Content-Length headers"));
+            }
+            content_length = Some(parsed);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HeadError::Answer(
+                411,
+                "LENGTH_REQUIRED",
+                "send the body with a Content-Length header; chunked bodies are not accepted",
+            ));
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            let value = header.value;
+            if value.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if value.eq_ignore_ascii_case(b"keep-alive") {
+                close = false;
+            }
+        }
+    }
+    let content_length = content_length.unwrap_or(0);
+    if content_length > body_max {
+        return Err(HeadError::Answer(413, "PAYLOAD_TOO_LARGE", "request body exceeds the size limit"));
+    }
+    Ok(Head {
+        head_len,
+        content_length,
+        close,
+    })
+}
+
+fn parse_content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')))
+}
+
+enum ReadOutcome {
+    Data,
+    Closed,
+    TimedOut,
+}
+
+/// Reads more bytes into `buffer`, waiting at most until `deadline`.
+fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>, deadline: Instant) -> io::Result<ReadOutcome> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Ok(ReadOutcome::TimedOut);
+    }
+    stream.set_read_timeout(Some(deadline - now))?;
+    let start = buffer.len();
+    if buffer.capacity() - start < 4096 {
+        buffer.reserve(8192);
+    }
+    buffer.resize(buffer.capacity(), 0);
+    let result = stream.read(&mut buffer[start..]);
+    match result {
+        Ok(0) => {
+            buffer.truncate(start);
+            Ok(ReadOutcome::Closed)
+        }
+        Ok(n) => {
+            buffer.truncate(start + n);
+            Ok(ReadOutcome::Data)
+        }
+        Err(error) => {
+            buffer.truncate(start);
+            match error.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Ok(ReadOutcome::TimedOut),
+                _ => Err(error),
+            }
+        }
+    }
+}
+
+fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler: &H) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(config.write_timeout_ms)));
+    let mut buffer: Vec<u8> = Vec::with_capacity(8192);
+    let mut out: Vec<u8> = Vec::with_capacity(8192);
+    let mut response = Response::new();
+    loop {
+        // 1. The head. An idle connection waits up to the keep-alive timeout for the first
+        //    byte; once a request has started, the head must complete within its timeout.
+        let mut started: Option<Instant> = if buffer.is_empty() { None } else { Some(Instant::now()) };
+        let head = loop {
+            if !buffer.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+                let mut parsed = httparse::Request::new(&mut headers);
+                match parsed.parse(&buffer) {
+                    Ok(httparse::Status::Complete(head_len)) => {
+                        match inspect_head(&parsed, head_len, config.body_size_max_bytes) {
+                            Ok(head) => break head,
+                            Err(HeadError::Answer(status, code, message)) => {
+                                answer_and_close(stream, &mut response, &mut out, status, code, message);
+                                return;
+                            }
+                        }
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if buffer.len() > config.header_size_max_bytes {
+                            answer_and_close(stream, &mut response, &mut out, 431, "HEADERS_TOO_LARGE", "request head exceeds the size limit");
+                            return;
+                        }
+                    }
+                    Err(httparse::Error::TooManyHeaders) => {
+                        answer_and_close(stream, &mut response, &mut out, 431, "HEADERS_TOO_LARGE", "too many header lines");
+                        return;
+                    }
+                    Err(_) => {
+                        answer_and_close(stream, &mut response, &mut out, 400, "MALFORMED_REQUEST", "the request is not valid HTTP/1.1");
+                        return;
+                    }
+                }
+            }
+            let deadline = match started {
+                Some(at) => at + Duration::from_millis(config.header_read_timeout_ms),
+                None => Instant::now() + Duration::from_millis(config.keep_alive_idle_timeout_ms),
+            };
+            match read_more(stream, &mut buffer, deadline) {
+                Ok(ReadOutcome::Data) => {
+                    started.get_or_insert_with(Instant::now);
+                }
+                Ok(ReadOutcome::Closed) | Err(_) => return,
+                Ok(ReadOutcome::TimedOut) => {
+                    if started.is_some() {
+                        answer_and_close(stream, &mut response, &mut out, 408, "REQUEST_TIMEOUT", "the request head arrived too slowly");
+                    }
+                    return;
+                }
+            }
+        };
+
+        // 2. The body, within its own deadline.
+        let total = head.head_len + head.content_length;
+        let body_deadline = Instant::now() + Duration::from_millis(config.body_read_timeout_ms);
+        while buffer.len() < total {
+            match read_more(stream, &mut buffer, body_deadline) {
+                Ok(ReadOutcome::Data) => {}
+                Ok(ReadOutcome::Closed) | Err(_) => return,
+                Ok(ReadOutcome::TimedOut) => {
+                    answer_and_close(stream, &mut response, &mut out, 408, "REQUEST_TIMEOUT", "the request body arrived too slowly");
+                    return;
+                }
+            }
+        }
+
+        // 3. The application. The head is parsed again over the now complete buffer; that
+        //    costs well under a microsecond and keeps the borrows simple.
+        response.reset();
+        {
+            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            let mut parsed = httparse::Request::new(&mut headers);
+            if !matches!(parsed.parse(&buffer[..head.head_len]), Ok(httparse::Status::Complete(_))) {
+                answer_and_close(stream, &mut response, &mut out, 400, "MALFORMED_REQUEST", "the request is not valid HTTP/1.1");
+                return;
+            }
+            let target = parsed.path.unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let request_id = parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+                .and_then(|h| std::str::from_utf8(h.value).ok());
+            let request = Request {
+                method: parsed.method.unwrap_or("GET"),
+                path,
+                query,
+                headers: parsed.headers,
+                body: &buffer[head.head_len..total],
+                request_id,
+            };
+            handler.handle(&request, &mut response);
+            if let Some(id) = request_id {
+                if id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
+                    response.header("X-Request-Id", id);
+                }
+            }
+        }
+        if head.close {
+            response.close();
+        }
+        out.clear();
+        response.encode(&mut out);
+        if stream.write_all(&out).is_err() || response.wants_close() {
+            return;
+        }
+        buffer.drain(..total);
+        // Give back memory a single large request grew, so idle connections stay small.
+        if buffer.capacity() > 64 * 1024 && buffer.len() < 8192 {
+            buffer.shrink_to(16 * 1024);
+        }
+    }
+}
+
+fn answer_and_close(
+    stream: &mut TcpStream,
+    response: &mut Response,
+    out: &mut Vec<u8>,
+    status: u16,
+    code: &str,
+    message: &str,
+) {
+    response.reset();
+    error_body::write(response, status, code, message, None);
+    response.close();
+    out.clear();
+    response.encode(out);
+    let _ = stream.write_all(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_length;
+
+    #[test]
+    fn content_length_is_strict() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b"16384"), Some(16384));
+        assert_eq!(parse_content_length(b""), None);
+        assert_eq!(parse_content_length(b"-1"), None);
+        assert_eq!(parse_content_length(b"1e3"), None);
+        assert_eq!(parse_content_length(b" 12"), None);
+        assert_eq!(parse_content_length(b"99999999999999999999999"), None);
+    }
+}
