@@ -1,0 +1,140 @@
+//! One connection pool per shard.
+
+use crate::error::{DbError, Result};
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use serde::Deserialize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Shard number, 1-based; it is the high part of every id the shard issues.
+    pub number: u16,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// File holding the password (NixOS `LoadCredential`); none for passwordless local users.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Connections kept open per shard. Default 2.
+    pub connections_min: usize,
+    /// Connections at most per shard: bounds the load one instance puts on a shard.
+    /// Default 24.
+    pub connections_max: usize,
+    /// Prepared statements cached per connection; multi-row batches of every size need
+    /// their own statement. Default 512.
+    pub statement_cache_size: usize,
+    /// Longest a query, a transaction step or a wait for a pooled connection may take
+    /// before the shard is treated as unavailable. Default 3 000 ms.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            connections_min: 2,
+            connections_max: 24,
+            statement_cache_size: 512,
+            query_timeout_ms: 3_000,
+        }
+    }
+}
+
+pub struct Shards {
+    /// Index i holds shard number i + 1.
+    pools: Vec<Pool>,
+    query_timeout: Duration,
+}
+
+impl Shards {
+    /// Builds the pools; connections open lazily, so a shard that is down at start-up
+    /// does not stop the service (its requests answer 503 until it is back).
+    pub fn new(shards: &[ShardConfig], pool: &PoolConfig) -> std::result::Result<Self, String> {
+        let mut sorted: Vec<&ShardConfig> = shards.iter().collect();
+        sorted.sort_by_key(|s| s.number);
+        for (i, shard) in sorted.iter().enumerate() {
+            if usize::from(shard.number) != i + 1 {
+                return Err(format!("shards must be numbered 1..={} without gaps", sorted.len()));
+            }
+        }
+        let constraints = PoolConstraints::new(pool.connections_min, pool.connections_max)
+            .ok_or("pool connections_min must not exceed connections_max")?;
+        let mut pools = Vec::with_capacity(sorted.len());
+        for shard in sorted {
+            let password = match &shard.password_file {
+                Some(path) => Some(
+                    payrail_core::config::read_secret(path).map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
+            let opts = OptsBuilder::default()
+                .ip_or_hostname(shard.host.clone())
+                .tcp_port(shard.port)
+                .db_name(Some(shard.database.clone()))
+                .user(Some(shard.user.clone()))
+                .pass(password)
+                .tcp_nodelay(true)
+                .stmt_cache_size(pool.statement_cache_size)
+                .wait_timeout(Some(28_800))
+                .pool_opts(
+                    PoolOpts::default()
+                        .with_constraints(constraints.clone())
+                        .with_inactive_connection_ttl(Duration::from_secs(60))
+                        .with_ttl_check_interval(Duration::from_secs(30)),
+                );
+            pools.push(Pool::new(opts));
+        }
+        Ok(Self {
+            pools,
+            query_timeout: Duration::from_millis(pool.query_timeout_ms),
+        })
+    }
+
+    pub fn count(&self) -> u16 {
+        self.pools.len() as u16
+    }
+
+    pub fn numbers(&self) -> impl Iterator<Item = u16> {
+        1..=self.count()
+    }
+
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
+    }
+
+    /// A connection to `shard`, or `Unavailable` when none comes within the timeout.
+    pub async fn conn(&self, shard: u16) -> Result<Conn> {
+        let pool = self
+            .pools
+            .get(usize::from(shard).wrapping_sub(1))
+            .ok_or(DbError::Unavailable {
+                shard,
+                message: "no such shard".to_owned(),
+            })?;
+        self.bounded(shard, async { pool.get_conn().await.map_err(|e| DbError::classify(shard, e)) })
+            .await
+    }
+
+    /// Runs `future` under the query timeout.
+    pub async fn bounded<T>(&self, shard: u16, future: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.query_timeout, future).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::timeout(shard)),
+        }
+    }
+
+    /// Closes every pool (used at shutdown and by tests).
+    pub async fn close(self) {
+        for pool in self.pools {
+            let _ = pool.disconnect().await;
+        }
+    }
+}

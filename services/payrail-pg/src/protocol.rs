@@ -1,0 +1,68 @@
+//! Wire types of the PG API.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Authorize,
+    Capture,
+    Refund,
+    Void,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] = [Operation::Authorize, Operation::Capture, Operation::Refund, Operation::Void];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Authorize => "authorize",
+            Operation::Capture => "capture",
+            Operation::Refund => "refund",
+            Operation::Void => "void",
+        }
+    }
+
+    pub const fn path(self) -> &'static str {
+        match self {
+            Operation::Authorize => "/v1/authorize",
+            Operation::Capture => "/v1/capture",
+            Operation::Refund => "/v1/refund",
+            Operation::Void => "/v1/void",
+        }
+    }
+
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.path() == path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgRequest {
+    /// Idempotency id of this operation at the PG (`auth-<paymentId>`, `refund-<refundId>`…).
+    pub request_id: String,
+    pub merchant_id: String,
+    pub payment_id: u64,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PgDecision {
+    Approved,
+    Declined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PgReply {
+    pub request_id: String,
+    pub decision: PgDecision,
+    pub transaction_id: String,
+    pub approval_number: String,
+    pub decline_reason: Option<String>,
+    /// True when this answers a repeated `requestId`.
+    pub replayed: bool,
+}

@@ -1,0 +1,184 @@
+//! pg-mock's HTTP routes.
+
+use crate::config::{Behaviour, Config};
+use crate::ledger::Ledger;
+use parking_lot::Mutex;
+use payrail_http::{error_body, Handler, Request, Response};
+use payrail_pg::{Operation, PgRequest};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub struct Api {
+    ledger: Mutex<Ledger>,
+    /// The configured behaviour, replaceable at run time.
+    behaviour: Mutex<Behaviour>,
+    /// Per-merchant overrides set through `POST /v1/control`.
+    overrides: Mutex<HashMap<String, Behaviour>>,
+    /// Calls received per operation (`Operation::ALL` order), failures injected included:
+    /// tests assert "the PG was called once", not only "one record exists".
+    calls: [AtomicU64; 4],
+    failures: [AtomicU64; 4],
+    /// splitmix64 state: a lock-free random source (may coroutines must not hold
+    /// thread-local state across yields, so no thread-local RNG here).
+    random: AtomicU64,
+}
+
+/// `POST /v1/control`: change behaviour for one merchant, or for all when `merchantId`
+/// is absent. `reset: true` drops every override first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Control {
+    merchant_id: Option<String>,
+    #[serde(default)]
+    reset: bool,
+    latency_min_ms: Option<u64>,
+    latency_max_ms: Option<u64>,
+    failure_rate: Option<f64>,
+    decline_rate: Option<f64>,
+}
+
+fn op_index(op: Operation) -> usize {
+    match op {
+        Operation::Authorize => 0,
+        Operation::Capture => 1,
+        Operation::Refund => 2,
+        Operation::Void => 3,
+    }
+}
+
+impl Api {
+    pub fn new(config: Config, ledger: Ledger) -> Self {
+        Self {
+            ledger: Mutex::new(ledger),
+            behaviour: Mutex::new(config.behaviour),
+            overrides: Mutex::new(HashMap::new()),
+            calls: Default::default(),
+            failures: Default::default(),
+            random: AtomicU64::new(payrail_core::time::now_ms() as u64 | 1),
+        }
+    }
+
+    /// A uniform number in [0, 1).
+    fn uniform(&self) -> f64 {
+        let mut z = self.random.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn behaviour_for(&self, merchant_id: &str) -> Behaviour {
+        if let Some(b) = self.overrides.lock().get(merchant_id) {
+            return *b;
+        }
+        *self.behaviour.lock()
+    }
+
+    fn operate(&self, operation: Operation, request: &Request<'_>, response: &mut Response) {
+        let pg_request: PgRequest = match serde_json::from_slice(request.body) {
+            Ok(r) => r,
+            Err(error) => {
+                error_body::write(response, 400, "MALFORMED_JSON", &error.to_string(), None);
+                return;
+            }
+        };
+        self.calls[op_index(operation)].fetch_add(1, Ordering::Relaxed);
+        let behaviour = self.behaviour_for(&pg_request.merchant_id);
+        let spread = behaviour.latency_max_ms - behaviour.latency_min_ms;
+        let latency = behaviour.latency_min_ms + (self.uniform() * (spread + 1) as f64) as u64;
+        if latency > 0 {
+            may::coroutine::sleep(Duration::from_millis(latency));
+        }
+        if self.uniform() < behaviour.failure_rate {
+            self.failures[op_index(operation)].fetch_add(1, Ordering::Relaxed);
+            error_body::write(response, 503, "PG_FAILURE", "injected failure", None);
+            return;
+        }
+        let decline = self.uniform() < behaviour.decline_rate;
+        let reply = self.ledger.lock().execute(operation, &pg_request, decline, payrail_core::time::now_ms());
+        match serde_json::to_vec(&reply) {
+            Ok(body) => response.json(200, &body),
+            Err(error) => error_body::write(response, 500, "INTERNAL", &error.to_string(), None),
+        }
+    }
+
+    fn control(&self, request: &Request<'_>, response: &mut Response) {
+        let control: Control = match serde_json::from_slice(request.body) {
+            Ok(c) => c,
+            Err(error) => {
+                error_body::write(response, 400, "MALFORMED_JSON", &error.to_string(), None);
+                return;
+            }
+        };
+        if control.reset {
+            self.overrides.lock().clear();
+        }
+        let mut behaviour = match &control.merchant_id {
+            Some(m) => self.behaviour_for(m),
+            None => *self.behaviour.lock(),
+        };
+        if let Some(v) = control.latency_min_ms {
+            behaviour.latency_min_ms = v;
+        }
+        if let Some(v) = control.latency_max_ms {
+            behaviour.latency_max_ms = v;
+        }
+        if let Some(v) = control.failure_rate {
+            behaviour.failure_rate = v;
+        }
+        if let Some(v) = control.decline_rate {
+            behaviour.decline_rate = v;
+        }
+        if let Err(message) = behaviour.check() {
+            error_body::write(response, 400, "VALIDATION_FAILED", &message, None);
+            return;
+        }
+        match control.merchant_id {
+            Some(m) => {
+                self.overrides.lock().insert(m, behaviour);
+            }
+            None => *self.behaviour.lock() = behaviour,
+        }
+        response.json(200, b"{\"status\":\"ok\"}");
+    }
+
+    fn records(&self, request: &Request<'_>, response: &mut Response) {
+        let operation = request.query_param("operation").and_then(|o| Operation::ALL.into_iter().find(|op| op.as_str() == o));
+        let merchant = request.query_param("merchantId");
+        let ledger = self.ledger.lock();
+        let records = ledger.records(operation, merchant);
+        match serde_json::to_vec(&serde_json::json!({ "records": records })) {
+            Ok(body) => response.json(200, &body),
+            Err(error) => error_body::write(response, 500, "INTERNAL", &error.to_string(), None),
+        }
+    }
+
+    fn stats(&self, response: &mut Response) {
+        let mut calls = serde_json::Map::new();
+        let mut failures = serde_json::Map::new();
+        for op in Operation::ALL {
+            calls.insert(op.as_str().into(), self.calls[op_index(op)].load(Ordering::Relaxed).into());
+            failures.insert(op.as_str().into(), self.failures[op_index(op)].load(Ordering::Relaxed).into());
+        }
+        let body = serde_json::json!({ "calls": calls, "failures": failures });
+        response.json(200, body.to_string().as_bytes());
+    }
+}
+
+impl Handler for Api {
+    fn handle(&self, request: &Request<'_>, response: &mut Response) {
+        match (request.method, request.path) {
+            ("POST", "/v1/control") => self.control(request, response),
+            ("GET", "/v1/records") => self.records(request, response),
+            ("GET", "/v1/stats") => self.stats(response),
+            ("GET", "/health") => response.json(200, b"{\"status\":\"UP\"}"),
+            ("POST", path) => match Operation::from_path(path) {
+                Some(op) => self.operate(op, request, response),
+                None => error_body::write(response, 404, "NOT_FOUND", "no such route", None),
+            },
+            _ => error_body::write(response, 404, "NOT_FOUND", "no such route", None),
+        }
+    }
+}

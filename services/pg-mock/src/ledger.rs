@@ -1,0 +1,209 @@
+//! The PG's own records.
+//!
+//! One record per (operation, requestId): a repeated request id gets the first answer
+//! back (`replayed: true`) and changes nothing, which is what lets payrail retry any PG
+//! call safely. Capture and refund check amounts against the authorization, so the PG's
+//! records are an independent third party for reconciliation.
+
+use payrail_pg::{Operation, PgDecision, PgReply, PgRequest};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub operation: Operation,
+    pub request_id: String,
+    pub merchant_id: String,
+    pub payment_id: u64,
+    pub amount: i64,
+    pub currency: String,
+    pub decision: PgDecision,
+    pub transaction_id: String,
+    pub approval_number: String,
+    pub decline_reason: Option<String>,
+    pub at_ms: i64,
+}
+
+impl Record {
+    fn reply(&self, replayed: bool) -> PgReply {
+        PgReply {
+            request_id: self.request_id.clone(),
+            decision: self.decision,
+            transaction_id: self.transaction_id.clone(),
+            approval_number: self.approval_number.clone(),
+            decline_reason: self.decline_reason.clone(),
+            replayed,
+        }
+    }
+}
+
+/// Per-payment totals the PG enforces.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    authorized: i64,
+    captured: i64,
+    refunded: i64,
+    voided: bool,
+}
+
+pub struct Ledger {
+    records: HashMap<(Operation, String), Record>,
+    /// Insertion order, for listing.
+    order: Vec<(Operation, String)>,
+    totals: HashMap<u64, Totals>,
+    journal: Option<File>,
+    sequence: u64,
+}
+
+impl Ledger {
+    pub fn open(journal_path: Option<&Path>) -> std::io::Result<Self> {
+        let mut ledger = Self {
+            records: HashMap::new(),
+            order: Vec::new(),
+            totals: HashMap::new(),
+            journal: None,
+            sequence: 0,
+        };
+        if let Some(path) = journal_path {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if path.exists() {
+                for line in BufReader::new(File::open(path)?).lines() {
+                    let line = line?;
+                    // A torn last line (crash mid-write) is skipped: that record's caller
+                    // never got an answer and will retry with the same request id.
+                    if let Ok(record) = serde_json::from_str::<Record>(&line) {
+                        ledger.apply(record);
+                    }
+                }
+            }
+            ledger.journal = Some(OpenOptions::new().create(true).append(true).open(path)?);
+        }
+        Ok(ledger)
+    }
+
+    fn apply(&mut self, record: Record) {
+        let totals = self.totals.entry(record.payment_id).or_default();
+        if record.decision == PgDecision::Approved {
+            match record.operation {
+                Operation::Authorize => totals.authorized = record.amount,
+                Operation::Capture => totals.captured += record.amount,
+                Operation::Refund => totals.refunded += record.amount,
+                Operation::Void => totals.voided = true,
+            }
+        }
+        self.sequence += 1;
+        let key = (record.operation, record.request_id.clone());
+        self.order.push(key.clone());
+        self.records.insert(key, record);
+    }
+
+    /// Applies `request` once; a repeat returns the first answer.
+    pub fn execute(&mut self, operation: Operation, request: &PgRequest, decline: bool, now_ms: i64) -> PgReply {
+        if let Some(existing) = self.records.get(&(operation, request.request_id.clone())) {
+            return existing.reply(true);
+        }
+        let totals = self.totals.get(&request.payment_id).copied().unwrap_or_default();
+        let refusal = match operation {
+            Operation::Authorize if decline => Some("declined by issuer"),
+            Operation::Authorize => None,
+            Operation::Capture if totals.authorized == 0 => Some("no authorization for this payment"),
+            Operation::Capture if totals.voided => Some("authorization was voided"),
+            Operation::Capture if totals.captured + request.amount > totals.authorized => Some("capture exceeds the authorized amount"),
+            Operation::Refund if totals.refunded + request.amount > totals.captured => Some("refund exceeds the captured amount"),
+            Operation::Void if totals.authorized == 0 => Some("no authorization for this payment"),
+            Operation::Void if totals.captured > 0 => Some("payment already captured"),
+            _ => None,
+        };
+        let sequence = self.sequence + 1;
+        let record = Record {
+            operation,
+            request_id: request.request_id.clone(),
+            merchant_id: request.merchant_id.clone(),
+            payment_id: request.payment_id,
+            amount: request.amount,
+            currency: request.currency.clone(),
+            decision: if refusal.is_some() { PgDecision::Declined } else { PgDecision::Approved },
+            transaction_id: format!("txn_{sequence:010}"),
+            approval_number: format!("APP{:08X}", (request.payment_id ^ sequence.wrapping_mul(0x9E37_79B9)) as u32),
+            decline_reason: refusal.map(str::to_owned),
+            at_ms: now_ms,
+        };
+        if let Some(journal) = self.journal.as_mut() {
+            // Blocking append on a may worker: a few microseconds into the page cache, and
+            // this is a test double, not the hot path of the system under test.
+            if let Ok(mut line) = serde_json::to_vec(&record) {
+                line.push(b'\n');
+                if let Err(error) = journal.write_all(&line) {
+                    tracing::error!(%error, "pg-mock journal write failed");
+                }
+            }
+        }
+        let reply = record.reply(false);
+        self.apply(record);
+        reply
+    }
+
+    pub fn records(&self, operation: Option<Operation>, merchant_id: Option<&str>) -> Vec<&Record> {
+        self.order
+            .iter()
+            .filter_map(|key| self.records.get(key))
+            .filter(|r| operation.is_none_or(|op| r.operation == op))
+            .filter(|r| merchant_id.is_none_or(|m| r.merchant_id == m))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str, payment_id: u64, amount: i64) -> PgRequest {
+        PgRequest {
+            request_id: id.into(),
+            merchant_id: "M-1".into(),
+            payment_id,
+            amount,
+            currency: "KRW".into(),
+        }
+    }
+
+    #[test]
+    fn repeated_request_ids_replay_the_first_answer() {
+        let mut ledger = Ledger::open(None).expect("memory ledger");
+        let first = ledger.execute(Operation::Authorize, &request("auth-1", 1, 100), false, 0);
+        let again = ledger.execute(Operation::Authorize, &request("auth-1", 1, 100), true, 0);
+        assert_eq!(first.transaction_id, again.transaction_id);
+        assert!(again.replayed && !first.replayed);
+        assert_eq!(ledger.records(Some(Operation::Authorize), None).len(), 1);
+    }
+
+    #[test]
+    fn captures_and_refunds_are_bounded() {
+        let mut ledger = Ledger::open(None).expect("memory ledger");
+        ledger.execute(Operation::Authorize, &request("a", 7, 100), false, 0);
+        assert_eq!(ledger.execute(Operation::Capture, &request("c", 7, 101), false, 0).decision, PgDecision::Declined);
+        assert_eq!(ledger.execute(Operation::Capture, &request("c2", 7, 60), false, 0).decision, PgDecision::Approved);
+        assert_eq!(ledger.execute(Operation::Refund, &request("r1", 7, 50), false, 0).decision, PgDecision::Approved);
+        assert_eq!(ledger.execute(Operation::Refund, &request("r2", 7, 11), false, 0).decision, PgDecision::Declined);
+    }
+
+    #[test]
+    fn journal_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("pg-mock-journal-{}", std::process::id()));
+        let path = dir.join("journal.jsonl");
+        let _ = std::fs::remove_file(&path);
+        {
+            let mut ledger = Ledger::open(Some(&path)).expect("open");
+            ledger.execute(Operation::Authorize, &request("auth-9", 9, 10), false, 0);
+        }
+        let mut reopened = Ledger::open(Some(&path)).expect("reopen");
+        assert!(reopened.execute(Operation::Authorize, &request("auth-9", 9, 10), false, 0).replayed);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,43 @@
+//! pg-mock: the PG stand-in.
+//!
+//! - [`config`]: the TOML config (listen address, latency range, failure and decline rates).
+//! - [`ledger`]: the PG's own records, idempotent by request id, journaled to a file so
+//!   reconciliation can compare them with the payments after a restart.
+//! - [`api`]: the HTTP routes: `POST /v1/{authorize,capture,refund,void}`,
+//!   `GET /v1/records`, `GET /v1/stats`, `POST /v1/control` (per-merchant behaviour for
+//!   tests), `GET /health`.
+
+mod api;
+mod config;
+mod ledger;
+
+use mimalloc::MiMalloc;
+use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("pg-mock: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = payrail_core::config::parse_args("pg-mock")?;
+    let config: config::Config = payrail_core::config::load(&args.config)?;
+    if args.check_only {
+        println!("pg-mock: config {} is valid", args.config.display());
+        return Ok(());
+    }
+    payrail_core::telemetry::init_tracing();
+    may::config().set_workers(config.worker_threads).set_stack_size(config.coroutine_stack_words);
+    let ledger = ledger::Ledger::open(config.journal_path.as_deref())?;
+    let service = Arc::new(api::Api::new(config.clone(), ledger));
+    let listener = may::net::TcpListener::bind(&config.listen)?;
+    tracing::info!(listen = %listener.local_addr()?, "pg-mock listening");
+    let server = payrail_http::server::serve(listener, config.http.clone(), service);
+    let _ = server.join();
+    Ok(())
+}
