@@ -1,6 +1,6 @@
 //! Database errors, sorted by what the caller does about them.
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     /// The shard cannot be reached or did not answer in time: answer 503 SHARD_UNAVAILABLE.
     #[error("shard {shard} unavailable: {message}")]
@@ -63,5 +63,37 @@ impl DbError {
             | DbError::LockConflict { shard, .. }
             | DbError::Query { shard, .. } => *shard,
         }
+    }
+}
+
+/// A `DATETIME(3)` parameter from epoch milliseconds (UTC).
+pub fn datetime(epoch_ms: i64) -> mysql_async::Value {
+    let c = payrail_core::time::to_civil(epoch_ms);
+    mysql_async::Value::Date(
+        c.year.clamp(0, 9999) as u16,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        u32::from(c.millisecond) * 1000,
+    )
+}
+
+/// Epoch milliseconds from a `DATETIME(3)` column value.
+pub fn epoch_ms(value: &mysql_async::Value) -> i64 {
+    match value {
+        mysql_async::Value::Date(year, month, day, hour, minute, second, micros) => {
+            payrail_core::time::from_civil(payrail_core::time::Civil {
+                year: i32::from(*year),
+                month: *month,
+                day: *day,
+                hour: *hour,
+                minute: *minute,
+                second: *second,
+                millisecond: (*micros / 1000) as u16,
+            })
+        }
+        _ => 0,
     }
 }

@@ -12,5 +12,5 @@ pub mod migrate;
 pub mod sequence;
 pub mod shards;
 
-pub use error::{DbError, Result};
+pub use error::{datetime, epoch_ms, DbError, Result};
 pub use shards::{PoolConfig, ShardConfig, Shards};

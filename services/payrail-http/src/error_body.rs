@@ -26,6 +26,18 @@ pub fn write_with(
     response.status(status);
     let body = response.body_mut();
     body.clear();
+    encode(body, code, message, payment_id, details, status_field);
+}
+
+/// Appends the error body to `body`.
+pub fn encode(
+    body: &mut Vec<u8>,
+    code: &str,
+    message: &str,
+    payment_id: Option<u64>,
+    details: &[Detail<'_>],
+    status_field: Option<&str>,
+) {
     body.extend_from_slice(b"{\"code\":");
     push_json_string(body, code);
     body.extend_from_slice(b",\"message\":");

@@ -1,0 +1,456 @@
+//! Group commit: many requests' writes in one durable transaction.
+//!
+//! With `innodb_flush_log_at_trx_commit=1` every COMMIT waits for an fsync; one
+//! transaction per request would cap throughput at the disk's fsync rate. Instead each
+//! shard has a bounded queue and `writers_per_shard` writer tasks. A writer takes what is
+//! queued (up to `batch_size_max`), writes it with multi-row statements in one transaction
+//! and commits once; while it commits, new writes queue up and form the next batch, so
+//! batches grow with load and a lone request never waits for company.
+//!
+//! No shared fate: if a batch fails for any reason other than the shard being down, it is
+//! rolled back and every write in it is retried alone, so one bad row (a racing duplicate,
+//! a constraint) fails only its own request. No request is answered before the
+//! transaction holding its write has committed: replies are sent after COMMIT returns.
+
+use crate::metrics::Metrics;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, TxOpts, Value};
+use payrail_db::{datetime, DbError, Shards};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// Reserve an idempotency key before calling the PG.
+#[derive(Debug, Clone)]
+pub struct ReserveOp {
+    pub merchant_id: String,
+    pub idempotency_key: String,
+    pub fingerprint: String,
+    pub owner_token: i64,
+    pub payment_id: u64,
+}
+
+/// The idempotency record as found after the reservation attempt.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub fingerprint: String,
+    pub state: String,
+    pub owner_token: i64,
+    pub payment_id: u64,
+    pub response_status: Option<u16>,
+    pub response_body: Option<Vec<u8>>,
+    pub lease_expired: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentRow {
+    pub payment_id: u64,
+    pub merchant_id: String,
+    pub status: &'static str,
+    pub amount: i64,
+    pub captured_amount: i64,
+    pub currency: String,
+    pub idempotency_key: String,
+    pub approval_number: Option<String>,
+    pub pg_transaction_id: Option<String>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub event_id: u64,
+    pub topic: &'static str,
+    pub event_type: &'static str,
+    pub payload: Vec<u8>,
+}
+
+/// Write the authorized (or declined) payment, its history, its outbox events and the
+/// completed idempotency record, all in the same transaction.
+#[derive(Debug, Clone)]
+pub struct FinalizeOp {
+    pub payment: PaymentRow,
+    pub history: Vec<&'static str>,
+    pub events: Vec<EventRow>,
+    pub fingerprint: String,
+    pub owner_token: i64,
+    pub response_status: u16,
+    pub response_body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Reserve(ReserveOp),
+    Finalize(FinalizeOp),
+}
+
+enum Reply {
+    Reserve(oneshot::Sender<Result<Reservation, DbError>>),
+    Finalize(oneshot::Sender<Result<(), DbError>>),
+}
+
+struct Pending {
+    op: Op,
+    reply: Reply,
+}
+
+enum OpResult {
+    Reserve(Reservation),
+    Finalize,
+}
+
+pub struct GroupCommit {
+    /// One bounded queue per shard (index = shard - 1).
+    queues: Vec<mpsc::Sender<Pending>>,
+}
+
+impl GroupCommit {
+    pub fn start(shards: Arc<Shards>, metrics: Arc<Metrics>, config: crate::config::GroupCommitConfig, lease_ms: u64) -> Self {
+        let mut queues = Vec::new();
+        for shard in shards.numbers() {
+            let (sender, receiver) = mpsc::channel(config.queue_depth_max);
+            let receiver = Arc::new(Mutex::new(receiver));
+            for _ in 0..config.writers_per_shard {
+                let writer = Writer {
+                    shard,
+                    shards: shards.clone(),
+                    metrics: metrics.clone(),
+                    receiver: receiver.clone(),
+                    batch_size_max: config.batch_size_max,
+                    lease_ms,
+                };
+                tokio::spawn(writer.run());
+            }
+            queues.push(sender);
+        }
+        Self { queues }
+    }
+
+    fn enqueue(&self, shard: u16, pending: Pending) -> Result<(), DbError> {
+        let queue = self.queues.get(usize::from(shard).wrapping_sub(1)).ok_or(DbError::Unavailable {
+            shard,
+            message: "no such shard".into(),
+        })?;
+        queue.try_send(pending).map_err(|_| DbError::Unavailable {
+            shard,
+            message: "write queue full".into(),
+        })
+    }
+
+    pub async fn reserve(&self, shard: u16, op: ReserveOp) -> Result<Reservation, DbError> {
+        let (sender, receiver) = oneshot::channel();
+        self.enqueue(shard, Pending { op: Op::Reserve(op), reply: Reply::Reserve(sender) })?;
+        receiver.await.unwrap_or_else(|_| Err(DbError::Unavailable { shard, message: "writer stopped".into() }))
+    }
+
+    pub async fn finalize(&self, shard: u16, op: FinalizeOp) -> Result<(), DbError> {
+        let (sender, receiver) = oneshot::channel();
+        self.enqueue(shard, Pending { op: Op::Finalize(op), reply: Reply::Finalize(sender) })?;
+        receiver.await.unwrap_or_else(|_| Err(DbError::Unavailable { shard, message: "writer stopped".into() }))
+    }
+}
+
+struct Writer {
+    shard: u16,
+    shards: Arc<Shards>,
+    metrics: Arc<Metrics>,
+    /// Shared by the shard's writers: whoever holds the lock drains the next batch.
+    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    batch_size_max: usize,
+    lease_ms: u64,
+}
+
+impl Writer {
+    async fn run(self) {
+        let shard_label = self.shard.to_string();
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.batch_size_max);
+        loop {
+            {
+                let mut receiver = self.receiver.lock().await;
+                match receiver.recv().await {
+                    Some(first) => batch.push(first),
+                    None => return,
+                }
+                while batch.len() < self.batch_size_max {
+                    match receiver.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.metrics.group_commit_batch_size.with_label_values(&[&shard_label]).observe(batch.len() as f64);
+            let started = Instant::now();
+            let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
+            let result = self.shards.bounded(self.shard, self.execute(&ops)).await;
+            self.metrics.group_commit_duration.with_label_values(&[&shard_label]).observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(results) => {
+                    for (pending, result) in batch.drain(..).zip(results) {
+                        deliver(pending.reply, Ok(result));
+                    }
+                }
+                Err(error) if error.is_unavailable() || batch.len() == 1 => {
+                    for pending in batch.drain(..) {
+                        deliver(pending.reply, Err(error.clone()));
+                    }
+                }
+                Err(error) => {
+                    tracing::info!(shard = self.shard, %error, size = batch.len(), "batch failed; retrying its writes one by one");
+                    self.metrics.group_commit_isolated_retries.with_label_values(&[&shard_label]).inc();
+                    for pending in batch.drain(..) {
+                        let result = self.shards.bounded(self.shard, self.execute(&[&pending.op])).await;
+                        deliver(pending.reply, result.map(|mut r| r.remove(0)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for all of `ops`; results in the same order.
+    async fn execute(&self, ops: &[&Op]) -> Result<Vec<OpResult>, DbError> {
+        let shard = self.shard;
+        let classify = |e| DbError::classify(shard, e);
+        let mut conn = self.shards.conn(shard).await?;
+        let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
+
+        let reserves: Vec<&ReserveOp> = ops.iter().filter_map(|op| match op {
+            Op::Reserve(r) => Some(r),
+            Op::Finalize(_) => None,
+        }).collect();
+        let finals: Vec<&FinalizeOp> = ops.iter().filter_map(|op| match op {
+            Op::Finalize(f) => Some(f),
+            Op::Reserve(_) => None,
+        }).collect();
+
+        if !finals.is_empty() {
+            let (sql, params) = finalize_payments(&finals);
+            tx.exec_drop(sql, params).await.map_err(classify)?;
+            if let Some((sql, params)) = finalize_history(&finals) {
+                tx.exec_drop(sql, params).await.map_err(classify)?;
+            }
+            if let Some((sql, params)) = finalize_events(&finals) {
+                tx.exec_drop(sql, params).await.map_err(classify)?;
+            }
+            let (sql, params) = finalize_idempotency(&finals, self.lease_ms);
+            tx.exec_drop(sql, params).await.map_err(classify)?;
+        }
+
+        let mut found: Vec<(Vec<u8>, Vec<u8>, Reservation)> = Vec::new();
+        if !reserves.is_empty() {
+            let (sql, params) = reserve_insert(&reserves, self.lease_ms);
+            tx.exec_drop(sql, params).await.map_err(classify)?;
+            let (sql, params) = reserve_select(&reserves);
+            let rows: Vec<mysql_async::Row> = tx.exec(sql, params).await.map_err(classify)?;
+            for mut row in rows {
+                let merchant: Vec<u8> = row.take(0).unwrap_or_default();
+                let key: Vec<u8> = row.take(1).unwrap_or_default();
+                let reservation = Reservation {
+                    fingerprint: row.take(2).unwrap_or_default(),
+                    state: row.take(3).unwrap_or_default(),
+                    owner_token: row.take(4).unwrap_or_default(),
+                    payment_id: row.take(5).unwrap_or_default(),
+                    response_status: row.take(6).unwrap_or_default(),
+                    response_body: row.take(7).unwrap_or_default(),
+                    lease_expired: row.take::<i64, _>(8).unwrap_or_default() == 1,
+                };
+                found.push((merchant, key, reservation));
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                Op::Finalize(_) => results.push(OpResult::Finalize),
+                Op::Reserve(r) => {
+                    let reservation = found
+                        .iter()
+                        .find(|(m, k, _)| m == r.merchant_id.as_bytes() && k == r.idempotency_key.as_bytes())
+                        .map(|(_, _, res)| res.clone())
+                        .ok_or_else(|| DbError::Query { shard, message: "idempotency record vanished after insert".into() })?;
+                    results.push(OpResult::Reserve(reservation));
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn deliver(reply: Reply, result: Result<OpResult, DbError>) {
+    // A dropped receiver means the request timed out on the bridge; the write stands and
+    // a retry with the same idempotency key will find it.
+    match (reply, result) {
+        (Reply::Reserve(s), Ok(OpResult::Reserve(r))) => {
+            let _ = s.send(Ok(r));
+        }
+        (Reply::Finalize(s), Ok(OpResult::Finalize)) => {
+            let _ = s.send(Ok(()));
+        }
+        (Reply::Reserve(s), Err(e)) => {
+            let _ = s.send(Err(e));
+        }
+        (Reply::Finalize(s), Err(e)) => {
+            let _ = s.send(Err(e));
+        }
+        (Reply::Reserve(s), Ok(_)) => {
+            let _ = s.send(Err(DbError::Query { shard: 0, message: "result mismatch".into() }));
+        }
+        (Reply::Finalize(s), Ok(_)) => {
+            let _ = s.send(Err(DbError::Query { shard: 0, message: "result mismatch".into() }));
+        }
+    }
+}
+
+/// `(?, ?, …)` groups for a multi-row statement.
+fn placeholders(rows: usize, columns: &str) -> String {
+    let mut out = String::with_capacity(rows * (columns.len() + 2));
+    for i in 0..rows {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(columns);
+    }
+    out
+}
+
+fn bytes(text: &str) -> Value {
+    Value::Bytes(text.as_bytes().to_vec())
+}
+
+fn optional(text: &Option<String>) -> Value {
+    text.as_deref().map_or(Value::NULL, bytes)
+}
+
+fn finalize_payments(finals: &[&FinalizeOp]) -> (String, Params) {
+    let sql = format!(
+        "INSERT INTO payment (payment_id, merchant_id, status, amount, captured_amount, currency, idempotency_key, \
+         approval_number, pg_transaction_id, created_at, updated_at) VALUES {}",
+        placeholders(finals.len(), "(?,?,?,?,?,?,?,?,?,?,?)")
+    );
+    let mut params = Vec::with_capacity(finals.len() * 11);
+    for f in finals {
+        let p = &f.payment;
+        params.extend([
+            Value::UInt(p.payment_id),
+            bytes(&p.merchant_id),
+            bytes(p.status),
+            Value::Int(p.amount),
+            Value::Int(p.captured_amount),
+            bytes(&p.currency),
+            bytes(&p.idempotency_key),
+            optional(&p.approval_number),
+            optional(&p.pg_transaction_id),
+            datetime(p.at_ms),
+            datetime(p.at_ms),
+        ]);
+    }
+    (sql, Params::Positional(params))
+}
+
+fn finalize_history(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
+    let rows: usize = finals.iter().map(|f| f.history.len()).sum();
+    if rows == 0 {
+        return None;
+    }
+    let sql = format!(
+        "INSERT INTO payment_status_history (payment_id, status, at) VALUES {}",
+        placeholders(rows, "(?,?,?)")
+    );
+    let mut params = Vec::with_capacity(rows * 3);
+    for f in finals {
+        for status in &f.history {
+            params.extend([Value::UInt(f.payment.payment_id), bytes(status), datetime(f.payment.at_ms)]);
+        }
+    }
+    Some((sql, Params::Positional(params)))
+}
+
+fn finalize_events(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
+    let rows: usize = finals.iter().map(|f| f.events.len()).sum();
+    if rows == 0 {
+        return None;
+    }
+    let sql = format!(
+        "INSERT INTO outbox_event (event_id, payment_id, merchant_id, topic, event_type, payload, created_at) VALUES {}",
+        placeholders(rows, "(?,?,?,?,?,?,?)")
+    );
+    let mut params = Vec::with_capacity(rows * 7);
+    for f in finals {
+        for e in &f.events {
+            params.extend([
+                Value::UInt(e.event_id),
+                Value::UInt(f.payment.payment_id),
+                bytes(&f.payment.merchant_id),
+                bytes(e.topic),
+                bytes(e.event_type),
+                Value::Bytes(e.payload.clone()),
+                datetime(f.payment.at_ms),
+            ]);
+        }
+    }
+    Some((sql, Params::Positional(params)))
+}
+
+/// Completes the idempotency records. Written as an upsert so one statement covers the
+/// whole batch; the row exists (reserved earlier), so it always takes the UPDATE branch.
+fn finalize_idempotency(finals: &[&FinalizeOp], lease_ms: u64) -> (String, Params) {
+    let sql = format!(
+        "INSERT INTO idempotency_record (merchant_id, idempotency_key, request_fingerprint, state, owner_token, payment_id, \
+         response_status, response_body, created_at, lease_until) VALUES {} \
+         ON DUPLICATE KEY UPDATE state = VALUES(state), response_status = VALUES(response_status), \
+         response_body = VALUES(response_body)",
+        placeholders(
+            finals.len(),
+            &format!("(?,?,?,'COMPLETED',?,?,?,?,UTC_TIMESTAMP(3),UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND)", lease_ms * 1000)
+        )
+    );
+    let mut params = Vec::with_capacity(finals.len() * 7);
+    for f in finals {
+        params.extend([
+            bytes(&f.payment.merchant_id),
+            bytes(&f.payment.idempotency_key),
+            bytes(&f.fingerprint),
+            Value::Int(f.owner_token),
+            Value::UInt(f.payment.payment_id),
+            Value::UInt(u64::from(f.response_status)),
+            Value::Bytes(f.response_body.clone()),
+        ]);
+    }
+    (sql, Params::Positional(params))
+}
+
+/// Reserves keys; a key that exists already is left alone (`INSERT IGNORE`), and the
+/// SELECT that follows tells each request whether the record is its own.
+fn reserve_insert(reserves: &[&ReserveOp], lease_ms: u64) -> (String, Params) {
+    let sql = format!(
+        "INSERT IGNORE INTO idempotency_record (merchant_id, idempotency_key, request_fingerprint, state, owner_token, \
+         payment_id, created_at, lease_until) VALUES {}",
+        placeholders(
+            reserves.len(),
+            &format!("(?,?,?,'IN_PROGRESS',?,?,UTC_TIMESTAMP(3),UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND)", lease_ms * 1000)
+        )
+    );
+    let mut params = Vec::with_capacity(reserves.len() * 5);
+    for r in reserves {
+        params.extend([
+            bytes(&r.merchant_id),
+            bytes(&r.idempotency_key),
+            bytes(&r.fingerprint),
+            Value::Int(r.owner_token),
+            Value::UInt(r.payment_id),
+        ]);
+    }
+    (sql, Params::Positional(params))
+}
+
+fn reserve_select(reserves: &[&ReserveOp]) -> (String, Params) {
+    let sql = format!(
+        "SELECT merchant_id, idempotency_key, request_fingerprint, state, owner_token, payment_id, response_status, \
+         response_body, lease_until < UTC_TIMESTAMP(3) FROM idempotency_record WHERE (merchant_id, idempotency_key) IN ({}) LOCK IN SHARE MODE",
+        placeholders(reserves.len(), "(?,?)")
+    );
+    let mut params = Vec::with_capacity(reserves.len() * 2);
+    for r in reserves {
+        params.extend([bytes(&r.merchant_id), bytes(&r.idempotency_key)]);
+    }
+    (sql, Params::Positional(params))
+}

@@ -1,0 +1,106 @@
+//! ingest: the payment API.
+//!
+//! - [`routes`]: HTTP routes on may coroutines; each request's I/O crosses to tokio once.
+//! - [`parse`]: request bodies → validated inputs, or the exact 4xx of the contract.
+//! - [`authorize`]: the authorize path (rate limit, idempotency, PG, group commit).
+//! - [`payments`]: capture, refund, void and the read API.
+//! - [`group_commit`]: batched durable writes per shard.
+//! - [`outbox`]: event topics and payloads written with each state change.
+//! - [`idempotency`]: key reservation, takeover, replay encoding and the purge job.
+//! - [`rate_limit`]: Redis: per-merchant limits and the replay cache in one script.
+//! - [`render`]: the payment JSON. [`outcome`]: status, body and headers of an answer.
+//! - [`config`], [`metrics`], [`health`], [`app`]: wiring.
+
+mod app;
+mod authorize;
+mod config;
+mod group_commit;
+mod health;
+mod idempotency;
+mod metrics;
+mod outbox;
+mod outcome;
+mod parse;
+mod payments;
+mod rate_limit;
+mod render;
+mod routes;
+
+pub use app::App;
+
+use mimalloc::MiMalloc;
+use payrail_http::Bridge;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("ingest: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = payrail_core::config::parse_args("ingest")?;
+    let config: config::Config = payrail_core::config::load(&args.config)?;
+    if args.check_only {
+        println!("ingest: config {} is valid", args.config.display());
+        return Ok(());
+    }
+    payrail_core::telemetry::init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime.tokio_worker_threads)
+        .thread_name("ingest-io")
+        .enable_all()
+        .build()?;
+
+    if args.command.as_deref() == Some("migrate") {
+        let shards = payrail_db::Shards::new(&config.shards, &config.pool)?;
+        let applied = runtime.block_on(payrail_db::migrate::migrate_all(&shards))?;
+        println!("ingest: {applied} migration(s) applied");
+        return Ok(());
+    }
+    if let Some(other) = args.command {
+        return Err(format!("unknown command {other} (known: migrate)").into());
+    }
+
+    let app = runtime.block_on(async {
+        // Migrations first: a shard that is down is retried, because serving without the
+        // schema would only produce errors.
+        let app = App::build(config.clone())?;
+        for shard in app.shards.numbers() {
+            loop {
+                match payrail_db::migrate::migrate_shard(&app.shards, shard).await {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(shard, %error, "migrations not applied yet; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+        Ok::<_, String>(app)
+    })?;
+    runtime.spawn(health::check_loop(app.clone()));
+    runtime.spawn(idempotency::purge_loop(app.clone()));
+
+    may::config()
+        .set_workers(config.runtime.may_worker_threads)
+        .set_stack_size(config.runtime.coroutine_stack_words);
+    let bridge = Bridge::new(
+        runtime.handle().clone(),
+        config.runtime.in_flight_max,
+        Duration::from_millis(config.runtime.request_timeout_ms),
+        app.metrics.in_flight.clone(),
+    );
+    let listener = may::net::TcpListener::bind(&config.listen)?;
+    tracing::info!(listen = %listener.local_addr()?, instance = %config.instance, shards = app.shards.count(), "ingest listening");
+    let api = Arc::new(routes::Api { app, bridge });
+    let server = payrail_http::server::serve(listener, config.http.clone(), api);
+    let _ = server.join();
+    drop(runtime);
+    Ok(())
+}

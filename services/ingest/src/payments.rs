@@ -1,0 +1,442 @@
+//! Capture, refund, void and the read API.
+//!
+//! Every state change is one short transaction on the payment's shard: a conditional
+//! UPDATE (`… WHERE status = <expected>`, plus the amount bounds) whose affected-row count
+//! decides, then the history row and the outbox event, then COMMIT. Two concurrent
+//! captures, a capture racing a void, or two refunds summing past the captured amount:
+//! exactly one UPDATE matches, the others get 409. The schema's CHECK constraint backs the
+//! amount rules up. (InnoDB already shares one fsync among concurrently committing
+//! transactions, so these single-request transactions still commit in groups.)
+
+use crate::outbox::{self, Extra};
+use crate::outcome::Outcome;
+use crate::parse::{CaptureInput, RefundInput, VoidInput};
+use crate::rate_limit::{Action, Admission};
+use crate::render::{self, Extras, HistoryView, PaymentView, RefundView};
+use crate::App;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Row, TxOpts, Value};
+use payrail_core::status::PaymentStatus;
+use payrail_db::sequence::Kind;
+use payrail_db::{datetime, epoch_ms, DbError};
+use payrail_http::error_body::Detail;
+use std::sync::Arc;
+
+const PAYMENT_COLUMNS: &str = "payment_id, merchant_id, status, amount, captured_amount, refunded_amount, currency, \
+                               approval_number, created_at, updated_at, refund_pending_amount";
+
+struct Loaded {
+    view: PaymentView,
+    refund_pending_amount: i64,
+}
+
+fn text(row: &mut Row, index: usize) -> String {
+    match row.take::<Value, _>(index) {
+        Some(Value::Bytes(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn payment_from_row(mut row: Row) -> Option<Loaded> {
+    let payment_id: u64 = row.take(0)?;
+    let merchant_id = text(&mut row, 1);
+    let status = PaymentStatus::parse(&text(&mut row, 2))?;
+    let amount: i64 = row.take(3)?;
+    let captured_amount: i64 = row.take(4)?;
+    let refunded_amount: i64 = row.take(5)?;
+    let currency = text(&mut row, 6);
+    let approval_number: Option<String> = row.take(7)?;
+    let created: Value = row.take(8)?;
+    let updated: Value = row.take(9)?;
+    let refund_pending_amount: i64 = row.take(10)?;
+    Some(Loaded {
+        view: PaymentView {
+            payment_id,
+            merchant_id,
+            status,
+            amount,
+            captured_amount,
+            refunded_amount,
+            currency,
+            approval_number,
+            created_at_ms: epoch_ms(&created),
+            updated_at_ms: epoch_ms(&updated),
+        },
+        refund_pending_amount,
+    })
+}
+
+async fn load_payment<Q: Queryable>(q: &mut Q, shard: u16, payment_id: u64, for_update: bool) -> Result<Option<Loaded>, DbError> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payment WHERE payment_id = ?{}",
+        if for_update { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<Row> = q.exec_first(sql, (payment_id,)).await.map_err(|e| DbError::classify(shard, e))?;
+    Ok(row.and_then(payment_from_row))
+}
+
+async fn load_details<Q: Queryable>(q: &mut Q, shard: u16, payment_id: u64) -> Result<(Vec<RefundView>, Vec<HistoryView>), DbError> {
+    let classify = |e| DbError::classify(shard, e);
+    let refund_rows: Vec<Row> = q
+        .exec("SELECT refund_id, amount, status, reason, created_at FROM refund WHERE payment_id = ? ORDER BY refund_id", (payment_id,))
+        .await
+        .map_err(classify)?;
+    let refunds = refund_rows
+        .into_iter()
+        .map(|mut row| RefundView {
+            refund_id: row.take(0).unwrap_or_default(),
+            amount: row.take(1).unwrap_or_default(),
+            status: text(&mut row, 2),
+            reason: text(&mut row, 3),
+            created_at_ms: row.take::<Value, _>(4).map(|v| epoch_ms(&v)).unwrap_or_default(),
+        })
+        .collect();
+    let history_rows: Vec<Row> = q
+        .exec("SELECT status, at FROM payment_status_history WHERE payment_id = ? ORDER BY id", (payment_id,))
+        .await
+        .map_err(classify)?;
+    let history = history_rows
+        .into_iter()
+        .map(|mut row| HistoryView {
+            status: text(&mut row, 0),
+            at_ms: row.take::<Value, _>(1).map(|v| epoch_ms(&v)).unwrap_or_default(),
+        })
+        .collect();
+    Ok((refunds, history))
+}
+
+fn full_body(view: &PaymentView, refunds: &[RefundView], history: &[HistoryView], message: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(768);
+    render::payment(&mut body, view, &Extras { refunds: Some(refunds), history: Some(history), message });
+    body
+}
+
+async fn rate_limited(app: &App, action: Action, merchant_id: &str) -> Option<Outcome> {
+    let limit = match action {
+        Action::Authorize => app.config.rate_limits.authorize,
+        Action::Capture => app.config.rate_limits.capture,
+        Action::Refund => app.config.rate_limits.refund,
+    };
+    match app.redis.admit(&app.metrics, action, limit, merchant_id, None).await {
+        Admission::Limited { retry_after_ms } => Some(
+            Outcome::error(429, "RATE_LIMIT_EXCEEDED", &format!("{} rate limit exceeded for this merchant; retry after the Retry-After delay", action.as_str()), None)
+                .retry_after(retry_after_ms.div_ceil(1000)),
+        ),
+        _ => None,
+    }
+}
+
+/// The part of a state change every transition shares: history row and outbox event.
+async fn record_transition<Q: Queryable>(
+    q: &mut Q,
+    shard: u16,
+    view: &PaymentView,
+    event: (u64, &'static str, &'static str),
+    event_amount: i64,
+    now: i64,
+    extra: &[(&str, Extra<'_>)],
+) -> Result<(), DbError> {
+    let classify = |e| DbError::classify(shard, e);
+    q.exec_drop(
+        "INSERT INTO payment_status_history (payment_id, status, at) VALUES (?, ?, ?)",
+        (view.payment_id, view.status.as_str(), datetime(now)),
+    )
+    .await
+    .map_err(classify)?;
+    let (event_id, topic, event_type) = event;
+    let payload = outbox::payload(event_id, event_type, view, event_amount, now, extra);
+    q.exec_drop(
+        "INSERT INTO outbox_event (event_id, payment_id, merchant_id, topic, event_type, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (event_id, view.payment_id, view.merchant_id.as_bytes(), topic, event_type, payload, datetime(now)),
+    )
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+/// Why a conditional update matched nothing: 404 for a missing or foreign payment, else
+/// the conflict with the payment's current status.
+fn explain(loaded: Option<Loaded>, merchant_id: &str, conflict: impl FnOnce(&Loaded) -> Outcome) -> Outcome {
+    match loaded {
+        Some(l) if l.view.merchant_id == merchant_id => conflict(&l),
+        _ => Outcome::not_found(),
+    }
+}
+
+pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureInput) -> Outcome {
+    if let Some(limited) = rate_limited(&app, Action::Capture, &input.merchant_id).await {
+        return limited;
+    }
+    let event_id = match app.sequences.next_id(&app.shards, shard, Kind::Event).await {
+        Ok(id) => id,
+        Err(error) => return Outcome::from_db(&error),
+    };
+    let result = app
+        .shards
+        .bounded(shard, async {
+            let classify = |e| DbError::classify(shard, e);
+            let mut conn = app.shards.conn(shard).await?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
+            let now = payrail_core::time::now_ms();
+            tx.exec_drop(
+                "UPDATE payment SET status = 'CAPTURE_REQUESTED', captured_amount = COALESCE(?, amount), updated_at = ? \
+                 WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND COALESCE(?, amount) <= amount",
+                (input.amount, datetime(now), payment_id, input.merchant_id.as_bytes(), input.amount),
+            )
+            .await
+            .map_err(classify)?;
+            if tx.affected_rows() != 1 {
+                let loaded = load_payment(&mut tx, shard, payment_id, false).await?;
+                tx.rollback().await.map_err(classify)?;
+                return Ok(explain(loaded, &input.merchant_id, |l| {
+                    if l.view.status == PaymentStatus::Authorized {
+                        Outcome::error_with(
+                            400,
+                            "VALIDATION_FAILED",
+                            "amount exceeds the authorized amount",
+                            Some(payment_id),
+                            &[Detail { field: "amount", problem: "must not exceed the authorized amount" }],
+                            None,
+                        )
+                    } else {
+                        Outcome::conflict("CAPTURE_CONFLICT", "only an AUTHORIZED payment can be captured", payment_id, l.view.status.as_str())
+                    }
+                }));
+            }
+            let loaded = load_payment(&mut tx, shard, payment_id, false).await?.ok_or(DbError::Query { shard, message: "captured payment vanished".into() })?;
+            let view = loaded.view;
+            assert!(view.captured_amount <= view.amount, "captured more than authorized");
+            record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED), view.captured_amount, now, &[]).await?;
+            let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+            tx.commit().await.map_err(classify)?;
+            Ok(Outcome::ok(full_body(&view, &refunds, &history, "capture requested")))
+        })
+        .await;
+    result.unwrap_or_else(|error| Outcome::from_db(&error))
+}
+
+pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) -> Outcome {
+    let event_id = match app.sequences.next_id(&app.shards, shard, Kind::Event).await {
+        Ok(id) => id,
+        Err(error) => return Outcome::from_db(&error),
+    };
+    let result = app
+        .shards
+        .bounded(shard, async {
+            let classify = |e| DbError::classify(shard, e);
+            let mut conn = app.shards.conn(shard).await?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
+            let now = payrail_core::time::now_ms();
+            tx.exec_drop(
+                "UPDATE payment SET status = 'VOIDED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED'",
+                (datetime(now), payment_id, input.merchant_id.as_bytes()),
+            )
+            .await
+            .map_err(classify)?;
+            if tx.affected_rows() != 1 {
+                let loaded = load_payment(&mut tx, shard, payment_id, false).await?;
+                tx.rollback().await.map_err(classify)?;
+                return Ok(explain(loaded, &input.merchant_id, |l| {
+                    Outcome::conflict("VOID_CONFLICT", "only an AUTHORIZED payment can be voided", payment_id, l.view.status.as_str())
+                }));
+            }
+            let view = load_payment(&mut tx, shard, payment_id, false).await?.ok_or(DbError::Query { shard, message: "voided payment vanished".into() })?.view;
+            record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED), view.amount, now, &[]).await?;
+            let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+            tx.commit().await.map_err(classify)?;
+            Ok(Outcome::ok(full_body(&view, &refunds, &history, "voided")))
+        })
+        .await;
+    result.unwrap_or_else(|error| Outcome::from_db(&error))
+}
+
+fn refund_fingerprint(input: &RefundInput) -> String {
+    match input.amount {
+        Some(amount) => format!("{amount}|{}", input.reason),
+        None => format!("rest|{}", input.reason),
+    }
+}
+
+pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInput) -> Outcome {
+    if let Some(limited) = rate_limited(&app, Action::Refund, &input.merchant_id).await {
+        return limited;
+    }
+    let mut ids = Vec::with_capacity(2);
+    if let Err(error) = app.sequences.next_ids(&app.shards, shard, Kind::Event, 1, &mut ids).await {
+        return Outcome::from_db(&error);
+    }
+    if let Err(error) = app.sequences.next_ids(&app.shards, shard, Kind::Refund, 1, &mut ids).await {
+        return Outcome::from_db(&error);
+    }
+    let (event_id, refund_id) = (ids[0], ids[1]);
+    let fingerprint = refund_fingerprint(&input);
+    let result = app
+        .shards
+        .bounded(shard, async {
+            let classify = |e| DbError::classify(shard, e);
+            let mut conn = app.shards.conn(shard).await?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
+            // The payment row lock orders concurrent refunds of one payment, so the
+            // idempotency check below cannot race its own insert.
+            let Some(loaded) = load_payment(&mut tx, shard, payment_id, true).await? else {
+                tx.rollback().await.map_err(classify)?;
+                return Ok(Outcome::not_found());
+            };
+            if loaded.view.merchant_id != input.merchant_id {
+                tx.rollback().await.map_err(classify)?;
+                return Ok(Outcome::not_found());
+            }
+            if let Some(key) = &input.idempotency_key {
+                let existing: Option<String> = tx
+                    .exec_first("SELECT request_fingerprint FROM refund WHERE payment_id = ? AND idempotency_key = ?", (payment_id, key.as_bytes()))
+                    .await
+                    .map_err(classify)?;
+                if let Some(existing) = existing {
+                    let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+                    tx.rollback().await.map_err(classify)?;
+                    if existing != fingerprint {
+                        return Ok(Outcome::error(422, "IDEMPOTENCY_KEY_MISMATCH", "this refund idempotency key was used with a different amount or reason", Some(payment_id)));
+                    }
+                    app.metrics.idempotent_replays.with_label_values(&["refund"]).inc();
+                    let mut outcome = Outcome::ok(full_body(&loaded.view, &refunds, &history, "refund requested"));
+                    outcome.replayed = true;
+                    return Ok(outcome);
+                }
+            }
+            let status = loaded.view.status;
+            if status == PaymentStatus::CaptureRequested {
+                tx.rollback().await.map_err(classify)?;
+                return Ok(Outcome::conflict("REFUND_CONFLICT", "the capture is still settling; retry shortly", payment_id, status.as_str()).retry_after(1));
+            }
+            if !matches!(status, PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::RefundRequested) {
+                tx.rollback().await.map_err(classify)?;
+                return Ok(Outcome::conflict("REFUND_CONFLICT", "only a captured payment can be refunded", payment_id, status.as_str()));
+            }
+            let refundable = loaded.view.captured_amount - loaded.view.refunded_amount - loaded.refund_pending_amount;
+            let amount = input.amount.unwrap_or(refundable);
+            if refundable <= 0 || amount > refundable {
+                tx.rollback().await.map_err(classify)?;
+                let message = if refundable <= 0 { "nothing refundable remains".to_owned() } else { format!("amount exceeds the refundable remainder of {refundable}") };
+                return Ok(Outcome::conflict("REFUND_CONFLICT", &message, payment_id, status.as_str()));
+            }
+            let now = payrail_core::time::now_ms();
+            tx.exec_drop(
+                "UPDATE payment SET status = 'REFUND_REQUESTED', refund_pending_amount = refund_pending_amount + ?, updated_at = ? \
+                 WHERE payment_id = ? AND status IN ('CAPTURED', 'PARTIALLY_REFUNDED', 'REFUND_REQUESTED') \
+                 AND refunded_amount + refund_pending_amount + ? <= captured_amount",
+                (amount, datetime(now), payment_id, amount),
+            )
+            .await
+            .map_err(classify)?;
+            if tx.affected_rows() != 1 {
+                tx.rollback().await.map_err(classify)?;
+                return Ok(Outcome::conflict("REFUND_CONFLICT", "the payment changed; nothing refundable for this amount", payment_id, status.as_str()));
+            }
+            tx.exec_drop(
+                "INSERT INTO refund (refund_id, payment_id, merchant_id, amount, status, reason, idempotency_key, request_fingerprint, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, 'REQUESTED', ?, ?, ?, ?, ?)",
+                (
+                    refund_id,
+                    payment_id,
+                    input.merchant_id.as_bytes(),
+                    amount,
+                    input.reason.as_str(),
+                    input.idempotency_key.as_deref().map(str::as_bytes),
+                    fingerprint.as_str(),
+                    datetime(now),
+                    datetime(now),
+                ),
+            )
+            .await
+            .map_err(classify)?;
+            let mut view = loaded.view;
+            view.status = PaymentStatus::RefundRequested;
+            view.updated_at_ms = now;
+            let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
+            record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_REFUND_REQUESTED, outbox::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
+            let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+            tx.commit().await.map_err(classify)?;
+            Ok(Outcome::ok(full_body(&view, &refunds, &history, "refund requested")))
+        })
+        .await;
+    match result {
+        Ok(outcome) => outcome,
+        Err(DbError::Duplicate { .. }) => Outcome::error(409, "IDEMPOTENCY_KEY_IN_USE", "a refund with this idempotency key is being processed; retry shortly", Some(payment_id)).retry_after(1),
+        Err(error) => Outcome::from_db(&error),
+    }
+}
+
+pub async fn get(app: Arc<App>, shard: u16, payment_id: u64, merchant_id: String) -> Outcome {
+    let result = app
+        .shards
+        .bounded(shard, async {
+            let mut conn = app.shards.conn(shard).await?;
+            let Some(loaded) = load_payment(&mut conn, shard, payment_id, false).await? else {
+                return Ok(Outcome::not_found());
+            };
+            if loaded.view.merchant_id != merchant_id {
+                return Ok(Outcome::not_found());
+            }
+            let (refunds, history) = load_details(&mut conn, shard, payment_id).await?;
+            Ok(Outcome::ok(full_body(&loaded.view, &refunds, &history, "ok")))
+        })
+        .await;
+    result.unwrap_or_else(|error| Outcome::from_db(&error))
+}
+
+pub struct ListQuery {
+    pub merchant_id: String,
+    pub status: Option<PaymentStatus>,
+    pub limit: u32,
+    pub cursor: Option<u64>,
+}
+
+pub async fn list(app: Arc<App>, query: ListQuery) -> Outcome {
+    let shard = payrail_core::shard::shard_for_merchant(&query.merchant_id, app.shards.count());
+    let result = app
+        .shards
+        .bounded(shard, async {
+            let mut conn = app.shards.conn(shard).await?;
+            let mut sql = format!("SELECT {PAYMENT_COLUMNS} FROM payment WHERE merchant_id = ?");
+            let mut params: Vec<Value> = vec![Value::Bytes(query.merchant_id.as_bytes().to_vec())];
+            if let Some(status) = query.status {
+                sql.push_str(" AND status = ?");
+                params.push(Value::Bytes(status.as_str().as_bytes().to_vec()));
+            }
+            if let Some(cursor) = query.cursor {
+                sql.push_str(" AND payment_id < ?");
+                params.push(Value::UInt(cursor));
+            }
+            sql.push_str(" ORDER BY payment_id DESC LIMIT ?");
+            params.push(Value::UInt(u64::from(query.limit) + 1));
+            let rows: Vec<Row> = conn.exec(sql, params).await.map_err(|e| DbError::classify(shard, e))?;
+            let mut payments: Vec<PaymentView> = rows.into_iter().filter_map(payment_from_row).map(|l| l.view).collect();
+            let next_cursor = if payments.len() > query.limit as usize {
+                payments.truncate(query.limit as usize);
+                payments.last().map(|p| p.payment_id)
+            } else {
+                None
+            };
+            let mut body = Vec::with_capacity(64 + payments.len() * 360);
+            body.extend_from_slice(b"{\"payments\":[");
+            for (i, p) in payments.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                render::payment(&mut body, p, &Extras { refunds: None, history: None, message: "ok" });
+            }
+            body.extend_from_slice(b"],\"nextCursor\":");
+            match next_cursor {
+                Some(c) => {
+                    body.push(b'"');
+                    body.extend_from_slice(itoa::Buffer::new().format(c).as_bytes());
+                    body.push(b'"');
+                }
+                None => body.extend_from_slice(b"null"),
+            }
+            body.push(b'}');
+            Ok(Outcome::ok(body))
+        })
+        .await;
+    result.unwrap_or_else(|error| Outcome::from_db(&error))
+}
