@@ -1,1 +1,63 @@
+//! The harness behind `cargo xtask` and the integration tests.
+//!
+//! - [`process`]: child processes with log files, stopped on drop (or detached for `up`).
+//! - [`mariadb`]: a MariaDB server of our own (data dir, port, durable settings).
+//! - [`redis`]: a Redis server of our own.
+//! - [`services`]: config files and processes for pg-mock and ingest.
+//! - [`http`]: a small blocking HTTP/1.1 client that can also send malformed bytes.
+//! - [`stack`]: a per-test stack: its own databases on the shared shards, its own Redis,
+//!   pg-mock and ingest instances, all on free loopback ports.
 
+pub mod http;
+pub mod mariadb;
+pub mod process;
+pub mod redis;
+pub mod services;
+pub mod stack;
+
+use std::path::PathBuf;
+
+/// The workspace root (two levels above this crate's manifest).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where release binaries are.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("PAYRAIL_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/release"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    check()
+}
+
+/// A valid authorize body.
+pub fn authorize_body(merchant_id: &str, amount: i64, key: &str) -> serde_json::Value {
+    serde_json::json!({ "merchantId": merchant_id, "amount": amount, "currency": "KRW", "idempotencyKey": key })
+}
+
+/// Stands in for the settlement worker (the event pipeline's job): marks a capture as
+/// settled the way the worker will, so refund paths can be tested on their own.
+pub fn settle(stack: &stack::TestStack, payment_id: u64) {
+    let shard = (payment_id >> 42) as usize;
+    stack.rows(
+        shard,
+        &format!("UPDATE payment SET status = 'CAPTURED' WHERE payment_id = {payment_id} AND status = 'CAPTURE_REQUESTED'"),
+    );
+}

@@ -186,7 +186,13 @@ fn amount_field(fields: &Fields<'_, '_>, name: &str, required: bool, problems: &
         // Larger than i64: certainly out of range, but a number, so a validation error.
         ValueType::U64 => value.as_i64().or(Some(i64::MAX)),
         ValueType::F64 => {
-            problems.type_error(name, "must be an integer in minor units");
+            // Integer literals beyond u64 arrive as floats: still a number, out of range.
+            let v = value.as_f64().unwrap_or(0.5);
+            if v.fract() == 0.0 && v.abs() > validate::AMOUNT_MAX as f64 {
+                problems.add(name, if v > 0.0 { "must be <= 1000000000000" } else { "must be >= 1" });
+            } else {
+                problems.type_error(name, "must be an integer in minor units");
+            }
             return None;
         }
         _ => {
@@ -378,8 +384,9 @@ mod tests {
     #[test]
     fn every_problem_is_listed() {
         let rejection = auth(r#"{"merchantId":"","amount":-1,"currency":"krw"}"#).map(|_| ()).unwrap_err();
-        let fields: Vec<&str> = rejection.details.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fields, vec!["merchantId", "amount", "currency", "idempotencyKey"]);
+        let mut fields: Vec<&str> = rejection.details.iter().map(|(f, _)| f.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, vec!["amount", "currency", "idempotencyKey", "merchantId"]);
     }
 
     #[test]

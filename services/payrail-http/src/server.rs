@@ -227,6 +227,10 @@ fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler
                 let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
                 let mut parsed = httparse::Request::new(&mut headers);
                 match parsed.parse(&buffer) {
+                    Ok(httparse::Status::Complete(head_len)) if head_len > config.header_size_max_bytes => {
+                        answer_and_close(stream, &mut response, &mut out, 431, "HEADERS_TOO_LARGE", "request head exceeds the size limit");
+                        return;
+                    }
                     Ok(httparse::Status::Complete(head_len)) => {
                         match inspect_head(&parsed, head_len, config.body_size_max_bytes) {
                             Ok(head) => break head,

@@ -1,0 +1,138 @@
+//! A MariaDB server of our own: its own data dir, port and socket, durable settings.
+
+use crate::process::Proc;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub struct MariaDb {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub user: String,
+    pub password: String,
+    proc: Option<Proc>,
+}
+
+/// Durable and sized for a 2-core, shared machine. `innodb_flush_log_at_trx_commit=1`
+/// is invariant 1 of system.md: a 200 means the commit reached the disk.
+pub fn server_args(dir: &Path, port: u16, bind: &str) -> Vec<String> {
+    vec![
+        "--no-defaults".into(),
+        format!("--datadir={}", dir.join("data").display()),
+        format!("--socket={}", dir.join("mysqld.sock").display()),
+        format!("--pid-file={}", dir.join("mysqld.pid").display()),
+        format!("--log-error={}", dir.join("error.log").display()),
+        format!("--port={port}"),
+        format!("--bind-address={bind}"),
+        "--user=root".into(),
+        "--skip-name-resolve".into(),
+        "--innodb-flush-log-at-trx-commit=1".into(),
+        "--innodb-buffer-pool-size=256M".into(),
+        "--innodb-log-file-size=256M".into(),
+        "--max-connections=1000".into(),
+        "--character-set-server=utf8mb4".into(),
+    ]
+}
+
+impl MariaDb {
+    /// Initialises `dir` if needed, starts the server and creates the app user.
+    pub fn start(dir: &Path, port: u16, bind: &str, password: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !dir.join("data/mysql").exists() {
+            let status = Command::new("mariadb-install-db")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", dir.join("data").display()))
+                .arg("--user=root")
+                .arg("--skip-test-db")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.join("install.log")).map_err(|e| e.to_string())?)
+                .status()
+                .map_err(|e| format!("mariadb-install-db: {e} (is mariadb-server installed?)"))?;
+            if !status.success() {
+                return Err(format!("mariadb-install-db failed; see {}", dir.join("install.log").display()));
+            }
+        }
+        let mut command = Command::new("mariadbd");
+        command.args(server_args(dir, port, bind));
+        let proc = Proc::spawn(&format!("mariadb:{port}"), command, &dir.join("stdout.log")).map_err(|e| format!("mariadbd: {e}"))?;
+        let mut db = Self {
+            port,
+            dir: dir.to_owned(),
+            user: "payrail".into(),
+            password: password.into(),
+            proc: Some(proc),
+        };
+        db.wait_ready(Duration::from_secs(60))?;
+        db.root_sql(&format!(
+            "CREATE USER IF NOT EXISTS 'payrail'@'%' IDENTIFIED BY '{password}'; \
+             ALTER USER 'payrail'@'%' IDENTIFIED BY '{password}'; \
+             GRANT ALL PRIVILEGES ON *.* TO 'payrail'@'%'; FLUSH PRIVILEGES;"
+        ))?;
+        Ok(db)
+    }
+
+    /// Attaches to a server started earlier (by `cargo xtask up`).
+    pub fn attach(dir: &Path, port: u16, password: &str) -> Self {
+        Self {
+            port,
+            dir: dir.to_owned(),
+            user: "payrail".into(),
+            password: password.into(),
+            proc: None,
+        }
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let ok = crate::wait_until(timeout, || self.root_sql("SELECT 1").is_ok());
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("mariadb on port {} did not start; see {}", self.port, self.dir.join("error.log").display()))
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("mysqld.sock")
+    }
+
+    /// Runs SQL as root over the socket; rows as tab-split strings.
+    pub fn root_sql(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        run_client(Command::new("mariadb").arg(format!("--socket={}", self.socket().display())).arg("-uroot"), None, sql)
+    }
+
+    /// Runs SQL in `database`.
+    pub fn sql(&self, database: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        run_client(Command::new("mariadb").arg(format!("--socket={}", self.socket().display())).arg("-uroot"), Some(database), sql)
+    }
+
+    /// One number from a query (`SELECT COUNT(*) …`).
+    pub fn count(&self, database: &str, sql: &str) -> i64 {
+        self.sql(database, sql)
+            .ok()
+            .and_then(|rows| rows.first().and_then(|r| r.first()).and_then(|v| v.parse().ok()))
+            .unwrap_or(-1)
+    }
+
+    pub fn proc_mut(&mut self) -> Option<&mut Proc> {
+        self.proc.as_mut()
+    }
+
+    pub fn detach(mut self) -> Option<u32> {
+        self.proc.take().map(Proc::detach)
+    }
+}
+
+fn run_client(command: &mut Command, database: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    command.arg("--batch").arg("--skip-column-names");
+    if let Some(db) = database {
+        command.arg(db);
+    }
+    let output = command.arg("-e").arg(sql).output().map_err(|e| format!("mariadb client: {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect())
+}

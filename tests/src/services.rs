@@ -1,0 +1,80 @@
+//! Config files and processes for payrail's own services.
+
+use crate::process::Proc;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ShardAddress {
+    pub number: u16,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub instance: String,
+    pub listen: String,
+    pub shards: Vec<ShardAddress>,
+    pub db_password_file: PathBuf,
+    pub redis_url: String,
+    pub redis_key_prefix: String,
+    pub pg_url: String,
+    /// Extra TOML tables appended verbatim (test overrides such as `[rate_limits.authorize]`).
+    pub extra_toml: String,
+}
+
+pub fn ingest_config(s: &IngestSettings) -> String {
+    let mut out = format!(
+        "listen = \"{}\"\ninstance = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n[pg]\nbase_url = \"{}\"\n\n",
+        s.listen, s.instance, s.redis_url, s.redis_key_prefix, s.pg_url
+    );
+    for shard in &s.shards {
+        out.push_str(&format!(
+            "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
+            shard.number,
+            shard.host,
+            shard.port,
+            shard.database,
+            s.db_password_file.display()
+        ));
+    }
+    out.push_str(&s.extra_toml);
+    out
+}
+
+pub fn pg_mock_config(listen: &str, journal: &Path, behaviour_toml: &str) -> String {
+    format!("listen = \"{listen}\"\njournal_path = \"{}\"\n\n[behaviour]\n{behaviour_toml}\n", journal.display())
+}
+
+/// Waits until `GET /health` on `addr` answers 200.
+pub fn wait_healthy(addr: &str, timeout: Duration) -> bool {
+    crate::wait_until(timeout, || crate::http::request(addr, "GET", "/health", &[], None).map(|r| r.status == 200).unwrap_or(false))
+}
+
+pub fn start_pg_mock(dir: &Path, listen: &str, behaviour_toml: &str) -> Result<Proc, String> {
+    let config = dir.join("pg-mock.toml");
+    std::fs::write(&config, pg_mock_config(listen, &dir.join("pg-journal.jsonl"), behaviour_toml)).map_err(|e| e.to_string())?;
+    let mut command = Command::new(crate::bin_dir().join("pg-mock"));
+    command.arg("--config").arg(&config);
+    let proc = Proc::spawn("pg-mock", command, &dir.join("pg-mock.log")).map_err(|e| format!("pg-mock: {e} (run cargo build --release)"))?;
+    if !wait_healthy(listen, Duration::from_secs(20)) {
+        return Err(format!("pg-mock did not become healthy; see {}", dir.join("pg-mock.log").display()));
+    }
+    Ok(proc)
+}
+
+pub fn start_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, String> {
+    let config = dir.join(format!("{}.toml", settings.instance));
+    std::fs::write(&config, ingest_config(settings)).map_err(|e| e.to_string())?;
+    let mut command = Command::new(crate::bin_dir().join("ingest"));
+    command.arg("--config").arg(&config);
+    let log = dir.join(format!("{}.log", settings.instance));
+    let proc = Proc::spawn(&settings.instance, command, &log).map_err(|e| format!("ingest: {e} (run cargo build --release)"))?;
+    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
+        return Err(format!("{} did not become healthy; see {}", settings.instance, log.display()));
+    }
+    Ok(proc)
+}

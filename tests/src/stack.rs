@@ -1,0 +1,145 @@
+//! A stack per test: its own databases on the shared MariaDB shards (started once by
+//! `cargo xtask test`), its own Redis, pg-mock and ingest processes on free ports. Tests
+//! never share state, so they run in parallel.
+
+use crate::mariadb::MariaDb;
+use crate::process::Proc;
+use crate::redis::Redis;
+use crate::services::{self, IngestSettings, ShardAddress};
+use std::path::PathBuf;
+
+pub struct Options {
+    pub ingest_instances: usize,
+    /// TOML tables appended to every ingest config.
+    pub ingest_toml: String,
+    /// Lines of pg-mock's `[behaviour]` table.
+    pub pg_behaviour: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ingest_instances: 1,
+            ingest_toml: String::new(),
+            pg_behaviour: "latency_min_ms = 1\nlatency_max_ms = 3".into(),
+        }
+    }
+}
+
+pub struct TestStack {
+    pub name: String,
+    pub dir: PathBuf,
+    pub database: String,
+    pub shards: Vec<MariaDb>,
+    pub redis: Redis,
+    pub pg: Proc,
+    pub pg_addr: String,
+    pub ingests: Vec<Proc>,
+    pub addrs: Vec<String>,
+    pub settings: Vec<IngestSettings>,
+}
+
+/// `PAYRAIL_TEST_SHARDS="3307=/dir/shard1,3308=/dir/shard2"` and
+/// `PAYRAIL_TEST_DB_PASSWORD_FILE`, set by `cargo xtask test`.
+fn shared_shards() -> (Vec<MariaDb>, PathBuf) {
+    let spec = std::env::var("PAYRAIL_TEST_SHARDS").unwrap_or_else(|_| panic!("PAYRAIL_TEST_SHARDS is not set: run the integration tests with `cargo xtask test`"));
+    let password_file = PathBuf::from(std::env::var("PAYRAIL_TEST_DB_PASSWORD_FILE").unwrap_or_else(|_| panic!("PAYRAIL_TEST_DB_PASSWORD_FILE is not set: use `cargo xtask test`")));
+    let password = std::fs::read_to_string(&password_file).unwrap_or_default().trim().to_owned();
+    let shards = spec
+        .split(',')
+        .map(|entry| {
+            let (port, dir) = entry.split_once('=').unwrap_or_else(|| panic!("bad PAYRAIL_TEST_SHARDS entry {entry}"));
+            MariaDb::attach(&PathBuf::from(dir), port.parse().unwrap_or_else(|_| panic!("bad port in {entry}")), &password)
+        })
+        .collect();
+    (shards, password_file)
+}
+
+impl TestStack {
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, Options::default())
+    }
+
+    pub fn start_with(name: &str, options: Options) -> Self {
+        let (shards, password_file) = shared_shards();
+        let dir = crate::repo_root().join("target/test-stacks").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let database = format!("t_{name}");
+        for shard in &shards {
+            shard
+                .root_sql(&format!("DROP DATABASE IF EXISTS {database}; CREATE DATABASE {database}"))
+                .unwrap_or_else(|e| panic!("create database {database}: {e}"));
+        }
+        let redis = Redis::start(&dir, crate::free_port(), "127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+        let pg_addr = format!("127.0.0.1:{}", crate::free_port());
+        let pg = services::start_pg_mock(&dir, &pg_addr, &options.pg_behaviour).unwrap_or_else(|e| panic!("{e}"));
+        let mut stack = Self {
+            name: name.to_owned(),
+            dir,
+            database,
+            shards,
+            redis,
+            pg,
+            pg_addr,
+            ingests: Vec::new(),
+            addrs: Vec::new(),
+            settings: Vec::new(),
+        };
+        for i in 1..=options.ingest_instances {
+            let settings = IngestSettings {
+                instance: format!("ingest-{i}"),
+                listen: format!("127.0.0.1:{}", crate::free_port()),
+                shards: stack
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .map(|(n, s)| ShardAddress { number: n as u16 + 1, host: "127.0.0.1".into(), port: s.port, database: stack.database.clone() })
+                    .collect(),
+                db_password_file: password_file.clone(),
+                redis_url: format!("redis://127.0.0.1:{}/0", stack.redis.port),
+                redis_key_prefix: "payrail:".into(),
+                pg_url: format!("http://{}", stack.pg_addr),
+                extra_toml: options.ingest_toml.clone(),
+            };
+            let proc = services::start_ingest(&stack.dir, &settings).unwrap_or_else(|e| panic!("{e}"));
+            stack.addrs.push(settings.listen.clone());
+            stack.settings.push(settings);
+            stack.ingests.push(proc);
+        }
+        stack
+    }
+
+    /// The first ingest instance's address.
+    pub fn addr(&self) -> &str {
+        &self.addrs[0]
+    }
+
+    /// `SELECT COUNT(*)`-style query on one shard (1-based) of this test's database.
+    pub fn count(&self, shard: usize, sql: &str) -> i64 {
+        self.shards[shard - 1].count(&self.database, sql)
+    }
+
+    /// The same count over every shard.
+    pub fn count_all(&self, sql: &str) -> i64 {
+        (1..=self.shards.len()).map(|s| self.count(s, sql)).sum()
+    }
+
+    pub fn rows(&self, shard: usize, sql: &str) -> Vec<Vec<String>> {
+        self.shards[shard - 1].sql(&self.database, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// pg-mock's call counters: `{"calls":{"authorize":n,…},"failures":{…}}`.
+    pub fn pg_stats(&self) -> serde_json::Value {
+        crate::http::get(&self.pg_addr, "/v1/stats").json()
+    }
+
+    pub fn pg_records(&self, operation: &str) -> Vec<serde_json::Value> {
+        crate::http::get(&self.pg_addr, &format!("/v1/records?operation={operation}")).json()["records"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn pg_control(&self, control: serde_json::Value) {
+        let reply = crate::http::post(&self.pg_addr, "/v1/control", &control);
+        assert_eq!(reply.status, 200, "pg-mock control: {}", reply.text());
+    }
+}
