@@ -9,7 +9,12 @@ enum Send {
     /// POST JSON text with `Content-Type: application/json`.
     Json(&'static str, String),
     /// Any method, path, headers and body.
-    Request(&'static str, String, Vec<(&'static str, String)>, Option<Vec<u8>>),
+    Request(
+        &'static str,
+        String,
+        Vec<(&'static str, String)>,
+        Option<Vec<u8>>,
+    ),
     /// Raw bytes on the socket.
     Raw(Vec<u8>),
 }
@@ -22,7 +27,12 @@ struct Case {
 }
 
 fn case(name: &'static str, send: Send, status: u16, code: &'static str) -> Case {
-    Case { name, send, status, code }
+    Case {
+        name,
+        send,
+        status,
+        code,
+    }
 }
 
 const AUTH: &str = "/api/payments/authorize";
@@ -40,13 +50,37 @@ fn malformed_requests_get_documented_4xx_and_change_nothing() {
     let stack = TestStack::start("malformed");
     let addr = stack.addr().to_owned();
     // One authorized and one captured payment for the capture/refund/void cases.
-    let authorized = http::post(&addr, AUTH, &authorize_body("M-2", 1000, "seed-1")).json()["paymentId"].as_u64().unwrap_or(0);
-    let captured = http::post(&addr, AUTH, &authorize_body("M-2", 1000, "seed-2")).json()["paymentId"].as_u64().unwrap_or(0);
-    assert_eq!(http::post(&addr, &format!("/api/payments/capture/{captured}"), &json!({"merchantId": "M-2"})).status, 200);
+    let authorized = http::post(&addr, AUTH, &authorize_body("M-2", 1000, "seed-1")).json()
+        ["paymentId"]
+        .as_u64()
+        .unwrap_or(0);
+    let captured = http::post(&addr, AUTH, &authorize_body("M-2", 1000, "seed-2")).json()
+        ["paymentId"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(
+        http::post(
+            &addr,
+            &format!("/api/payments/capture/{captured}"),
+            &json!({"merchantId": "M-2"})
+        )
+        .status,
+        200
+    );
     settle(&stack, captured);
 
-    let capture = |id: &str, body: &str| Send::Json(Box::leak(format!("/api/payments/capture/{id}").into_boxed_str()), body.to_owned());
-    let refund = |body: &str| Send::Json(Box::leak(format!("/api/payments/refund/{captured}").into_boxed_str()), body.to_owned());
+    let capture = |id: &str, body: &str| {
+        Send::Json(
+            Box::leak(format!("/api/payments/capture/{id}").into_boxed_str()),
+            body.to_owned(),
+        )
+    };
+    let refund = |body: &str| {
+        Send::Json(
+            Box::leak(format!("/api/payments/refund/{captured}").into_boxed_str()),
+            body.to_owned(),
+        )
+    };
     let a = authorized.to_string();
     let long_merchant = "M".repeat(33);
     let long_key = "k".repeat(65);
@@ -101,7 +135,7 @@ fn malformed_requests_get_documented_4xx_and_change_nothing() {
         case("non-numeric Content-Length", Send::Raw(format!("POST {AUTH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: abc\r\n\r\n{{}}").into_bytes()), 400, "MALFORMED_REQUEST"),
         case("not HTTP", Send::Raw(b"HELLO THERE\r\n\r\n".to_vec()), 400, "MALFORMED_REQUEST"),
         case("too many headers", Send::Raw({
-            let mut r = format!("GET /health HTTP/1.1\r\nHost: x\r\n").into_bytes();
+            let mut r = b"GET /health HTTP/1.1\r\nHost: x\r\n".to_vec();
             for i in 0..40 { r.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes()); }
             r.extend_from_slice(b"\r\n");
             r
@@ -129,19 +163,42 @@ fn malformed_requests_get_documented_4xx_and_change_nothing() {
     let mut failures = Vec::new();
     for c in &cases {
         let reply: Reply = match &c.send {
-            Send::Json(path, body) => http::request(&addr, "POST", path, &[("Content-Type", "application/json")], Some(body.as_bytes())),
+            Send::Json(path, body) => http::request(
+                &addr,
+                "POST",
+                path,
+                &[("Content-Type", "application/json")],
+                Some(body.as_bytes()),
+            ),
             Send::Request(method, path, headers, body) => {
-                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 http::request(&addr, method, path, &headers, body.as_deref())
             }
             Send::Raw(bytes) => http::raw(&addr, bytes),
         }
         .unwrap_or_else(|e| panic!("{}: {e}", c.name));
-        if reply.status != c.status || reply.code() != c.code || !reply.text().contains("\"message\"") {
-            failures.push(format!("{}: expected {} {}, got {} {}", c.name, c.status, c.code, reply.status, reply.text()));
+        if reply.status != c.status
+            || reply.code() != c.code
+            || !reply.text().contains("\"message\"")
+        {
+            failures.push(format!(
+                "{}: expected {} {}, got {} {}",
+                c.name,
+                c.status,
+                c.code,
+                reply.status,
+                reply.text()
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     assert_eq!(fingerprint(&stack), before, "bad input must change nothing");
     // The server is still healthy after all of it.
     assert_eq!(http::get(&addr, "/health").status, 200);
@@ -152,11 +209,17 @@ fn slow_clients_are_cut_off() {
     use std::io::{Read, Write};
     let stack = TestStack::start_with(
         "malformed_slow",
-        payrail_tests::stack::Options { ingest_toml: "[http]\nheader_read_timeout_ms = 500\nbody_read_timeout_ms = 500\n".into(), ..Default::default() },
+        payrail_tests::stack::Options {
+            ingest_toml: "[http]\nheader_read_timeout_ms = 500\nbody_read_timeout_ms = 500\n"
+                .into(),
+            ..Default::default()
+        },
     );
     // A head that never completes: 408 after the header timeout.
     let mut stream = std::net::TcpStream::connect(stack.addr()).unwrap_or_else(|e| panic!("{e}"));
-    stream.write_all(b"POST /api/payments/authorize HTTP/1.1\r\nHost: x\r\n").unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .write_all(b"POST /api/payments/authorize HTTP/1.1\r\nHost: x\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let reply = http::read_reply(&mut stream).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reply.status, 408);
     assert_eq!(reply.code(), "REQUEST_TIMEOUT");

@@ -6,11 +6,17 @@ use payrail_tests::{authorize_body, settle};
 use serde_json::json;
 
 fn authorize(stack: &TestStack, merchant: &str, amount: i64, key: &str) -> Reply {
-    http::post(stack.addr(), "/api/payments/authorize", &authorize_body(merchant, amount, key))
+    http::post(
+        stack.addr(),
+        "/api/payments/authorize",
+        &authorize_body(merchant, amount, key),
+    )
 }
 
 fn id_of(reply: &Reply) -> u64 {
-    reply.json()["paymentId"].as_u64().unwrap_or_else(|| panic!("no paymentId in {}", reply.text()))
+    reply.json()["paymentId"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no paymentId in {}", reply.text()))
 }
 
 #[test]
@@ -22,19 +28,48 @@ fn authorize_capture_refund_void_and_reads() {
     let reply = authorize(&stack, "MERCHANT-123", 50_000, "order-1");
     assert_eq!(reply.status, 200, "{}", reply.text());
     let body = reply.json();
-    for field in ["paymentId", "merchantId", "status", "amount", "capturedAmount", "refundedAmount", "currency", "approvalNumber", "createdAt", "updatedAt", "ledgerEntries", "message"] {
+    for field in [
+        "paymentId",
+        "merchantId",
+        "status",
+        "amount",
+        "capturedAmount",
+        "refundedAmount",
+        "currency",
+        "approvalNumber",
+        "createdAt",
+        "updatedAt",
+        "ledgerEntries",
+        "message",
+    ] {
         assert!(body.get(field).is_some(), "missing {field} in {body}");
     }
     assert_eq!(body["status"], "AUTHORIZED");
     let id = id_of(&reply);
     assert_eq!(id >> 42, 2, "MERCHANT-123 (odd) lives on shard 2");
     assert!(id < 1 << 53);
-    assert_eq!(stack.count(2, &format!("SELECT COUNT(*) FROM payment WHERE payment_id = {id}")), 1);
-    assert_eq!(stack.count(1, &format!("SELECT COUNT(*) FROM payment WHERE payment_id = {id}")), 0);
+    assert_eq!(
+        stack.count(
+            2,
+            &format!("SELECT COUNT(*) FROM payment WHERE payment_id = {id}")
+        ),
+        1
+    );
+    assert_eq!(
+        stack.count(
+            1,
+            &format!("SELECT COUNT(*) FROM payment WHERE payment_id = {id}")
+        ),
+        0
+    );
     assert_eq!(stack.count(2, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id} AND topic = 'payment.authorized'")), 1);
 
     // Partial capture.
-    let reply = http::post(addr, &format!("/api/payments/capture/{id}"), &json!({"merchantId": "MERCHANT-123", "amount": 30_000}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/capture/{id}"),
+        &json!({"merchantId": "MERCHANT-123", "amount": 30_000}),
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["status"], "CAPTURE_REQUESTED");
     assert_eq!(reply.json()["capturedAmount"], 30_000);
@@ -45,14 +80,22 @@ fn authorize_capture_refund_void_and_reads() {
     assert!(event["eventId"].as_u64().is_some());
 
     // A second capture conflicts and names the current status.
-    let reply = http::post(addr, &format!("/api/payments/capture/{id}"), &json!({"merchantId": "MERCHANT-123"}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/capture/{id}"),
+        &json!({"merchantId": "MERCHANT-123"}),
+    );
     assert_eq!(reply.status, 409);
     assert_eq!(reply.code(), "CAPTURE_CONFLICT");
     assert_eq!(reply.json()["status"], "CAPTURE_REQUESTED");
     assert_eq!(reply.json()["paymentId"].as_u64(), Some(id));
 
     // Refund while the capture settles: 409 with Retry-After.
-    let reply = http::post(addr, &format!("/api/payments/refund/{id}"), &json!({"merchantId": "MERCHANT-123", "reason": "customer request"}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/refund/{id}"),
+        &json!({"merchantId": "MERCHANT-123", "reason": "customer request"}),
+    );
     assert_eq!(reply.status, 409);
     assert_eq!(reply.code(), "REFUND_CONFLICT");
     assert_eq!(reply.header("Retry-After"), Some("1"));
@@ -71,47 +114,130 @@ fn authorize_capture_refund_void_and_reads() {
     assert_eq!(reply.json()["status"], "REFUND_REQUESTED");
     assert_eq!(reply.json()["refunds"].as_array().map(Vec::len), Some(1));
     let reply = refund(Some(25_000));
-    assert_eq!(reply.status, 409, "refund above the remaining 20000 must conflict: {}", reply.text());
+    assert_eq!(
+        reply.status,
+        409,
+        "refund above the remaining 20000 must conflict: {}",
+        reply.text()
+    );
     let reply = refund(None);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["refunds"][1]["amount"], 20_000);
     let reply = refund(Some(1));
     assert_eq!(reply.status, 409);
     assert_eq!(reply.code(), "REFUND_CONFLICT");
-    assert_eq!(stack.count(2, &format!("SELECT SUM(amount) FROM refund WHERE payment_id = {id}")), 30_000);
+    assert_eq!(
+        stack.count(
+            2,
+            &format!("SELECT SUM(amount) FROM refund WHERE payment_id = {id}")
+        ),
+        30_000
+    );
     assert_eq!(stack.count(2, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id} AND topic = 'payment.refund-requested'")), 2);
 
     // GET: refunds and history; another merchant sees nothing.
     let reply = http::get(addr, &format!("/api/payments/{id}?merchantId=MERCHANT-123"));
     assert_eq!(reply.status, 200);
-    let statuses: Vec<String> = reply.json()["history"].as_array().map(|h| h.iter().map(|e| e["status"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default();
-    assert_eq!(statuses, vec!["AUTHORIZED", "CAPTURE_REQUESTED", "REFUND_REQUESTED", "REFUND_REQUESTED"]);
-    assert_eq!(http::get(addr, &format!("/api/payments/{id}?merchantId=MERCHANT-125")).status, 404);
-    assert_eq!(http::post(addr, &format!("/api/payments/capture/{id}"), &json!({"merchantId": "MERCHANT-125"})).status, 404);
+    let statuses: Vec<String> = reply.json()["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| e["status"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        statuses,
+        vec![
+            "AUTHORIZED",
+            "CAPTURE_REQUESTED",
+            "REFUND_REQUESTED",
+            "REFUND_REQUESTED"
+        ]
+    );
+    assert_eq!(
+        http::get(addr, &format!("/api/payments/{id}?merchantId=MERCHANT-125")).status,
+        404
+    );
+    assert_eq!(
+        http::post(
+            addr,
+            &format!("/api/payments/capture/{id}"),
+            &json!({"merchantId": "MERCHANT-125"})
+        )
+        .status,
+        404
+    );
 
     // Void: only from AUTHORIZED.
     let other = id_of(&authorize(&stack, "MERCHANT-123", 7_000, "order-2"));
-    let reply = http::post(addr, &format!("/api/payments/void/{other}"), &json!({"merchantId": "MERCHANT-123"}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/void/{other}"),
+        &json!({"merchantId": "MERCHANT-123"}),
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["status"], "VOIDED");
-    let reply = http::post(addr, &format!("/api/payments/void/{other}"), &json!({"merchantId": "MERCHANT-123"}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/void/{other}"),
+        &json!({"merchantId": "MERCHANT-123"}),
+    );
     assert_eq!(reply.status, 409);
     assert_eq!(reply.code(), "VOID_CONFLICT");
-    let reply = http::post(addr, &format!("/api/payments/capture/{other}"), &json!({"merchantId": "MERCHANT-123"}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/capture/{other}"),
+        &json!({"merchantId": "MERCHANT-123"}),
+    );
     assert_eq!(reply.code(), "CAPTURE_CONFLICT");
-    let reply = http::post(addr, &format!("/api/payments/void/{id}"), &json!({"merchantId": "MERCHANT-123"}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/void/{id}"),
+        &json!({"merchantId": "MERCHANT-123"}),
+    );
     assert_eq!(reply.code(), "VOID_CONFLICT");
 
     // Capture above the authorized amount: 400, nothing changes.
     let third = id_of(&authorize(&stack, "MERCHANT-123", 1_000, "order-3"));
-    let reply = http::post(addr, &format!("/api/payments/capture/{third}"), &json!({"merchantId": "MERCHANT-123", "amount": 1_001}));
+    let reply = http::post(
+        addr,
+        &format!("/api/payments/capture/{third}"),
+        &json!({"merchantId": "MERCHANT-123", "amount": 1_001}),
+    );
     assert_eq!(reply.status, 400);
-    assert_eq!(stack.rows(2, &format!("SELECT status FROM payment WHERE payment_id = {third}"))[0][0], "AUTHORIZED");
+    assert_eq!(
+        stack.rows(
+            2,
+            &format!("SELECT status FROM payment WHERE payment_id = {third}")
+        )[0][0],
+        "AUTHORIZED"
+    );
 
     // Unknown payment ids: on no shard, or simply absent.
-    assert_eq!(http::get(addr, "/api/payments/12?merchantId=MERCHANT-123").status, 404);
-    assert_eq!(http::get(addr, &format!("/api/payments/{}?merchantId=MERCHANT-123", (2u64 << 42) + 999_999)).status, 404);
-    assert_eq!(http::get(addr, &format!("/api/payments/{}?merchantId=MERCHANT-123", (7u64 << 42) + 1)).status, 404);
+    assert_eq!(
+        http::get(addr, "/api/payments/12?merchantId=MERCHANT-123").status,
+        404
+    );
+    assert_eq!(
+        http::get(
+            addr,
+            &format!(
+                "/api/payments/{}?merchantId=MERCHANT-123",
+                (2u64 << 42) + 999_999
+            )
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        http::get(
+            addr,
+            &format!("/api/payments/{}?merchantId=MERCHANT-123", (7u64 << 42) + 1)
+        )
+        .status,
+        404
+    );
 }
 
 #[test]
@@ -120,10 +246,19 @@ fn list_is_newest_first_and_paginates() {
     let addr = stack.addr();
     let mut ids = Vec::new();
     for i in 0..7 {
-        ids.push(id_of(&authorize(&stack, "M-42", 100 + i, &format!("list-{i}"))));
+        ids.push(id_of(&authorize(
+            &stack,
+            "M-42",
+            100 + i,
+            &format!("list-{i}"),
+        )));
     }
     authorize(&stack, "M-44", 100, "other-merchant");
-    let capture = http::post(addr, &format!("/api/payments/capture/{}", ids[0]), &json!({"merchantId": "M-42"}));
+    let capture = http::post(
+        addr,
+        &format!("/api/payments/capture/{}", ids[0]),
+        &json!({"merchantId": "M-42"}),
+    );
     assert_eq!(capture.status, 200);
 
     let mut seen = Vec::new();
@@ -149,11 +284,23 @@ fn list_is_newest_first_and_paginates() {
     expected.reverse();
     assert_eq!(seen, expected, "all payments, newest first, each once");
 
-    let reply = http::get(addr, "/api/payments?merchantId=M-42&status=CAPTURE_REQUESTED");
-    let only: Vec<u64> = reply.json()["payments"].as_array().map(|a| a.iter().filter_map(|p| p["paymentId"].as_u64()).collect()).unwrap_or_default();
+    let reply = http::get(
+        addr,
+        "/api/payments?merchantId=M-42&status=CAPTURE_REQUESTED",
+    );
+    let only: Vec<u64> = reply.json()["payments"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["paymentId"].as_u64()).collect())
+        .unwrap_or_default();
     assert_eq!(only, vec![ids[0]]);
-    assert_eq!(http::get(addr, "/api/payments?merchantId=M-42&limit=201").status, 400);
-    assert_eq!(http::get(addr, "/api/payments?merchantId=M-42&status=NOPE").status, 400);
+    assert_eq!(
+        http::get(addr, "/api/payments?merchantId=M-42&limit=201").status,
+        400
+    );
+    assert_eq!(
+        http::get(addr, "/api/payments?merchantId=M-42&status=NOPE").status,
+        400
+    );
     assert_eq!(http::get(addr, "/api/payments").status, 400);
 }
 
@@ -162,7 +309,9 @@ fn declines_automatic_capture_and_pg_outage() {
     let stack = TestStack::start_with(
         "payments_api_pg",
         Options {
-            ingest_toml: "[pg.breaker]\nminimum_calls = 4\nopen_wait_ms = 2000\nhalf_open_probes = 1\n".into(),
+            ingest_toml:
+                "[pg.breaker]\nminimum_calls = 4\nopen_wait_ms = 2000\nhalf_open_probes = 1\n"
+                    .into(),
             ..Options::default()
         },
     );
@@ -174,8 +323,20 @@ fn declines_automatic_capture_and_pg_outage() {
     assert_eq!(reply.status, 402, "{}", reply.text());
     assert_eq!(reply.code(), "PAYMENT_DECLINED");
     let id = reply.json()["paymentId"].as_u64().unwrap_or(0);
-    assert_eq!(stack.rows(1, &format!("SELECT status FROM payment WHERE payment_id = {id}"))[0][0], "DECLINED");
-    assert_eq!(stack.count(1, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id}")), 0);
+    assert_eq!(
+        stack.rows(
+            1,
+            &format!("SELECT status FROM payment WHERE payment_id = {id}")
+        )[0][0],
+        "DECLINED"
+    );
+    assert_eq!(
+        stack.count(
+            1,
+            &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id}")
+        ),
+        0
+    );
     let again = authorize(&stack, "M-402", 500, "declined-1");
     assert_eq!(again.status, 402);
     assert_eq!(again.body, reply.body);
@@ -189,7 +350,13 @@ fn declines_automatic_capture_and_pg_outage() {
     assert_eq!(reply.json()["status"], "CAPTURE_REQUESTED");
     assert_eq!(reply.json()["capturedAmount"], 900);
     let id = reply.json()["paymentId"].as_u64().unwrap_or(0);
-    assert_eq!(stack.count(2, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id}")), 2);
+    assert_eq!(
+        stack.count(
+            2,
+            &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id}")
+        ),
+        2
+    );
 
     // PG down: 503 PG_UNAVAILABLE with Retry-After, no payment written; then the breaker
     // opens and answers without calling the PG.
@@ -204,7 +371,11 @@ fn declines_automatic_capture_and_pg_outage() {
     let calls = stack.pg_stats()["calls"]["authorize"].as_u64().unwrap_or(0);
     let reply = authorize(&stack, "M-9", 100, "outage-open");
     assert_eq!(reply.status, 503);
-    assert_eq!(stack.pg_stats()["calls"]["authorize"].as_u64().unwrap_or(0), calls, "an open breaker must not call the PG");
+    assert_eq!(
+        stack.pg_stats()["calls"]["authorize"].as_u64().unwrap_or(0),
+        calls,
+        "an open breaker must not call the PG"
+    );
     let health = http::get(addr, "/health").json();
     assert_eq!(health["checks"]["pg-authorize-breaker"], "OPEN");
     assert_eq!(stack.count_all("SELECT COUNT(*) FROM payment"), before);
@@ -215,7 +386,13 @@ fn declines_automatic_capture_and_pg_outage() {
     let reply = authorize(&stack, "M-9", 100, "outage-0");
     assert_eq!(reply.status, 200, "{}", reply.text());
     let metrics = http::get(addr, "/metrics").text();
-    for name in ["payrail_http_requests_total", "payrail_group_commit_batch_size", "payrail_circuit_breaker_state", "payrail_idempotent_replays_total", "payrail_pg_calls_total"] {
+    for name in [
+        "payrail_http_requests_total",
+        "payrail_group_commit_batch_size",
+        "payrail_circuit_breaker_state",
+        "payrail_idempotent_replays_total",
+        "payrail_pg_calls_total",
+    ] {
         assert!(metrics.contains(name), "metric {name} missing");
     }
 }
@@ -230,7 +407,8 @@ fn unknown_routes_and_methods() {
     let reply = http::get(addr, "/api/payments/authorize");
     assert_eq!(reply.status, 405);
     assert_eq!(reply.code(), "METHOD_NOT_ALLOWED");
-    let reply = http::request(addr, "DELETE", "/api/payments/123", &[], None).unwrap_or_else(|e| panic!("{e}"));
+    let reply = http::request(addr, "DELETE", "/api/payments/123", &[], None)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reply.status, 405);
     assert_eq!(http::get(addr, "/health").json()["status"], "UP");
 }

@@ -14,7 +14,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -48,18 +51,29 @@ pub fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
         }
         buffer.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let length: usize = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
     let mut body = buffer[head_end..].to_vec();
     while body.len() < length {
         let n = stream.read(&mut chunk)?;
@@ -69,11 +83,22 @@ pub fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    Ok(Reply { status, headers, body })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
-pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> std::io::Result<Reply> {
-    let mut bytes = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<Reply> {
+    let mut bytes =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
     for (k, v) in headers {
         bytes.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
@@ -90,7 +115,14 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
 /// POST a JSON value; panics if the connection fails (tests want to know).
 pub fn post(addr: &str, path: &str, body: &serde_json::Value) -> Reply {
     let bytes = body.to_string().into_bytes();
-    request(addr, "POST", path, &[("Content-Type", "application/json")], Some(&bytes)).unwrap_or_else(|e| panic!("POST {path} to {addr}: {e}"))
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        Some(&bytes),
+    )
+    .unwrap_or_else(|e| panic!("POST {path} to {addr}: {e}"))
 }
 
 pub fn get(addr: &str, path: &str) -> Reply {

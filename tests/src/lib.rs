@@ -19,12 +19,17 @@ use std::path::PathBuf;
 
 /// The workspace root (two levels above this crate's manifest).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Where release binaries are.
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("PAYRAIL_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/release"))
+    std::env::var_os("PAYRAIL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release"))
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough on a test machine).

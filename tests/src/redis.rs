@@ -21,12 +21,25 @@ impl Redis {
     fn launch(&mut self, dir: &Path, bind: &str) -> Result<(), String> {
         let mut command = Command::new("redis-server");
         command
-            .args(["--port", &self.port.to_string(), "--bind", bind, "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                bind,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir);
-        let proc = Proc::spawn(&format!("redis:{}", self.port), command, &dir.join(format!("redis-{}.log", self.port)))
-            .map_err(|e| format!("redis-server: {e} (is redis-server installed?)"))?;
+        let proc = Proc::spawn(
+            &format!("redis:{}", self.port),
+            command,
+            &dir.join(format!("redis-{}.log", self.port)),
+        )
+        .map_err(|e| format!("redis-server: {e} (is redis-server installed?)"))?;
         self.proc = Some(proc);
         let port = self.port;
         if crate::wait_until(Duration::from_secs(10), || ping(port)) {
@@ -65,7 +78,9 @@ impl Redis {
 
 pub fn ping(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     if stream.write_all(b"PING\r\n").is_err() {
         return false;

@@ -46,22 +46,37 @@ pub fn ingest_config(s: &IngestSettings) -> String {
 }
 
 pub fn pg_mock_config(listen: &str, journal: &Path, behaviour_toml: &str) -> String {
-    format!("listen = \"{listen}\"\njournal_path = \"{}\"\n\n[behaviour]\n{behaviour_toml}\n", journal.display())
+    format!(
+        "listen = \"{listen}\"\njournal_path = \"{}\"\n\n[behaviour]\n{behaviour_toml}\n",
+        journal.display()
+    )
 }
 
 /// Waits until `GET /health` on `addr` answers 200.
 pub fn wait_healthy(addr: &str, timeout: Duration) -> bool {
-    crate::wait_until(timeout, || crate::http::request(addr, "GET", "/health", &[], None).map(|r| r.status == 200).unwrap_or(false))
+    crate::wait_until(timeout, || {
+        crate::http::request(addr, "GET", "/health", &[], None)
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+    })
 }
 
 pub fn start_pg_mock(dir: &Path, listen: &str, behaviour_toml: &str) -> Result<Proc, String> {
     let config = dir.join("pg-mock.toml");
-    std::fs::write(&config, pg_mock_config(listen, &dir.join("pg-journal.jsonl"), behaviour_toml)).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &config,
+        pg_mock_config(listen, &dir.join("pg-journal.jsonl"), behaviour_toml),
+    )
+    .map_err(|e| e.to_string())?;
     let mut command = Command::new(crate::bin_dir().join("pg-mock"));
     command.arg("--config").arg(&config);
-    let proc = Proc::spawn("pg-mock", command, &dir.join("pg-mock.log")).map_err(|e| format!("pg-mock: {e} (run cargo build --release)"))?;
+    let proc = Proc::spawn("pg-mock", command, &dir.join("pg-mock.log"))
+        .map_err(|e| format!("pg-mock: {e} (run cargo build --release)"))?;
     if !wait_healthy(listen, Duration::from_secs(20)) {
-        return Err(format!("pg-mock did not become healthy; see {}", dir.join("pg-mock.log").display()));
+        return Err(format!(
+            "pg-mock did not become healthy; see {}",
+            dir.join("pg-mock.log").display()
+        ));
     }
     Ok(proc)
 }
@@ -72,9 +87,14 @@ pub fn start_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, Strin
     let mut command = Command::new(crate::bin_dir().join("ingest"));
     command.arg("--config").arg(&config);
     let log = dir.join(format!("{}.log", settings.instance));
-    let proc = Proc::spawn(&settings.instance, command, &log).map_err(|e| format!("ingest: {e} (run cargo build --release)"))?;
+    let proc = Proc::spawn(&settings.instance, command, &log)
+        .map_err(|e| format!("ingest: {e} (run cargo build --release)"))?;
     if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
-        return Err(format!("{} did not become healthy; see {}", settings.instance, log.display()));
+        return Err(format!(
+            "{} did not become healthy; see {}",
+            settings.instance,
+            log.display()
+        ));
     }
     Ok(proc)
 }

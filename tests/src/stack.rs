@@ -42,14 +42,30 @@ pub struct TestStack {
 /// `PAYRAIL_TEST_SHARDS="3307=/dir/shard1,3308=/dir/shard2"` and
 /// `PAYRAIL_TEST_DB_PASSWORD_FILE`, set by `cargo xtask test`.
 fn shared_shards() -> (Vec<MariaDb>, PathBuf) {
-    let spec = std::env::var("PAYRAIL_TEST_SHARDS").unwrap_or_else(|_| panic!("PAYRAIL_TEST_SHARDS is not set: run the integration tests with `cargo xtask test`"));
-    let password_file = PathBuf::from(std::env::var("PAYRAIL_TEST_DB_PASSWORD_FILE").unwrap_or_else(|_| panic!("PAYRAIL_TEST_DB_PASSWORD_FILE is not set: use `cargo xtask test`")));
-    let password = std::fs::read_to_string(&password_file).unwrap_or_default().trim().to_owned();
+    let spec = std::env::var("PAYRAIL_TEST_SHARDS").unwrap_or_else(|_| {
+        panic!("PAYRAIL_TEST_SHARDS is not set: run the integration tests with `cargo xtask test`")
+    });
+    let password_file = PathBuf::from(
+        std::env::var("PAYRAIL_TEST_DB_PASSWORD_FILE").unwrap_or_else(|_| {
+            panic!("PAYRAIL_TEST_DB_PASSWORD_FILE is not set: use `cargo xtask test`")
+        }),
+    );
+    let password = std::fs::read_to_string(&password_file)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let shards = spec
         .split(',')
         .map(|entry| {
-            let (port, dir) = entry.split_once('=').unwrap_or_else(|| panic!("bad PAYRAIL_TEST_SHARDS entry {entry}"));
-            MariaDb::attach(&PathBuf::from(dir), port.parse().unwrap_or_else(|_| panic!("bad port in {entry}")), &password)
+            let (port, dir) = entry
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad PAYRAIL_TEST_SHARDS entry {entry}"));
+            MariaDb::attach(
+                &PathBuf::from(dir),
+                port.parse()
+                    .unwrap_or_else(|_| panic!("bad port in {entry}")),
+                &password,
+            )
         })
         .collect();
     (shards, password_file)
@@ -68,12 +84,16 @@ impl TestStack {
         let database = format!("t_{name}");
         for shard in &shards {
             shard
-                .root_sql(&format!("DROP DATABASE IF EXISTS {database}; CREATE DATABASE {database}"))
+                .root_sql(&format!(
+                    "DROP DATABASE IF EXISTS {database}; CREATE DATABASE {database}"
+                ))
                 .unwrap_or_else(|e| panic!("create database {database}: {e}"));
         }
-        let redis = Redis::start(&dir, crate::free_port(), "127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+        let redis =
+            Redis::start(&dir, crate::free_port(), "127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
         let pg_addr = format!("127.0.0.1:{}", crate::free_port());
-        let pg = services::start_pg_mock(&dir, &pg_addr, &options.pg_behaviour).unwrap_or_else(|e| panic!("{e}"));
+        let pg = services::start_pg_mock(&dir, &pg_addr, &options.pg_behaviour)
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut stack = Self {
             name: name.to_owned(),
             dir,
@@ -94,7 +114,12 @@ impl TestStack {
                     .shards
                     .iter()
                     .enumerate()
-                    .map(|(n, s)| ShardAddress { number: n as u16 + 1, host: "127.0.0.1".into(), port: s.port, database: stack.database.clone() })
+                    .map(|(n, s)| ShardAddress {
+                        number: n as u16 + 1,
+                        host: "127.0.0.1".into(),
+                        port: s.port,
+                        database: stack.database.clone(),
+                    })
                     .collect(),
                 db_password_file: password_file.clone(),
                 redis_url: format!("redis://127.0.0.1:{}/0", stack.redis.port),
@@ -102,7 +127,8 @@ impl TestStack {
                 pg_url: format!("http://{}", stack.pg_addr),
                 extra_toml: options.ingest_toml.clone(),
             };
-            let proc = services::start_ingest(&stack.dir, &settings).unwrap_or_else(|e| panic!("{e}"));
+            let proc =
+                services::start_ingest(&stack.dir, &settings).unwrap_or_else(|e| panic!("{e}"));
             stack.addrs.push(settings.listen.clone());
             stack.settings.push(settings);
             stack.ingests.push(proc);
@@ -126,7 +152,9 @@ impl TestStack {
     }
 
     pub fn rows(&self, shard: usize, sql: &str) -> Vec<Vec<String>> {
-        self.shards[shard - 1].sql(&self.database, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.shards[shard - 1]
+            .sql(&self.database, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// pg-mock's call counters: `{"calls":{"authorize":n,…},"failures":{…}}`.
@@ -135,7 +163,11 @@ impl TestStack {
     }
 
     pub fn pg_records(&self, operation: &str) -> Vec<serde_json::Value> {
-        crate::http::get(&self.pg_addr, &format!("/v1/records?operation={operation}")).json()["records"].as_array().cloned().unwrap_or_default()
+        crate::http::get(&self.pg_addr, &format!("/v1/records?operation={operation}")).json()
+            ["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn pg_control(&self, control: serde_json::Value) {

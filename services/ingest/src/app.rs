@@ -36,7 +36,8 @@ pub struct App {
 impl App {
     /// Must run inside the tokio runtime (the group-commit writers are spawned on it).
     pub fn build(config: Config) -> Result<Arc<Self>, String> {
-        let metrics = Arc::new(Metrics::new(&config.instance).map_err(|e| format!("metrics: {e}"))?);
+        let metrics =
+            Arc::new(Metrics::new(&config.instance).map_err(|e| format!("metrics: {e}"))?);
         let shards = Arc::new(Shards::new(&config.shards, &config.pool)?);
         let sequences = Sequences::new(shards.count(), config.id_block_size);
         let redis = Redis::new(&config.redis)?;
@@ -47,7 +48,12 @@ impl App {
             config.pg.pool_idle_max,
         );
         let pg_breaker = CircuitBreaker::new("pg-authorize", config.pg.breaker.clone());
-        let group_commit = GroupCommit::start(shards.clone(), metrics.clone(), config.group_commit, config.idempotency.lease_ms);
+        let group_commit = GroupCommit::start(
+            shards.clone(),
+            metrics.clone(),
+            config.group_commit,
+            config.idempotency.lease_ms,
+        );
         let health = Health::new(shards.count());
         let seed = (payrail_core::time::now_ms() as u64) ^ (u64::from(std::process::id()) << 32);
         Ok(Arc::new(Self {
@@ -67,7 +73,10 @@ impl App {
     /// A fresh token naming this request as the owner of an idempotency record
     /// (splitmix64 over a counter: unique per process, unpredictable across processes).
     pub fn owner_token(&self) -> i64 {
-        let mut z = self.owner_tokens.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self
+            .owner_tokens
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         (z ^ (z >> 31)) as i64

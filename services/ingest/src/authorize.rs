@@ -24,7 +24,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn replay(app: &App, layer: &str, status: u16, body: &[u8]) -> Outcome {
-    app.metrics.idempotent_replays.with_label_values(&[layer]).inc();
+    app.metrics
+        .idempotent_replays
+        .with_label_values(&[layer])
+        .inc();
     let mut outcome = Outcome::with_status(status, body.to_vec());
     outcome.replayed = true;
     outcome
@@ -51,7 +54,14 @@ fn in_use(payment_id: u64) -> Outcome {
 
 /// Decides what an existing record means for this request. `None`: the caller owns the
 /// record now and goes on with the payment id inside.
-async fn resolve(app: &App, shard: u16, input: &AuthorizeInput, fingerprint: &str, owner: i64, record: Reservation) -> Result<u64, Outcome> {
+async fn resolve(
+    app: &App,
+    shard: u16,
+    input: &AuthorizeInput,
+    fingerprint: &str,
+    owner: i64,
+    record: Reservation,
+) -> Result<u64, Outcome> {
     if record.owner_token == owner {
         return Ok(record.payment_id);
     }
@@ -62,16 +72,38 @@ async fn resolve(app: &App, shard: u16, input: &AuthorizeInput, fingerprint: &st
         let status = record.response_status.unwrap_or(200);
         let body = record.response_body.unwrap_or_default();
         // Refill the cache so the next retry is answered by Redis.
-        let key = app.redis.idempotency_key(&input.merchant_id, &input.idempotency_key);
-        app.redis.store(&app.metrics, key, encode_cached(fingerprint, status, &body), app.config.idempotency.cache_ttl_seconds).await;
+        let key = app
+            .redis
+            .idempotency_key(&input.merchant_id, &input.idempotency_key);
+        app.redis
+            .store(
+                &app.metrics,
+                key,
+                encode_cached(fingerprint, status, &body),
+                app.config.idempotency.cache_ttl_seconds,
+            )
+            .await;
         return Err(replay(app, "mariadb", status, &body));
     }
     if !record.lease_expired {
         return Err(in_use(record.payment_id));
     }
-    match idempotency::take_over(&app.shards, shard, &input.merchant_id, &input.idempotency_key, record.owner_token, owner, app.config.idempotency.lease_ms).await {
+    match idempotency::take_over(
+        &app.shards,
+        shard,
+        &input.merchant_id,
+        &input.idempotency_key,
+        record.owner_token,
+        owner,
+        app.config.idempotency.lease_ms,
+    )
+    .await
+    {
         Ok(true) => {
-            tracing::info!(payment_id = record.payment_id, "took over an expired idempotency lease");
+            tracing::info!(
+                payment_id = record.payment_id,
+                "took over an expired idempotency lease"
+            );
             Ok(record.payment_id)
         }
         Ok(false) => Err(in_use(record.payment_id)),
@@ -83,10 +115,22 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
     let shard = shard_for_merchant(&input.merchant_id, app.shards.count());
     let automatic = input.capture == CaptureMode::Automatic;
     let fingerprint = fingerprint(input.amount, &input.currency, automatic);
-    let cache_key = app.redis.idempotency_key(&input.merchant_id, &input.idempotency_key);
+    let cache_key = app
+        .redis
+        .idempotency_key(&input.merchant_id, &input.idempotency_key);
 
     // 1. Rate limit and cached replay.
-    match app.redis.admit(&app.metrics, Action::Authorize, app.config.rate_limits.authorize, &input.merchant_id, Some(&cache_key)).await {
+    match app
+        .redis
+        .admit(
+            &app.metrics,
+            Action::Authorize,
+            app.config.rate_limits.authorize,
+            &input.merchant_id,
+            Some(&cache_key),
+        )
+        .await
+    {
         Admission::Limited { retry_after_ms } => {
             return Outcome::error(429, "RATE_LIMIT_EXCEEDED", "authorize rate limit exceeded for this merchant; retry after the Retry-After delay", None)
                 .retry_after(retry_after_ms.div_ceil(1000));
@@ -103,7 +147,11 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
     }
 
     // 2. Reserve the key.
-    let new_payment_id = match app.sequences.next_id(&app.shards, shard, Kind::Payment).await {
+    let new_payment_id = match app
+        .sequences
+        .next_id(&app.shards, shard, Kind::Payment)
+        .await
+    {
         Ok(id) => id,
         Err(error) => return Outcome::from_db(&error),
     };
@@ -128,10 +176,25 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
     let permit = match app.pg_breaker.try_acquire() {
         Ok(permit) => permit,
         Err(rejected) => {
-            app.metrics.pg_calls.with_label_values(&["authorize", "breaker_open"]).inc();
-            idempotency::release(&app.shards, shard, &input.merchant_id, &input.idempotency_key, owner).await;
-            return Outcome::error(503, "PG_UNAVAILABLE", "the payment gateway is unavailable (circuit open); retry later", None)
-                .retry_after(rejected.retry_after_ms.div_ceil(1000));
+            app.metrics
+                .pg_calls
+                .with_label_values(&["authorize", "breaker_open"])
+                .inc();
+            idempotency::release(
+                &app.shards,
+                shard,
+                &input.merchant_id,
+                &input.idempotency_key,
+                owner,
+            )
+            .await;
+            return Outcome::error(
+                503,
+                "PG_UNAVAILABLE",
+                "the payment gateway is unavailable (circuit open); retry later",
+                None,
+            )
+            .retry_after(rejected.retry_after_ms.div_ceil(1000));
         }
     };
     let request = PgRequest {
@@ -144,19 +207,38 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
     let started = Instant::now();
     let result = app.pg.call(Operation::Authorize, &request).await;
     let elapsed = started.elapsed();
-    app.pg_breaker.record(permit, result.is_ok(), elapsed.as_millis() as u64);
+    app.pg_breaker
+        .record(permit, result.is_ok(), elapsed.as_millis() as u64);
     app.metrics.pg_duration.observe(elapsed.as_secs_f64());
     let reply = match result {
         Ok(reply) => {
-            app.metrics.pg_calls.with_label_values(&["authorize", "ok"]).inc();
+            app.metrics
+                .pg_calls
+                .with_label_values(&["authorize", "ok"])
+                .inc();
             reply
         }
         Err(error) => {
-            app.metrics.pg_calls.with_label_values(&["authorize", "error"]).inc();
+            app.metrics
+                .pg_calls
+                .with_label_values(&["authorize", "error"])
+                .inc();
             tracing::warn!(payment_id, %error, "pg authorization failed");
-            idempotency::release(&app.shards, shard, &input.merchant_id, &input.idempotency_key, owner).await;
-            return Outcome::error(503, "PG_UNAVAILABLE", "the payment gateway did not answer; retry with the same idempotency key", None)
-                .retry_after(1);
+            idempotency::release(
+                &app.shards,
+                shard,
+                &input.merchant_id,
+                &input.idempotency_key,
+                owner,
+            )
+            .await;
+            return Outcome::error(
+                503,
+                "PG_UNAVAILABLE",
+                "the payment gateway did not answer; retry with the same idempotency key",
+                None,
+            )
+            .retry_after(1);
         }
     };
 
@@ -173,7 +255,11 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
         merchant_id: input.merchant_id.clone(),
         status,
         amount: input.amount,
-        captured_amount: if status == PaymentStatus::CaptureRequested { input.amount } else { 0 },
+        captured_amount: if status == PaymentStatus::CaptureRequested {
+            input.amount
+        } else {
+            0
+        },
         refunded_amount: 0,
         currency: input.currency.clone(),
         approval_number: approved.then(|| reply.approval_number.clone()),
@@ -187,14 +273,21 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
         kinds.push((outbox::TOPIC_AUTHORIZED, outbox::TYPE_AUTHORIZED));
         if automatic {
             history.push(PaymentStatus::CaptureRequested.as_str());
-            kinds.push((outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED));
+            kinds.push((
+                outbox::TOPIC_CAPTURE_REQUESTED,
+                outbox::TYPE_CAPTURE_REQUESTED,
+            ));
         }
     } else {
         history.push(PaymentStatus::Declined.as_str());
     }
     let mut event_ids = Vec::with_capacity(kinds.len());
     if !kinds.is_empty() {
-        if let Err(error) = app.sequences.next_ids(&app.shards, shard, Kind::Event, kinds.len(), &mut event_ids).await {
+        if let Err(error) = app
+            .sequences
+            .next_ids(&app.shards, shard, Kind::Event, kinds.len(), &mut event_ids)
+            .await
+        {
             return Outcome::from_db(&error);
         }
     }
@@ -214,12 +307,34 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
         .collect();
     let (response_status, body) = if approved {
         let mut body = Vec::with_capacity(384);
-        let message = if automatic { "authorized and capture requested" } else { "authorized" };
-        render::payment(&mut body, &view, &Extras { refunds: None, history: None, message });
+        let message = if automatic {
+            "authorized and capture requested"
+        } else {
+            "authorized"
+        };
+        render::payment(
+            &mut body,
+            &view,
+            &Extras {
+                refunds: None,
+                history: None,
+                message,
+            },
+        );
         (200, body)
     } else {
-        let message = format!("the issuer declined the authorization: {}", reply.decline_reason.as_deref().unwrap_or("declined"));
-        let outcome = Outcome::error_with(402, "PAYMENT_DECLINED", &message, Some(payment_id), &[], Some("DECLINED"));
+        let message = format!(
+            "the issuer declined the authorization: {}",
+            reply.decline_reason.as_deref().unwrap_or("declined")
+        );
+        let outcome = Outcome::error_with(
+            402,
+            "PAYMENT_DECLINED",
+            &message,
+            Some(payment_id),
+            &[],
+            Some("DECLINED"),
+        );
         (402, outcome.body)
     };
     let finalize = FinalizeOp {
@@ -246,10 +361,20 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
         Ok(()) => {}
         Err(DbError::Duplicate { .. }) => {
             // Another owner (after a lease takeover) finished first: answer what it stored.
-            return match idempotency::read(&app.shards, shard, &input.merchant_id, &input.idempotency_key).await {
-                Ok(Some(record)) if record.state == "COMPLETED" => {
-                    replay(&app, "mariadb", record.response_status.unwrap_or(200), &record.response_body.unwrap_or_default())
-                }
+            return match idempotency::read(
+                &app.shards,
+                shard,
+                &input.merchant_id,
+                &input.idempotency_key,
+            )
+            .await
+            {
+                Ok(Some(record)) if record.state == "COMPLETED" => replay(
+                    &app,
+                    "mariadb",
+                    record.response_status.unwrap_or(200),
+                    &record.response_body.unwrap_or_default(),
+                ),
                 Ok(_) => in_use(payment_id),
                 Err(error) => Outcome::from_db(&error),
             };
@@ -261,7 +386,15 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
     let cached = encode_cached(&fingerprint, response_status, &body);
     let cache_app = app.clone();
     tokio::spawn(async move {
-        cache_app.redis.store(&cache_app.metrics, cache_key, cached, cache_app.config.idempotency.cache_ttl_seconds).await;
+        cache_app
+            .redis
+            .store(
+                &cache_app.metrics,
+                cache_key,
+                cached,
+                cache_app.config.idempotency.cache_ttl_seconds,
+            )
+            .await;
     });
     Outcome::with_status(response_status, body)
 }

@@ -46,7 +46,10 @@ fn default_instance() -> String {
 }
 
 fn default_currencies() -> Vec<String> {
-    ["KRW", "USD", "EUR", "JPY", "GBP", "CNY"].iter().map(|s| (*s).to_owned()).collect()
+    ["KRW", "USD", "EUR", "JPY", "GBP", "CNY"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 fn default_id_block_size() -> u64 {
@@ -129,9 +132,18 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
-            authorize: RateLimit { limit: 48_000, window_ms: 60_000 },
-            capture: RateLimit { limit: 48_000, window_ms: 60_000 },
-            refund: RateLimit { limit: 30_000, window_ms: 60_000 },
+            authorize: RateLimit {
+                limit: 48_000,
+                window_ms: 60_000,
+            },
+            capture: RateLimit {
+                limit: 48_000,
+                window_ms: 60_000,
+            },
+            refund: RateLimit {
+                limit: 30_000,
+                window_ms: 60_000,
+            },
         }
     }
 }
@@ -224,12 +236,18 @@ impl Validate for Config {
             return Err("idempotency.retention_seconds must be at least 86400 (24 h)".into());
         }
         if self.group_commit.batch_size_max == 0 || self.group_commit.writers_per_shard == 0 {
-            return Err("group_commit.batch_size_max and writers_per_shard must be at least 1".into());
+            return Err(
+                "group_commit.batch_size_max and writers_per_shard must be at least 1".into(),
+            );
         }
         if self.currencies.is_empty() {
             return Err("currencies must not be empty".into());
         }
-        for limit in [self.rate_limits.authorize, self.rate_limits.capture, self.rate_limits.refund] {
+        for limit in [
+            self.rate_limits.authorize,
+            self.rate_limits.capture,
+            self.rate_limits.refund,
+        ] {
             if limit.limit > 0 && limit.window_ms == 0 {
                 return Err("a rate limit needs a window_ms above 0".into());
             }

@@ -104,7 +104,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(shards: Arc<Shards>, metrics: Arc<Metrics>, config: crate::config::GroupCommitConfig, lease_ms: u64) -> Self {
+    pub fn start(
+        shards: Arc<Shards>,
+        metrics: Arc<Metrics>,
+        config: crate::config::GroupCommitConfig,
+        lease_ms: u64,
+    ) -> Self {
         let mut queues = Vec::new();
         for shard in shards.numbers() {
             let (sender, receiver) = mpsc::channel(config.queue_depth_max);
@@ -126,10 +131,13 @@ impl GroupCommit {
     }
 
     fn enqueue(&self, shard: u16, pending: Pending) -> Result<(), DbError> {
-        let queue = self.queues.get(usize::from(shard).wrapping_sub(1)).ok_or(DbError::Unavailable {
-            shard,
-            message: "no such shard".into(),
-        })?;
+        let queue =
+            self.queues
+                .get(usize::from(shard).wrapping_sub(1))
+                .ok_or(DbError::Unavailable {
+                    shard,
+                    message: "no such shard".into(),
+                })?;
         queue.try_send(pending).map_err(|_| DbError::Unavailable {
             shard,
             message: "write queue full".into(),
@@ -138,14 +146,36 @@ impl GroupCommit {
 
     pub async fn reserve(&self, shard: u16, op: ReserveOp) -> Result<Reservation, DbError> {
         let (sender, receiver) = oneshot::channel();
-        self.enqueue(shard, Pending { op: Op::Reserve(op), reply: Reply::Reserve(sender) })?;
-        receiver.await.unwrap_or_else(|_| Err(DbError::Unavailable { shard, message: "writer stopped".into() }))
+        self.enqueue(
+            shard,
+            Pending {
+                op: Op::Reserve(op),
+                reply: Reply::Reserve(sender),
+            },
+        )?;
+        receiver.await.unwrap_or_else(|_| {
+            Err(DbError::Unavailable {
+                shard,
+                message: "writer stopped".into(),
+            })
+        })
     }
 
     pub async fn finalize(&self, shard: u16, op: FinalizeOp) -> Result<(), DbError> {
         let (sender, receiver) = oneshot::channel();
-        self.enqueue(shard, Pending { op: Op::Finalize(op), reply: Reply::Finalize(sender) })?;
-        receiver.await.unwrap_or_else(|_| Err(DbError::Unavailable { shard, message: "writer stopped".into() }))
+        self.enqueue(
+            shard,
+            Pending {
+                op: Op::Finalize(op),
+                reply: Reply::Finalize(sender),
+            },
+        )?;
+        receiver.await.unwrap_or_else(|_| {
+            Err(DbError::Unavailable {
+                shard,
+                message: "writer stopped".into(),
+            })
+        })
     }
 }
 
@@ -177,11 +207,17 @@ impl Writer {
                     }
                 }
             }
-            self.metrics.group_commit_batch_size.with_label_values(&[&shard_label]).observe(batch.len() as f64);
+            self.metrics
+                .group_commit_batch_size
+                .with_label_values(&[&shard_label])
+                .observe(batch.len() as f64);
             let started = Instant::now();
             let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
             let result = self.shards.bounded(self.shard, self.execute(&ops)).await;
-            self.metrics.group_commit_duration.with_label_values(&[&shard_label]).observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .group_commit_duration
+                .with_label_values(&[&shard_label])
+                .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(results) => {
                     for (pending, result) in batch.drain(..).zip(results) {
@@ -195,9 +231,15 @@ impl Writer {
                 }
                 Err(error) => {
                     tracing::info!(shard = self.shard, %error, size = batch.len(), "batch failed; retrying its writes one by one");
-                    self.metrics.group_commit_isolated_retries.with_label_values(&[&shard_label]).inc();
+                    self.metrics
+                        .group_commit_isolated_retries
+                        .with_label_values(&[&shard_label])
+                        .inc();
                     for pending in batch.drain(..) {
-                        let result = self.shards.bounded(self.shard, self.execute(&[&pending.op])).await;
+                        let result = self
+                            .shards
+                            .bounded(self.shard, self.execute(&[&pending.op]))
+                            .await;
                         deliver(pending.reply, result.map(|mut r| r.remove(0)));
                     }
                 }
@@ -210,16 +252,25 @@ impl Writer {
         let shard = self.shard;
         let classify = |e| DbError::classify(shard, e);
         let mut conn = self.shards.conn(shard).await?;
-        let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(classify)?;
 
-        let reserves: Vec<&ReserveOp> = ops.iter().filter_map(|op| match op {
-            Op::Reserve(r) => Some(r),
-            Op::Finalize(_) => None,
-        }).collect();
-        let finals: Vec<&FinalizeOp> = ops.iter().filter_map(|op| match op {
-            Op::Finalize(f) => Some(f),
-            Op::Reserve(_) => None,
-        }).collect();
+        let reserves: Vec<&ReserveOp> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Reserve(r) => Some(r),
+                Op::Finalize(_) => None,
+            })
+            .collect();
+        let finals: Vec<&FinalizeOp> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Finalize(f) => Some(f),
+                Op::Reserve(_) => None,
+            })
+            .collect();
 
         if !finals.is_empty() {
             let (sql, params) = finalize_payments(&finals);
@@ -238,6 +289,27 @@ impl Writer {
         if !reserves.is_empty() {
             let (sql, params) = reserve_insert(&reserves, self.lease_ms);
             tx.exec_drop(sql, params).await.map_err(classify)?;
+            if tx.affected_rows() == reserves.len() as u64 {
+                // Every key was new, so every record is the one just written: no need to
+                // read them back (the common case, one statement saved per batch).
+                for r in &reserves {
+                    found.push((
+                        r.merchant_id.as_bytes().to_vec(),
+                        r.idempotency_key.as_bytes().to_vec(),
+                        Reservation {
+                            fingerprint: r.fingerprint.clone(),
+                            state: "IN_PROGRESS".to_owned(),
+                            owner_token: r.owner_token,
+                            payment_id: r.payment_id,
+                            response_status: None,
+                            response_body: None,
+                            lease_expired: false,
+                        },
+                    ));
+                }
+            }
+        }
+        if !reserves.is_empty() && found.is_empty() {
             let (sql, params) = reserve_select(&reserves);
             let rows: Vec<mysql_async::Row> = tx.exec(sql, params).await.map_err(classify)?;
             for mut row in rows {
@@ -264,9 +336,14 @@ impl Writer {
                 Op::Reserve(r) => {
                     let reservation = found
                         .iter()
-                        .find(|(m, k, _)| m == r.merchant_id.as_bytes() && k == r.idempotency_key.as_bytes())
+                        .find(|(m, k, _)| {
+                            m == r.merchant_id.as_bytes() && k == r.idempotency_key.as_bytes()
+                        })
                         .map(|(_, _, res)| res.clone())
-                        .ok_or_else(|| DbError::Query { shard, message: "idempotency record vanished after insert".into() })?;
+                        .ok_or_else(|| DbError::Query {
+                            shard,
+                            message: "idempotency record vanished after insert".into(),
+                        })?;
                     results.push(OpResult::Reserve(reservation));
                 }
             }
@@ -292,10 +369,16 @@ fn deliver(reply: Reply, result: Result<OpResult, DbError>) {
             let _ = s.send(Err(e));
         }
         (Reply::Reserve(s), Ok(_)) => {
-            let _ = s.send(Err(DbError::Query { shard: 0, message: "result mismatch".into() }));
+            let _ = s.send(Err(DbError::Query {
+                shard: 0,
+                message: "result mismatch".into(),
+            }));
         }
         (Reply::Finalize(s), Ok(_)) => {
-            let _ = s.send(Err(DbError::Query { shard: 0, message: "result mismatch".into() }));
+            let _ = s.send(Err(DbError::Query {
+                shard: 0,
+                message: "result mismatch".into(),
+            }));
         }
     }
 }
@@ -358,7 +441,11 @@ fn finalize_history(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
     let mut params = Vec::with_capacity(rows * 3);
     for f in finals {
         for status in &f.history {
-            params.extend([Value::UInt(f.payment.payment_id), bytes(status), datetime(f.payment.at_ms)]);
+            params.extend([
+                Value::UInt(f.payment.payment_id),
+                bytes(status),
+                datetime(f.payment.at_ms),
+            ]);
         }
     }
     Some((sql, Params::Positional(params)))

@@ -24,17 +24,35 @@ impl Health {
     /// shard are still served; the others get 503 SHARD_UNAVAILABLE per request), 503 when
     /// no shard does. Redis down is reported but is not fatal (fail-open).
     pub fn report(&self, breaker_state: &str) -> (u16, Vec<u8>) {
-        let up: Vec<bool> = self.shards_up.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+        let up: Vec<bool> = self
+            .shards_up
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect();
         let all = up.iter().all(|u| *u);
         let any = up.iter().any(|u| *u);
-        let status = if all { "UP" } else if any { "DEGRADED" } else { "DOWN" };
+        let status = if all {
+            "UP"
+        } else if any {
+            "DEGRADED"
+        } else {
+            "DOWN"
+        };
         let mut body = format!("{{\"status\":\"{status}\",\"checks\":{{");
         for (i, u) in up.iter().enumerate() {
-            body.push_str(&format!("\"mariadb-shard{}\":\"{}\",", i + 1, if *u { "UP" } else { "DOWN" }));
+            body.push_str(&format!(
+                "\"mariadb-shard{}\":\"{}\",",
+                i + 1,
+                if *u { "UP" } else { "DOWN" }
+            ));
         }
         body.push_str(&format!(
             "\"redis\":\"{}\",\"pg-authorize-breaker\":\"{breaker_state}\"}}}}",
-            if self.redis_up.load(Ordering::Relaxed) { "UP" } else { "DOWN" }
+            if self.redis_up.load(Ordering::Relaxed) {
+                "UP"
+            } else {
+                "DOWN"
+            }
         ));
         (if any { 200 } else { 503 }, body.into_bytes())
     }
@@ -55,7 +73,12 @@ pub async fn check_loop(app: Arc<App>) {
             .is_some();
             app.health.shards_up[usize::from(shard) - 1].store(ok, Ordering::Relaxed);
         }
-        app.health.redis_up.store(app.redis.ping().await, Ordering::Relaxed);
-        app.metrics.breaker_state.with_label_values(&[app.pg_breaker.name()]).set(app.pg_breaker.state().gauge_value());
+        app.health
+            .redis_up
+            .store(app.redis.ping().await, Ordering::Relaxed);
+        app.metrics
+            .breaker_state
+            .with_label_values(&[app.pg_breaker.name()])
+            .set(app.pg_breaker.state().gauge_value());
     }
 }

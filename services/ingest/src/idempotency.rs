@@ -23,7 +23,14 @@ use std::time::Duration;
 /// and the merchant (which are the key's scope). Two bodies that differ only in field order
 /// or whitespace are the same request.
 pub fn fingerprint(amount: i64, currency: &str, automatic_capture: bool) -> String {
-    format!("{amount}|{currency}|{}", if automatic_capture { "automatic" } else { "manual" })
+    format!(
+        "{amount}|{currency}|{}",
+        if automatic_capture {
+            "automatic"
+        } else {
+            "manual"
+        }
+    )
 }
 
 /// Redis value of a completed answer: `fingerprint \n status \n body`.
@@ -47,7 +54,15 @@ pub fn decode_cached(value: &[u8]) -> Option<(&str, u16, &[u8])> {
 }
 
 /// Takes over an IN_PROGRESS record whose lease ran out. True if this request now owns it.
-pub async fn take_over(shards: &Shards, shard: u16, merchant_id: &str, key: &str, old_owner: i64, new_owner: i64, lease_ms: u64) -> Result<bool, DbError> {
+pub async fn take_over(
+    shards: &Shards,
+    shard: u16,
+    merchant_id: &str,
+    key: &str,
+    old_owner: i64,
+    new_owner: i64,
+    lease_ms: u64,
+) -> Result<bool, DbError> {
     shards
         .bounded(shard, async {
             let mut conn = shards.conn(shard).await?;
@@ -89,7 +104,12 @@ pub async fn release(shards: &Shards, shard: u16, merchant_id: &str, key: &str, 
 }
 
 /// The record for a key, if any (used after a racing finalize lost).
-pub async fn read(shards: &Shards, shard: u16, merchant_id: &str, key: &str) -> Result<Option<Reservation>, DbError> {
+pub async fn read(
+    shards: &Shards,
+    shard: u16,
+    merchant_id: &str,
+    key: &str,
+) -> Result<Option<Reservation>, DbError> {
     shards
         .bounded(shard, async {
             let mut conn = shards.conn(shard).await?;
@@ -117,7 +137,8 @@ pub async fn read(shards: &Shards, shard: u16, merchant_id: &str, key: &str) -> 
 /// Deletes records older than the retention, in small batches, on every shard, forever.
 pub async fn purge_loop(app: Arc<App>) {
     let config = app.config.idempotency;
-    let mut interval = tokio::time::interval(Duration::from_secs(config.purge_interval_seconds.max(1)));
+    let mut interval =
+        tokio::time::interval(Duration::from_secs(config.purge_interval_seconds.max(1)));
     loop {
         interval.tick().await;
         for shard in app.shards.numbers() {
@@ -160,7 +181,10 @@ mod tests {
     fn cached_values_round_trip() {
         let body = b"{\"a\":\"x\ny\"}";
         let value = encode_cached("100|KRW|manual", 402, body);
-        assert_eq!(decode_cached(&value), Some(("100|KRW|manual", 402, &body[..])));
+        assert_eq!(
+            decode_cached(&value),
+            Some(("100|KRW|manual", 402, &body[..]))
+        );
         assert_eq!(decode_cached(b"garbage"), None);
     }
 

@@ -3,7 +3,8 @@
 
 use payrail_core::telemetry::LATENCY_BUCKETS;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 pub struct Metrics {
@@ -34,43 +35,131 @@ impl Metrics {
     pub fn new(instance: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(
             Some("payrail".into()),
-            Some([("service".to_owned(), "ingest".to_owned()), ("instance_name".to_owned(), instance.to_owned())].into()),
+            Some(
+                [
+                    ("service".to_owned(), "ingest".to_owned()),
+                    ("instance_name".to_owned(), instance.to_owned()),
+                ]
+                .into(),
+            ),
         )?;
         let r = &registry;
         Ok(Self {
-            requests: register(r, IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests by route and status"), &["route", "status"])?),
+            requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("http_requests_total", "HTTP requests by route and status"),
+                    &["route", "status"],
+                )?,
+            ),
             request_duration: register(
                 r,
                 HistogramVec::new(
-                    HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route").buckets(LATENCY_BUCKETS.to_vec()),
+                    HistogramOpts::new(
+                        "http_request_duration_seconds",
+                        "HTTP request latency by route",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                     &["route"],
                 )?,
             ),
-            idempotent_replays: register(r, IntCounterVec::new(Opts::new("idempotent_replays_total", "answers replayed for a repeated idempotency key, by layer"), &["layer"])?),
-            rate_limit_rejections: register(r, IntCounterVec::new(Opts::new("rate_limit_rejections_total", "requests refused with 429"), &["action"])?),
-            rate_limit_fail_open: register(r, IntCounterVec::new(Opts::new("rate_limit_fail_open_total", "requests let through because Redis was unavailable"), &["action"])?),
-            redis_errors: register(r, IntCounter::new("redis_errors_total", "failed or timed out Redis calls")?),
+            idempotent_replays: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "idempotent_replays_total",
+                        "answers replayed for a repeated idempotency key, by layer",
+                    ),
+                    &["layer"],
+                )?,
+            ),
+            rate_limit_rejections: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("rate_limit_rejections_total", "requests refused with 429"),
+                    &["action"],
+                )?,
+            ),
+            rate_limit_fail_open: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rate_limit_fail_open_total",
+                        "requests let through because Redis was unavailable",
+                    ),
+                    &["action"],
+                )?,
+            ),
+            redis_errors: register(
+                r,
+                IntCounter::new("redis_errors_total", "failed or timed out Redis calls")?,
+            ),
             group_commit_batch_size: register(
                 r,
                 HistogramVec::new(
-                    HistogramOpts::new("group_commit_batch_size", "writes per group-commit transaction")
-                        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 48.0, 64.0, 128.0, 256.0]),
+                    HistogramOpts::new(
+                        "group_commit_batch_size",
+                        "writes per group-commit transaction",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 48.0, 64.0, 128.0, 256.0,
+                    ]),
                     &["shard"],
                 )?,
             ),
             group_commit_duration: register(
                 r,
                 HistogramVec::new(
-                    HistogramOpts::new("group_commit_duration_seconds", "group-commit transaction time, first statement to COMMIT").buckets(LATENCY_BUCKETS.to_vec()),
+                    HistogramOpts::new(
+                        "group_commit_duration_seconds",
+                        "group-commit transaction time, first statement to COMMIT",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                     &["shard"],
                 )?,
             ),
-            group_commit_isolated_retries: register(r, IntCounterVec::new(Opts::new("group_commit_isolated_retries_total", "batches that failed and were retried one write at a time"), &["shard"])?),
-            breaker_state: register(r, IntGaugeVec::new(Opts::new("circuit_breaker_state", "0 closed, 1 open, 2 half-open"), &["breaker"])?),
-            pg_calls: register(r, IntCounterVec::new(Opts::new("pg_calls_total", "PG calls by operation and outcome"), &["operation", "outcome"])?),
-            pg_duration: register(r, Histogram::with_opts(HistogramOpts::new("pg_call_duration_seconds", "PG call latency").buckets(LATENCY_BUCKETS.to_vec()))?),
-            in_flight: register(r, IntGauge::new("bridge_in_flight", "requests waiting on the async runtime")?),
-            idempotency_purged: register(r, IntCounter::new("idempotency_records_purged_total", "idempotency records deleted after retention")?),
+            group_commit_isolated_retries: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "group_commit_isolated_retries_total",
+                        "batches that failed and were retried one write at a time",
+                    ),
+                    &["shard"],
+                )?,
+            ),
+            breaker_state: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("circuit_breaker_state", "0 closed, 1 open, 2 half-open"),
+                    &["breaker"],
+                )?,
+            ),
+            pg_calls: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("pg_calls_total", "PG calls by operation and outcome"),
+                    &["operation", "outcome"],
+                )?,
+            ),
+            pg_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("pg_call_duration_seconds", "PG call latency")
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                )?,
+            ),
+            in_flight: register(
+                r,
+                IntGauge::new("bridge_in_flight", "requests waiting on the async runtime")?,
+            ),
+            idempotency_purged: register(
+                r,
+                IntCounter::new(
+                    "idempotency_records_purged_total",
+                    "idempotency records deleted after retention",
+                )?,
+            ),
             registry,
         })
     }

@@ -23,7 +23,14 @@ pub const TYPE_VOIDED: &str = "PAYMENT_VOIDED";
 /// The event's JSON: `{ eventId, type, paymentId, merchantId, amount, currency,
 /// occurredAt, status, …extra }`. `amount` is the amount this event moves (the captured
 /// amount for a capture request, the refund's amount for a refund request).
-pub fn payload(event_id: u64, event_type: &str, payment: &PaymentView, amount: i64, occurred_at_ms: i64, extra: &[(&str, Extra<'_>)]) -> Vec<u8> {
+pub fn payload(
+    event_id: u64,
+    event_type: &str,
+    payment: &PaymentView,
+    amount: i64,
+    occurred_at_ms: i64,
+    extra: &[(&str, Extra<'_>)],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"eventId\":");
     out.extend_from_slice(itoa::Buffer::new().format(event_id).as_bytes());

@@ -63,10 +63,21 @@ impl Outcome {
     pub fn from_db(error: &DbError) -> Self {
         if error.is_unavailable() {
             tracing::warn!(%error, "shard unavailable");
-            Self::error(503, "SHARD_UNAVAILABLE", "the payment store for this merchant is unavailable; retry shortly", None)
-                .retry_after(1)
+            Self::error(
+                503,
+                "SHARD_UNAVAILABLE",
+                "the payment store for this merchant is unavailable; retry shortly",
+                None,
+            )
+            .retry_after(1)
         } else if matches!(error, DbError::LockConflict { .. }) {
-            Self::error(503, "SHARD_UNAVAILABLE", "the payment store is busy; retry shortly", None).retry_after(1)
+            Self::error(
+                503,
+                "SHARD_UNAVAILABLE",
+                "the payment store is busy; retry shortly",
+                None,
+            )
+            .retry_after(1)
         } else {
             tracing::error!(%error, "database error");
             Self::error(500, "INTERNAL", "internal error", None)
@@ -74,6 +85,12 @@ impl Outcome {
     }
 
     pub fn overloaded() -> Self {
-        Self::error(503, "OVERLOADED", "too many requests in flight; retry shortly", None).retry_after(1)
+        Self::error(
+            503,
+            "OVERLOADED",
+            "too many requests in flight; retry shortly",
+            None,
+        )
+        .retry_after(1)
     }
 }

@@ -90,7 +90,11 @@ impl Problems {
         };
         let message = format!(
             "{message}: {}",
-            self.details.iter().map(|(f, p)| format!("{f} {p}")).collect::<Vec<_>>().join("; ")
+            self.details
+                .iter()
+                .map(|(f, p)| format!("{f} {p}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         Err(Rejection {
             code,
@@ -123,7 +127,8 @@ fn object_fields<'t, 'i>(
         .as_value()
         .as_object()
         .ok_or_else(|| Rejection::malformed("the body must be a JSON object"))?;
-    let mut entries: Vec<(&'i str, simd_json::tape::Value<'t, 'i>)> = Vec::with_capacity(object.len());
+    let mut entries: Vec<(&'i str, simd_json::tape::Value<'t, 'i>)> =
+        Vec::with_capacity(object.len());
     for (key, value) in object.iter() {
         if entries.iter().any(|(k, _)| *k == key) {
             return Err(Rejection {
@@ -142,7 +147,9 @@ fn object_fields<'t, 'i>(
 
 fn parse_tape<'i>(body: &'i mut [u8]) -> Result<simd_json::tape::Tape<'i>, Rejection> {
     if body.is_empty() {
-        return Err(Rejection::malformed("the body is empty; send a JSON object"));
+        return Err(Rejection::malformed(
+            "the body is empty; send a JSON object",
+        ));
     }
     simd_json::to_tape(body).map_err(|_| Rejection::malformed("the body is not valid JSON"))
 }
@@ -174,7 +181,12 @@ fn optional_string(fields: &Fields<'_, '_>, name: &str, problems: &mut Problems)
     }
 }
 
-fn amount_field(fields: &Fields<'_, '_>, name: &str, required: bool, problems: &mut Problems) -> Option<i64> {
+fn amount_field(
+    fields: &Fields<'_, '_>,
+    name: &str,
+    required: bool,
+    problems: &mut Problems,
+) -> Option<i64> {
     let Some(value) = fields.get(name) else {
         if required {
             problems.add(name, "is required");
@@ -189,7 +201,14 @@ fn amount_field(fields: &Fields<'_, '_>, name: &str, required: bool, problems: &
             // Integer literals beyond u64 arrive as floats: still a number, out of range.
             let v = value.as_f64().unwrap_or(0.5);
             if v.fract() == 0.0 && v.abs() > validate::AMOUNT_MAX as f64 {
-                problems.add(name, if v > 0.0 { "must be <= 1000000000000" } else { "must be >= 1" });
+                problems.add(
+                    name,
+                    if v > 0.0 {
+                        "must be <= 1000000000000"
+                    } else {
+                        "must be >= 1"
+                    },
+                );
             } else {
                 problems.type_error(name, "must be an integer in minor units");
             }
@@ -214,10 +233,24 @@ fn check(problems: &mut Problems, field: &str, result: Result<(), &'static str>)
     }
 }
 
-pub fn authorize(body: &mut [u8], header_key: Option<&str>, currencies: &[String]) -> Result<AuthorizeInput, Rejection> {
+pub fn authorize(
+    body: &mut [u8],
+    header_key: Option<&str>,
+    currencies: &[String],
+) -> Result<AuthorizeInput, Rejection> {
     let tape = parse_tape(body)?;
     let mut problems = Problems::default();
-    let fields = object_fields(&tape, &["merchantId", "amount", "currency", "idempotencyKey", "capture"], &mut problems)?;
+    let fields = object_fields(
+        &tape,
+        &[
+            "merchantId",
+            "amount",
+            "currency",
+            "idempotencyKey",
+            "capture",
+        ],
+        &mut problems,
+    )?;
     let merchant_id = string_field(&fields, "merchantId", &mut problems);
     let amount = amount_field(&fields, "amount", true, &mut problems);
     let currency = string_field(&fields, "currency", &mut problems);
@@ -237,12 +270,19 @@ pub fn authorize(body: &mut [u8], header_key: Option<&str>, currencies: &[String
         (Some(k), _) => Some(k),
         (None, Some(h)) => Some(h.to_owned()),
         (None, None) => {
-            problems.add("idempotencyKey", "is required (body field or Idempotency-Key header)");
+            problems.add(
+                "idempotencyKey",
+                "is required (body field or Idempotency-Key header)",
+            );
             None
         }
     };
     if let Some(k) = &idempotency_key {
-        check(&mut problems, "idempotencyKey", validate::idempotency_key(k));
+        check(
+            &mut problems,
+            "idempotencyKey",
+            validate::idempotency_key(k),
+        );
     }
     let capture = match capture.as_deref() {
         None | Some("manual") => Some(CaptureMode::Manual),
@@ -254,13 +294,15 @@ pub fn authorize(body: &mut [u8], header_key: Option<&str>, currencies: &[String
     };
     problems.into_result()?;
     match (merchant_id, amount, currency, idempotency_key, capture) {
-        (Some(merchant_id), Some(amount), Some(currency), Some(idempotency_key), Some(capture)) => Ok(AuthorizeInput {
-            merchant_id,
-            amount,
-            currency,
-            idempotency_key,
-            capture,
-        }),
+        (Some(merchant_id), Some(amount), Some(currency), Some(idempotency_key), Some(capture)) => {
+            Ok(AuthorizeInput {
+                merchant_id,
+                amount,
+                currency,
+                idempotency_key,
+                capture,
+            })
+        }
         _ => Err(Rejection::malformed("invalid request")),
     }
 }
@@ -281,13 +323,20 @@ pub fn capture(body: &mut [u8]) -> Result<CaptureInput, Rejection> {
     let amount = amount_field(&fields, "amount", false, &mut problems);
     problems.into_result()?;
     let merchant_id = merchant_id.ok_or_else(|| Rejection::malformed("invalid request"))?;
-    Ok(CaptureInput { merchant_id, amount })
+    Ok(CaptureInput {
+        merchant_id,
+        amount,
+    })
 }
 
 pub fn refund(body: &mut [u8], header_key: Option<&str>) -> Result<RefundInput, Rejection> {
     let tape = parse_tape(body)?;
     let mut problems = Problems::default();
-    let fields = object_fields(&tape, &["merchantId", "amount", "reason", "idempotencyKey"], &mut problems)?;
+    let fields = object_fields(
+        &tape,
+        &["merchantId", "amount", "reason", "idempotencyKey"],
+        &mut problems,
+    )?;
     let merchant_id = merchant_only(&fields, &mut problems);
     let amount = amount_field(&fields, "amount", false, &mut problems);
     let reason = string_field(&fields, "reason", &mut problems);
@@ -305,7 +354,11 @@ pub fn refund(body: &mut [u8], header_key: Option<&str>) -> Result<RefundInput, 
         (None, None) => None,
     };
     if let Some(k) = &idempotency_key {
-        check(&mut problems, "idempotencyKey", validate::idempotency_key(k));
+        check(
+            &mut problems,
+            "idempotencyKey",
+            validate::idempotency_key(k),
+        );
     }
     problems.into_result()?;
     match (merchant_id, reason) {
@@ -334,7 +387,10 @@ pub fn payment_id(segment: &str) -> Result<u64, Rejection> {
     let invalid = || Rejection {
         code: "VALIDATION_FAILED",
         message: "paymentId must be a positive decimal integer below 2^53".to_owned(),
-        details: vec![("paymentId".to_owned(), "must be a positive decimal integer below 2^53")],
+        details: vec![(
+            "paymentId".to_owned(),
+            "must be a positive decimal integer below 2^53",
+        )],
     };
     if segment.is_empty() || segment.len() > 16 || !segment.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
@@ -361,7 +417,10 @@ mod tests {
 
     #[test]
     fn a_valid_authorization() {
-        let input = auth(r#"{"merchantId":"M-1","amount":50000,"currency":"KRW","idempotencyKey":"order-1"}"#).expect("valid");
+        let input = auth(
+            r#"{"merchantId":"M-1","amount":50000,"currency":"KRW","idempotencyKey":"order-1"}"#,
+        )
+        .expect("valid");
         assert_eq!(input.amount, 50000);
         assert_eq!(input.capture, CaptureMode::Manual);
     }
@@ -371,31 +430,72 @@ mod tests {
         let code = |b: &str| auth(b).map(|_| ()).unwrap_err().code;
         assert_eq!(code("not json"), "MALFORMED_JSON");
         assert_eq!(code("[1]"), "MALFORMED_JSON");
-        assert_eq!(code(r#"{"merchantId":"M","merchantId":"M","amount":1,"currency":"KRW","idempotencyKey":"k"}"#), "MALFORMED_JSON");
-        assert_eq!(code(r#"{"merchantId":"M","amount":"1","currency":"KRW","idempotencyKey":"k"}"#), "MALFORMED_JSON");
-        assert_eq!(code(r#"{"merchantId":"M","amount":1.5,"currency":"KRW","idempotencyKey":"k"}"#), "MALFORMED_JSON");
-        assert_eq!(code(r#"{"merchantId":"M","amount":0,"currency":"KRW","idempotencyKey":"k"}"#), "VALIDATION_FAILED");
-        assert_eq!(code(r#"{"merchantId":"M","amount":18446744073709551615,"currency":"KRW","idempotencyKey":"k"}"#), "VALIDATION_FAILED");
-        assert_eq!(code(r#"{"merchantId":"M","amount":1,"currency":"XXX","idempotencyKey":"k"}"#), "VALIDATION_FAILED");
-        assert_eq!(code(r#"{"merchantId":"M","amount":1,"currency":"KRW"}"#), "VALIDATION_FAILED");
-        assert_eq!(code(r#"{"merchantId":"M","amount":1,"currency":"KRW","idempotencyKey":"k","extra":1}"#), "VALIDATION_FAILED");
+        assert_eq!(
+            code(
+                r#"{"merchantId":"M","merchantId":"M","amount":1,"currency":"KRW","idempotencyKey":"k"}"#
+            ),
+            "MALFORMED_JSON"
+        );
+        assert_eq!(
+            code(r#"{"merchantId":"M","amount":"1","currency":"KRW","idempotencyKey":"k"}"#),
+            "MALFORMED_JSON"
+        );
+        assert_eq!(
+            code(r#"{"merchantId":"M","amount":1.5,"currency":"KRW","idempotencyKey":"k"}"#),
+            "MALFORMED_JSON"
+        );
+        assert_eq!(
+            code(r#"{"merchantId":"M","amount":0,"currency":"KRW","idempotencyKey":"k"}"#),
+            "VALIDATION_FAILED"
+        );
+        assert_eq!(
+            code(
+                r#"{"merchantId":"M","amount":18446744073709551615,"currency":"KRW","idempotencyKey":"k"}"#
+            ),
+            "VALIDATION_FAILED"
+        );
+        assert_eq!(
+            code(r#"{"merchantId":"M","amount":1,"currency":"XXX","idempotencyKey":"k"}"#),
+            "VALIDATION_FAILED"
+        );
+        assert_eq!(
+            code(r#"{"merchantId":"M","amount":1,"currency":"KRW"}"#),
+            "VALIDATION_FAILED"
+        );
+        assert_eq!(
+            code(
+                r#"{"merchantId":"M","amount":1,"currency":"KRW","idempotencyKey":"k","extra":1}"#
+            ),
+            "VALIDATION_FAILED"
+        );
     }
 
     #[test]
     fn every_problem_is_listed() {
-        let rejection = auth(r#"{"merchantId":"","amount":-1,"currency":"krw"}"#).map(|_| ()).unwrap_err();
+        let rejection = auth(r#"{"merchantId":"","amount":-1,"currency":"krw"}"#)
+            .map(|_| ())
+            .unwrap_err();
         let mut fields: Vec<&str> = rejection.details.iter().map(|(f, _)| f.as_str()).collect();
         fields.sort_unstable();
-        assert_eq!(fields, vec!["amount", "currency", "idempotencyKey", "merchantId"]);
+        assert_eq!(
+            fields,
+            vec!["amount", "currency", "idempotencyKey", "merchantId"]
+        );
     }
 
     #[test]
     fn header_key_must_agree_with_the_body() {
-        let mut body = br#"{"merchantId":"M","amount":1,"currency":"KRW","idempotencyKey":"a"}"#.to_vec();
+        let mut body =
+            br#"{"merchantId":"M","amount":1,"currency":"KRW","idempotencyKey":"a"}"#.to_vec();
         assert!(authorize(&mut body.clone(), Some("a"), &currencies()).is_ok());
         assert!(authorize(&mut body, Some("b"), &currencies()).is_err());
         let mut no_body_key = br#"{"merchantId":"M","amount":1,"currency":"KRW"}"#.to_vec();
-        assert_eq!(authorize(&mut no_body_key, Some("h"), &currencies()).map(|i| i.idempotency_key).ok(), Some("h".to_owned()));
+        assert_eq!(
+            authorize(&mut no_body_key, Some("h"), &currencies())
+                .map(|i| i.idempotency_key)
+                .ok(),
+            Some("h".to_owned())
+        );
     }
 
     #[test]
@@ -413,7 +513,10 @@ mod tests {
         let mut b = br#"{"merchantId":"M","reason":"customer request","amount":100}"#.to_vec();
         assert_eq!(refund(&mut b, None).map(|r| r.amount).ok(), Some(Some(100)));
         let mut b = br#"{"merchantId":"M"}"#.to_vec();
-        assert_eq!(refund(&mut b, None).map(|_| ()).unwrap_err().code, "VALIDATION_FAILED");
+        assert_eq!(
+            refund(&mut b, None).map(|_| ()).unwrap_err().code,
+            "VALIDATION_FAILED"
+        );
         let mut b = br#"{"merchantId":"M"}"#.to_vec();
         assert!(capture(&mut b).is_ok());
         let mut b = br#"{"merchantId":"M","amount":null}"#.to_vec();

@@ -22,7 +22,8 @@ use payrail_db::{datetime, epoch_ms, DbError};
 use payrail_http::error_body::Detail;
 use std::sync::Arc;
 
-const PAYMENT_COLUMNS: &str = "payment_id, merchant_id, status, amount, captured_amount, refunded_amount, currency, \
+const PAYMENT_COLUMNS: &str =
+    "payment_id, merchant_id, status, amount, captured_amount, refunded_amount, currency, \
                                approval_number, created_at, updated_at, refund_pending_amount";
 
 struct Loaded {
@@ -66,16 +67,28 @@ fn payment_from_row(mut row: Row) -> Option<Loaded> {
     })
 }
 
-async fn load_payment<Q: Queryable>(q: &mut Q, shard: u16, payment_id: u64, for_update: bool) -> Result<Option<Loaded>, DbError> {
+async fn load_payment<Q: Queryable>(
+    q: &mut Q,
+    shard: u16,
+    payment_id: u64,
+    for_update: bool,
+) -> Result<Option<Loaded>, DbError> {
     let sql = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payment WHERE payment_id = ?{}",
         if for_update { " FOR UPDATE" } else { "" }
     );
-    let row: Option<Row> = q.exec_first(sql, (payment_id,)).await.map_err(|e| DbError::classify(shard, e))?;
+    let row: Option<Row> = q
+        .exec_first(sql, (payment_id,))
+        .await
+        .map_err(|e| DbError::classify(shard, e))?;
     Ok(row.and_then(payment_from_row))
 }
 
-async fn load_details<Q: Queryable>(q: &mut Q, shard: u16, payment_id: u64) -> Result<(Vec<RefundView>, Vec<HistoryView>), DbError> {
+async fn load_details<Q: Queryable>(
+    q: &mut Q,
+    shard: u16,
+    payment_id: u64,
+) -> Result<(Vec<RefundView>, Vec<HistoryView>), DbError> {
     let classify = |e| DbError::classify(shard, e);
     let refund_rows: Vec<Row> = q
         .exec("SELECT refund_id, amount, status, reason, created_at FROM refund WHERE payment_id = ? ORDER BY refund_id", (payment_id,))
@@ -88,26 +101,48 @@ async fn load_details<Q: Queryable>(q: &mut Q, shard: u16, payment_id: u64) -> R
             amount: row.take(1).unwrap_or_default(),
             status: text(&mut row, 2),
             reason: text(&mut row, 3),
-            created_at_ms: row.take::<Value, _>(4).map(|v| epoch_ms(&v)).unwrap_or_default(),
+            created_at_ms: row
+                .take::<Value, _>(4)
+                .map(|v| epoch_ms(&v))
+                .unwrap_or_default(),
         })
         .collect();
     let history_rows: Vec<Row> = q
-        .exec("SELECT status, at FROM payment_status_history WHERE payment_id = ? ORDER BY id", (payment_id,))
+        .exec(
+            "SELECT status, at FROM payment_status_history WHERE payment_id = ? ORDER BY id",
+            (payment_id,),
+        )
         .await
         .map_err(classify)?;
     let history = history_rows
         .into_iter()
         .map(|mut row| HistoryView {
             status: text(&mut row, 0),
-            at_ms: row.take::<Value, _>(1).map(|v| epoch_ms(&v)).unwrap_or_default(),
+            at_ms: row
+                .take::<Value, _>(1)
+                .map(|v| epoch_ms(&v))
+                .unwrap_or_default(),
         })
         .collect();
     Ok((refunds, history))
 }
 
-fn full_body(view: &PaymentView, refunds: &[RefundView], history: &[HistoryView], message: &str) -> Vec<u8> {
+fn full_body(
+    view: &PaymentView,
+    refunds: &[RefundView],
+    history: &[HistoryView],
+    message: &str,
+) -> Vec<u8> {
     let mut body = Vec::with_capacity(768);
-    render::payment(&mut body, view, &Extras { refunds: Some(refunds), history: Some(history), message });
+    render::payment(
+        &mut body,
+        view,
+        &Extras {
+            refunds: Some(refunds),
+            history: Some(history),
+            message,
+        },
+    );
     body
 }
 
@@ -117,10 +152,22 @@ async fn rate_limited(app: &App, action: Action, merchant_id: &str) -> Option<Ou
         Action::Capture => app.config.rate_limits.capture,
         Action::Refund => app.config.rate_limits.refund,
     };
-    match app.redis.admit(&app.metrics, action, limit, merchant_id, None).await {
+    match app
+        .redis
+        .admit(&app.metrics, action, limit, merchant_id, None)
+        .await
+    {
         Admission::Limited { retry_after_ms } => Some(
-            Outcome::error(429, "RATE_LIMIT_EXCEEDED", &format!("{} rate limit exceeded for this merchant; retry after the Retry-After delay", action.as_str()), None)
-                .retry_after(retry_after_ms.div_ceil(1000)),
+            Outcome::error(
+                429,
+                "RATE_LIMIT_EXCEEDED",
+                &format!(
+                    "{} rate limit exceeded for this merchant; retry after the Retry-After delay",
+                    action.as_str()
+                ),
+                None,
+            )
+            .retry_after(retry_after_ms.div_ceil(1000)),
         ),
         _ => None,
     }
@@ -156,7 +203,11 @@ async fn record_transition<Q: Queryable>(
 
 /// Why a conditional update matched nothing: 404 for a missing or foreign payment, else
 /// the conflict with the payment's current status.
-fn explain(loaded: Option<Loaded>, merchant_id: &str, conflict: impl FnOnce(&Loaded) -> Outcome) -> Outcome {
+fn explain(
+    loaded: Option<Loaded>,
+    merchant_id: &str,
+    conflict: impl FnOnce(&Loaded) -> Outcome,
+) -> Outcome {
     match loaded {
         Some(l) if l.view.merchant_id == merchant_id => conflict(&l),
         _ => Outcome::not_found(),
@@ -262,10 +313,18 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
         return limited;
     }
     let mut ids = Vec::with_capacity(2);
-    if let Err(error) = app.sequences.next_ids(&app.shards, shard, Kind::Event, 1, &mut ids).await {
+    if let Err(error) = app
+        .sequences
+        .next_ids(&app.shards, shard, Kind::Event, 1, &mut ids)
+        .await
+    {
         return Outcome::from_db(&error);
     }
-    if let Err(error) = app.sequences.next_ids(&app.shards, shard, Kind::Refund, 1, &mut ids).await {
+    if let Err(error) = app
+        .sequences
+        .next_ids(&app.shards, shard, Kind::Refund, 1, &mut ids)
+        .await
+    {
         return Outcome::from_db(&error);
     }
     let (event_id, refund_id) = (ids[0], ids[1]);
@@ -361,7 +420,13 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
         .await;
     match result {
         Ok(outcome) => outcome,
-        Err(DbError::Duplicate { .. }) => Outcome::error(409, "IDEMPOTENCY_KEY_IN_USE", "a refund with this idempotency key is being processed; retry shortly", Some(payment_id)).retry_after(1),
+        Err(DbError::Duplicate { .. }) => Outcome::error(
+            409,
+            "IDEMPOTENCY_KEY_IN_USE",
+            "a refund with this idempotency key is being processed; retry shortly",
+            Some(payment_id),
+        )
+        .retry_after(1),
         Err(error) => Outcome::from_db(&error),
     }
 }
@@ -378,7 +443,12 @@ pub async fn get(app: Arc<App>, shard: u16, payment_id: u64, merchant_id: String
                 return Ok(Outcome::not_found());
             }
             let (refunds, history) = load_details(&mut conn, shard, payment_id).await?;
-            Ok(Outcome::ok(full_body(&loaded.view, &refunds, &history, "ok")))
+            Ok(Outcome::ok(full_body(
+                &loaded.view,
+                &refunds,
+                &history,
+                "ok",
+            )))
         })
         .await;
     result.unwrap_or_else(|error| Outcome::from_db(&error))
@@ -409,8 +479,15 @@ pub async fn list(app: Arc<App>, query: ListQuery) -> Outcome {
             }
             sql.push_str(" ORDER BY payment_id DESC LIMIT ?");
             params.push(Value::UInt(u64::from(query.limit) + 1));
-            let rows: Vec<Row> = conn.exec(sql, params).await.map_err(|e| DbError::classify(shard, e))?;
-            let mut payments: Vec<PaymentView> = rows.into_iter().filter_map(payment_from_row).map(|l| l.view).collect();
+            let rows: Vec<Row> = conn
+                .exec(sql, params)
+                .await
+                .map_err(|e| DbError::classify(shard, e))?;
+            let mut payments: Vec<PaymentView> = rows
+                .into_iter()
+                .filter_map(payment_from_row)
+                .map(|l| l.view)
+                .collect();
             let next_cursor = if payments.len() > query.limit as usize {
                 payments.truncate(query.limit as usize);
                 payments.last().map(|p| p.payment_id)
@@ -423,7 +500,15 @@ pub async fn list(app: Arc<App>, query: ListQuery) -> Outcome {
                 if i > 0 {
                     body.push(b',');
                 }
-                render::payment(&mut body, p, &Extras { refunds: None, history: None, message: "ok" });
+                render::payment(
+                    &mut body,
+                    p,
+                    &Extras {
+                        refunds: None,
+                        history: None,
+                        message: "ok",
+                    },
+                );
             }
             body.extend_from_slice(b"],\"nextCursor\":");
             match next_cursor {

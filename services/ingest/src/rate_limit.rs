@@ -83,7 +83,8 @@ pub struct Redis {
 impl Redis {
     /// Connects lazily: Redis being down at start-up does not stop ingest.
     pub fn new(config: &crate::config::RedisConfig) -> Result<Self, String> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str()).map_err(|e| format!("redis url: {e}"))?;
+        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| format!("redis url: {e}"))?;
         if let Some(path) = &config.password_file {
             let password = payrail_core::config::read_secret(path).map_err(|e| e.to_string())?;
             let settings = info.redis_settings().clone().set_password(password);
@@ -96,7 +97,8 @@ impl Redis {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| format!("redis: {e}"))?;
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| format!("redis: {e}"))?;
         Ok(Self {
             manager,
             script: redis::Script::new(SCRIPT),
@@ -131,13 +133,25 @@ impl Redis {
     pub fn warn_throttled(&self, message: &str, error: &str) {
         let now = payrail_core::time::now_ms();
         let last = self.last_warning_ms.load(Ordering::Relaxed);
-        if now - last >= 1000 && self.last_warning_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if now - last >= 1000
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             tracing::warn!(error, "{message}");
         }
     }
 
     /// Rate limit, then cached answer, in one round trip.
-    pub async fn admit(&self, metrics: &Metrics, action: Action, limit: RateLimit, merchant_id: &str, cache_key: Option<&str>) -> Admission {
+    pub async fn admit(
+        &self,
+        metrics: &Metrics,
+        action: Action,
+        limit: RateLimit,
+        merchant_id: &str,
+        cache_key: Option<&str>,
+    ) -> Admission {
         let mut invocation = self.script.key(self.rate_key(action, merchant_id));
         if let Some(key) = cache_key {
             invocation.key(key);
@@ -152,15 +166,26 @@ impl Redis {
         };
         match result {
             Ok((2, redis::Value::Int(ttl))) => {
-                metrics.rate_limit_rejections.with_label_values(&[action.as_str()]).inc();
-                Admission::Limited { retry_after_ms: ttl.max(1) as u64 }
+                metrics
+                    .rate_limit_rejections
+                    .with_label_values(&[action.as_str()])
+                    .inc();
+                Admission::Limited {
+                    retry_after_ms: ttl.max(1) as u64,
+                }
             }
             Ok((1, redis::Value::BulkString(bytes))) => Admission::Cached(bytes),
             Ok(_) => Admission::Allowed,
             Err(error) => {
                 metrics.redis_errors.inc();
-                metrics.rate_limit_fail_open.with_label_values(&[action.as_str()]).inc();
-                self.warn_throttled("redis unavailable: rate limit fails open, idempotency falls back to MariaDB", &error);
+                metrics
+                    .rate_limit_fail_open
+                    .with_label_values(&[action.as_str()])
+                    .inc();
+                self.warn_throttled(
+                    "redis unavailable: rate limit fails open, idempotency falls back to MariaDB",
+                    &error,
+                );
                 Admission::Allowed
             }
         }

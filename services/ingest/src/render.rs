@@ -140,7 +140,15 @@ mod tests {
             updated_at_ms: 1_795_500_000_000,
         };
         let mut out = Vec::new();
-        payment(&mut out, &view, &Extras { refunds: None, history: None, message: "authorized" });
+        payment(
+            &mut out,
+            &view,
+            &Extras {
+                refunds: None,
+                history: None,
+                message: "authorized",
+            },
+        );
         assert_eq!(
             String::from_utf8(out).unwrap_or_default(),
             r#"{"paymentId":4398046511104,"merchantId":"MERCHANT-123","status":"AUTHORIZED","amount":50000,"capturedAmount":0,"refundedAmount":0,"currency":"KRW","approvalNumber":"APP1A2B3C4D","createdAt":"2026-11-24T06:00:00.000Z","updatedAt":"2026-11-24T06:00:00.000Z","ledgerEntries":[],"message":"authorized"}"#

@@ -38,12 +38,30 @@ fn write_outcome(response: &mut Response, outcome: Outcome) {
 }
 
 fn write_rejection(response: &mut Response, rejection: &Rejection, payment_id: Option<u64>) {
-    let details: Vec<Detail<'_>> = rejection.details.iter().map(|(field, problem)| Detail { field, problem }).collect();
-    error_body::write_with(response, 400, rejection.code, &rejection.message, payment_id, &details, None);
+    let details: Vec<Detail<'_>> = rejection
+        .details
+        .iter()
+        .map(|(field, problem)| Detail { field, problem })
+        .collect();
+    error_body::write_with(
+        response,
+        400,
+        rejection.code,
+        &rejection.message,
+        payment_id,
+        &details,
+        None,
+    );
 }
 
 fn method_not_allowed(response: &mut Response, allowed: &str) {
-    error_body::write(response, 405, "METHOD_NOT_ALLOWED", &format!("use {allowed} on this path"), None);
+    error_body::write(
+        response,
+        405,
+        "METHOD_NOT_ALLOWED",
+        &format!("use {allowed} on this path"),
+        None,
+    );
     response.header("Allow", allowed);
 }
 
@@ -54,15 +72,31 @@ fn not_found(response: &mut Response) {
 /// The body of a POST, after the content-type check. `None` means an error was written.
 fn json_body(request: &Request<'_>, response: &mut Response) -> Option<Vec<u8>> {
     if !request.is_json() {
-        error_body::write(response, 415, "UNSUPPORTED_MEDIA_TYPE", "send the body as application/json", None);
+        error_body::write(
+            response,
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+            None,
+        );
         return None;
     }
     Some(request.body.to_vec())
 }
 
-fn header_text<'a>(request: &Request<'a>, name: &str, response: &mut Response) -> Result<Option<&'a str>, ()> {
+fn header_text<'a>(
+    request: &Request<'a>,
+    name: &str,
+    response: &mut Response,
+) -> Result<Option<&'a str>, ()> {
     if request.header_count(name) > 1 {
-        error_body::write(response, 400, "VALIDATION_FAILED", &format!("send at most one {name} header"), None);
+        error_body::write(
+            response,
+            400,
+            "VALIDATION_FAILED",
+            &format!("send at most one {name} header"),
+            None,
+        );
         return Err(());
     }
     match request.header(name) {
@@ -70,7 +104,13 @@ fn header_text<'a>(request: &Request<'a>, name: &str, response: &mut Response) -
         Some(value) => match std::str::from_utf8(value) {
             Ok(text) => Ok(Some(text)),
             Err(_) => {
-                error_body::write(response, 400, "VALIDATION_FAILED", &format!("{name} must be ASCII"), None);
+                error_body::write(
+                    response,
+                    400,
+                    "VALIDATION_FAILED",
+                    &format!("{name} must be ASCII"),
+                    None,
+                );
                 Err(())
             }
         },
@@ -87,8 +127,13 @@ impl Api {
             Err(BridgeError::Overloaded) => write_outcome(response, Outcome::overloaded()),
             Err(BridgeError::Timeout) | Err(BridgeError::Gone) => write_outcome(
                 response,
-                Outcome::error(503, "UPSTREAM_UNAVAILABLE", "the request did not finish in time; retry with the same idempotency key", None)
-                    .retry_after(1),
+                Outcome::error(
+                    503,
+                    "UPSTREAM_UNAVAILABLE",
+                    "the request did not finish in time; retry with the same idempotency key",
+                    None,
+                )
+                .retry_after(1),
             ),
         }
     }
@@ -112,8 +157,12 @@ impl Api {
     }
 
     fn authorize(&self, request: &Request<'_>, response: &mut Response) {
-        let Some(mut body) = json_body(request, response) else { return };
-        let Ok(header_key) = header_text(request, "idempotency-key", response) else { return };
+        let Some(mut body) = json_body(request, response) else {
+            return;
+        };
+        let Ok(header_key) = header_text(request, "idempotency-key", response) else {
+            return;
+        };
         match parse::authorize(&mut body, header_key, &self.app.config.currencies) {
             Ok(input) => self.run(response, authorize::authorize(self.app.clone(), input)),
             Err(rejection) => write_rejection(response, &rejection, None),
@@ -121,27 +170,47 @@ impl Api {
     }
 
     fn capture(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
-        let Some(mut body) = json_body(request, response) else { return };
-        let Some((id, shard)) = self.payment_shard(segment, response) else { return };
+        let Some(mut body) = json_body(request, response) else {
+            return;
+        };
+        let Some((id, shard)) = self.payment_shard(segment, response) else {
+            return;
+        };
         match parse::capture(&mut body) {
-            Ok(input) => self.run(response, payments::capture(self.app.clone(), shard, id, input)),
+            Ok(input) => self.run(
+                response,
+                payments::capture(self.app.clone(), shard, id, input),
+            ),
             Err(rejection) => write_rejection(response, &rejection, Some(id)),
         }
     }
 
     fn refund(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
-        let Some(mut body) = json_body(request, response) else { return };
-        let Ok(header_key) = header_text(request, "idempotency-key", response) else { return };
-        let Some((id, shard)) = self.payment_shard(segment, response) else { return };
+        let Some(mut body) = json_body(request, response) else {
+            return;
+        };
+        let Ok(header_key) = header_text(request, "idempotency-key", response) else {
+            return;
+        };
+        let Some((id, shard)) = self.payment_shard(segment, response) else {
+            return;
+        };
         match parse::refund(&mut body, header_key) {
-            Ok(input) => self.run(response, payments::refund(self.app.clone(), shard, id, input)),
+            Ok(input) => self.run(
+                response,
+                payments::refund(self.app.clone(), shard, id, input),
+            ),
             Err(rejection) => write_rejection(response, &rejection, Some(id)),
         }
     }
 
     fn void(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
-        let Some(mut body) = json_body(request, response) else { return };
-        let Some((id, shard)) = self.payment_shard(segment, response) else { return };
+        let Some(mut body) = json_body(request, response) else {
+            return;
+        };
+        let Some((id, shard)) = self.payment_shard(segment, response) else {
+            return;
+        };
         match parse::void(&mut body) {
             Ok(input) => self.run(response, payments::void(self.app.clone(), shard, id, input)),
             Err(rejection) => write_rejection(response, &rejection, Some(id)),
@@ -151,24 +220,52 @@ impl Api {
     fn merchant_param(&self, request: &Request<'_>, response: &mut Response) -> Option<String> {
         let merchant = request.query_param("merchantId").unwrap_or("");
         if let Err(problem) = payrail_core::validate::merchant_id(merchant) {
-            let details = [Detail { field: "merchantId", problem }];
-            error_body::write_with(response, 400, "VALIDATION_FAILED", &format!("query parameter merchantId {problem}"), None, &details, None);
+            let details = [Detail {
+                field: "merchantId",
+                problem,
+            }];
+            error_body::write_with(
+                response,
+                400,
+                "VALIDATION_FAILED",
+                &format!("query parameter merchantId {problem}"),
+                None,
+                &details,
+                None,
+            );
             return None;
         }
         Some(merchant.to_owned())
     }
 
     fn get(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
-        let Some((id, shard)) = self.payment_shard(segment, response) else { return };
-        let Some(merchant) = self.merchant_param(request, response) else { return };
-        self.run(response, payments::get(self.app.clone(), shard, id, merchant));
+        let Some((id, shard)) = self.payment_shard(segment, response) else {
+            return;
+        };
+        let Some(merchant) = self.merchant_param(request, response) else {
+            return;
+        };
+        self.run(
+            response,
+            payments::get(self.app.clone(), shard, id, merchant),
+        );
     }
 
     fn list(&self, request: &Request<'_>, response: &mut Response) {
-        let Some(merchant_id) = self.merchant_param(request, response) else { return };
+        let Some(merchant_id) = self.merchant_param(request, response) else {
+            return;
+        };
         let invalid = |response: &mut Response, field: &str, problem: &str| {
             let details = [Detail { field, problem }];
-            error_body::write_with(response, 400, "VALIDATION_FAILED", &format!("query parameter {field} {problem}"), None, &details, None);
+            error_body::write_with(
+                response,
+                400,
+                "VALIDATION_FAILED",
+                &format!("query parameter {field} {problem}"),
+                None,
+                &details,
+                None,
+            );
         };
         let status = match request.query_param("status") {
             None | Some("") => None,
@@ -191,7 +288,18 @@ impl Api {
                 Err(_) => return invalid(response, "cursor", "is not a cursor this API returned"),
             },
         };
-        self.run(response, payments::list(self.app.clone(), ListQuery { merchant_id, status, limit, cursor }));
+        self.run(
+            response,
+            payments::list(
+                self.app.clone(),
+                ListQuery {
+                    merchant_id,
+                    status,
+                    limit,
+                    cursor,
+                },
+            ),
+        );
     }
 
     fn dispatch(&self, request: &Request<'_>, response: &mut Response) -> &'static str {
@@ -202,7 +310,8 @@ impl Api {
                 if method != "GET" {
                     method_not_allowed(response, "GET");
                 } else {
-                    let (status, body) = self.app.health.report(self.app.pg_breaker.state().as_str());
+                    let (status, body) =
+                        self.app.health.report(self.app.pg_breaker.state().as_str());
                     response.json(status, &body);
                 }
                 return ROUTE_HEALTH;
@@ -235,7 +344,11 @@ impl Api {
             }
             _ => {}
         }
-        let actions: [(&str, &'static str); 3] = [("/api/payments/capture/", ROUTE_CAPTURE), ("/api/payments/refund/", ROUTE_REFUND), ("/api/payments/void/", ROUTE_VOID)];
+        let actions: [(&str, &'static str); 3] = [
+            ("/api/payments/capture/", ROUTE_CAPTURE),
+            ("/api/payments/refund/", ROUTE_REFUND),
+            ("/api/payments/void/", ROUTE_VOID),
+        ];
         for (prefix, route) in actions {
             if let Some(segment) = path.strip_prefix(prefix) {
                 if method != "POST" {
@@ -271,7 +384,13 @@ impl Handler for Api {
         let route = self.dispatch(request, response);
         let metrics = &self.app.metrics;
         let status = response.status_code();
-        metrics.requests.with_label_values(&[route, itoa::Buffer::new().format(status)]).inc();
-        metrics.request_duration.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+        metrics
+            .requests
+            .with_label_values(&[route, itoa::Buffer::new().format(status)])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
     }
 }

@@ -258,7 +258,12 @@ impl CircuitBreaker {
         if inner.state == to {
             return;
         }
-        tracing::warn!(breaker = self.name, from = inner.state.as_str(), to = to.as_str(), "circuit breaker state change");
+        tracing::warn!(
+            breaker = self.name,
+            from = inner.state.as_str(),
+            to = to.as_str(),
+            "circuit breaker state change"
+        );
         inner.state = to;
         inner.generation += 1;
         inner.probes_issued = 0;
@@ -267,7 +272,10 @@ impl CircuitBreaker {
             inner.opened_at_ms = now_ms;
         }
         if to == State::Closed {
-            inner.buckets.iter_mut().for_each(|b| *b = Bucket::default());
+            inner
+                .buckets
+                .iter_mut()
+                .for_each(|b| *b = Bucket::default());
         }
     }
 
@@ -318,7 +326,9 @@ mod tests {
         let rejected = b.try_acquire_at(1000).expect_err("open");
         assert_eq!(rejected.retry_after_ms, 30_000 + 105 - 1000);
         // After the wait: three probes, a fourth is refused while they run.
-        let probes: Vec<Permit> = (0..3).map(|_| b.try_acquire_at(31_000).expect("probe")).collect();
+        let probes: Vec<Permit> = (0..3)
+            .map(|_| b.try_acquire_at(31_000).expect("probe"))
+            .collect();
         assert_eq!(b.state(), State::HalfOpen);
         assert!(b.try_acquire_at(31_000).is_err());
         for p in probes {

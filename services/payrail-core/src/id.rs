@@ -18,7 +18,10 @@ pub const ID_LIMIT: u64 = 1 << 53;
 
 /// Builds an id from a shard number (1..=SHARD_MAX) and a sequence value.
 pub fn compose(shard: u16, sequence: u64) -> u64 {
-    assert!((1..=SHARD_MAX).contains(&shard), "shard {shard} out of range");
+    assert!(
+        (1..=SHARD_MAX).contains(&shard),
+        "shard {shard} out of range"
+    );
     assert!(sequence <= SEQUENCE_MAX, "sequence {sequence} out of range");
     (u64::from(shard) << SHARD_SHIFT) | sequence
 }

@@ -18,7 +18,10 @@ pub fn render(registry: &Registry) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * 1024);
     // Encoding into a Vec only fails on a malformed metric family, which our fixed
     // metric definitions cannot produce; an empty body is the safe answer then.
-    if TextEncoder::new().encode(&registry.gather(), &mut out).is_err() {
+    if TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .is_err()
+    {
         out.clear();
     }
     out

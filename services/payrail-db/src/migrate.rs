@@ -100,7 +100,9 @@ pub async fn migrate_shard(shards: &Shards, shard: u16) -> Result<usize> {
         Ok::<_, DbError>(())
     }
     .await;
-    let _ = conn.query_drop("SELECT RELEASE_LOCK('payrail_migrate')").await;
+    let _ = conn
+        .query_drop("SELECT RELEASE_LOCK('payrail_migrate')")
+        .await;
     result.map(|()| applied)
 }
 
@@ -111,7 +113,10 @@ mod tests {
     #[test]
     fn statements_split_on_line_ending_semicolons() {
         let parts = statements("-- c\nCREATE TABLE a (x INT);\n\nINSERT INTO a VALUES (1), (2);\n");
-        assert_eq!(parts, vec!["CREATE TABLE a (x INT)", "INSERT INTO a VALUES (1), (2)"]);
+        assert_eq!(
+            parts,
+            vec!["CREATE TABLE a (x INT)", "INSERT INTO a VALUES (1), (2)"]
+        );
     }
 
     #[test]

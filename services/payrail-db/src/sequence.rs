@@ -57,9 +57,17 @@ impl Sequences {
         assert!(block_size >= 1);
         Self {
             blocks: (0..shard_count)
-                .map(|_| [Mutex::new(Block::default()), Mutex::new(Block::default()), Mutex::new(Block::default())])
+                .map(|_| {
+                    [
+                        Mutex::new(Block::default()),
+                        Mutex::new(Block::default()),
+                        Mutex::new(Block::default()),
+                    ]
+                })
                 .collect(),
-            refill: (0..shard_count).map(|_| tokio::sync::Mutex::new(())).collect(),
+            refill: (0..shard_count)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             block_size,
         }
     }
@@ -77,7 +85,14 @@ impl Sequences {
     }
 
     /// `count` fresh ids of `kind` on `shard`, appended to `out`.
-    pub async fn next_ids(&self, shards: &Shards, shard: u16, kind: Kind, count: usize, out: &mut Vec<u64>) -> Result<()> {
+    pub async fn next_ids(
+        &self,
+        shards: &Shards,
+        shard: u16,
+        kind: Kind,
+        count: usize,
+        out: &mut Vec<u64>,
+    ) -> Result<()> {
         if shard == 0 || usize::from(shard) > self.blocks.len() {
             return Err(DbError::Unavailable {
                 shard,
@@ -111,10 +126,16 @@ impl Sequences {
                     Ok(conn.last_insert_id().unwrap_or(0))
                 })
                 .await?;
-            assert!(end >= size && end - 1 <= payrail_core::id::SEQUENCE_MAX, "id sequence exhausted on shard {shard}");
+            assert!(
+                end >= size && end - 1 <= payrail_core::id::SEQUENCE_MAX,
+                "id sequence exhausted on shard {shard}"
+            );
             // The rest of an older block is dropped: ids must only be handed out once, and
             // a gap costs nothing.
-            *self.blocks[usize::from(shard) - 1][kind.index()].lock() = Block { next: end - size, end };
+            *self.blocks[usize::from(shard) - 1][kind.index()].lock() = Block {
+                next: end - size,
+                end,
+            };
         }
     }
 

@@ -62,7 +62,10 @@ impl Shards {
         sorted.sort_by_key(|s| s.number);
         for (i, shard) in sorted.iter().enumerate() {
             if usize::from(shard.number) != i + 1 {
-                return Err(format!("shards must be numbered 1..={} without gaps", sorted.len()));
+                return Err(format!(
+                    "shards must be numbered 1..={} without gaps",
+                    sorted.len()
+                ));
             }
         }
         let constraints = PoolConstraints::new(pool.connections_min, pool.connections_max)
@@ -70,9 +73,9 @@ impl Shards {
         let mut pools = Vec::with_capacity(sorted.len());
         for shard in sorted {
             let password = match &shard.password_file {
-                Some(path) => Some(
-                    payrail_core::config::read_secret(path).map_err(|e| e.to_string())?,
-                ),
+                Some(path) => {
+                    Some(payrail_core::config::read_secret(path).map_err(|e| e.to_string())?)
+                }
                 None => None,
             };
             let opts = OptsBuilder::default()
@@ -86,7 +89,7 @@ impl Shards {
                 .wait_timeout(Some(28_800))
                 .pool_opts(
                     PoolOpts::default()
-                        .with_constraints(constraints.clone())
+                        .with_constraints(constraints)
                         .with_inactive_connection_ttl(Duration::from_secs(60))
                         .with_ttl_check_interval(Duration::from_secs(30)),
                 );
@@ -112,19 +115,27 @@ impl Shards {
 
     /// A connection to `shard`, or `Unavailable` when none comes within the timeout.
     pub async fn conn(&self, shard: u16) -> Result<Conn> {
-        let pool = self
-            .pools
-            .get(usize::from(shard).wrapping_sub(1))
-            .ok_or(DbError::Unavailable {
-                shard,
-                message: "no such shard".to_owned(),
-            })?;
-        self.bounded(shard, async { pool.get_conn().await.map_err(|e| DbError::classify(shard, e)) })
-            .await
+        let pool =
+            self.pools
+                .get(usize::from(shard).wrapping_sub(1))
+                .ok_or(DbError::Unavailable {
+                    shard,
+                    message: "no such shard".to_owned(),
+                })?;
+        self.bounded(shard, async {
+            pool.get_conn()
+                .await
+                .map_err(|e| DbError::classify(shard, e))
+        })
+        .await
     }
 
     /// Runs `future` under the query timeout.
-    pub async fn bounded<T>(&self, shard: u16, future: impl Future<Output = Result<T>>) -> Result<T> {
+    pub async fn bounded<T>(
+        &self,
+        shard: u16,
+        future: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.query_timeout, future).await {
             Ok(result) => result,
             Err(_) => Err(DbError::timeout(shard)),

@@ -73,10 +73,12 @@ impl Bridge {
             // The receiver is gone when the coroutine timed out; nothing to do then.
             let _ = sender.send(output);
         });
-        let result = receiver.recv_timeout(self.timeout).map_err(|error| match error {
-            std::sync::mpsc::RecvTimeoutError::Timeout => BridgeError::Timeout,
-            std::sync::mpsc::RecvTimeoutError::Disconnected => BridgeError::Gone,
-        });
+        let result = receiver
+            .recv_timeout(self.timeout)
+            .map_err(|error| match error {
+                std::sync::mpsc::RecvTimeoutError::Timeout => BridgeError::Timeout,
+                std::sync::mpsc::RecvTimeoutError::Disconnected => BridgeError::Gone,
+            });
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.in_flight_gauge.dec();
         result

@@ -9,7 +9,13 @@ pub struct Detail<'a> {
 }
 
 /// Writes an error answer with no details.
-pub fn write(response: &mut Response, status: u16, code: &str, message: &str, payment_id: Option<u64>) {
+pub fn write(
+    response: &mut Response,
+    status: u16,
+    code: &str,
+    message: &str,
+    payment_id: Option<u64>,
+) {
     write_with(response, status, code, message, payment_id, &[], None);
 }
 
@@ -103,7 +109,10 @@ mod tests {
             "VALIDATION_FAILED",
             "amount \"x\"",
             None,
-            &[Detail { field: "amount", problem: "must be >= 1" }],
+            &[Detail {
+                field: "amount",
+                problem: "must be >= 1",
+            }],
             None,
         );
         assert_eq!(r.status_code(), 400);

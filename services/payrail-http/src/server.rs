@@ -128,7 +128,11 @@ enum HeadError {
     Answer(u16, &'static str, &'static str),
 }
 
-fn inspect_head(request: &httparse::Request<'_, '_>, head_len: usize, body_max: usize) -> Result<Head, HeadError> {
+fn inspect_head(
+    request: &httparse::Request<'_, '_>,
+    head_len: usize,
+    body_max: usize,
+) -> Result<Head, HeadError> {
     let mut content_length: Option<usize> = None;
     let mut close = request.version == Some(0);
     for header in request.headers.iter() {
@@ -139,7 +143,11 @@ fn inspect_head(request: &httparse::Request<'_, '_>, head_len: usize, body_max: 
                 "Content-Length must be a decimal number",
             ))?;
             if content_length.is_some_and(|previous| previous != parsed) {
-                return Err(HeadError::Answer(400, "MALFORMED_REQUEST", "conflicting Content-Length headers"));
+                return Err(HeadError::Answer(
+                    400,
+                    "MALFORMED_REQUEST",
+                    "conflicting Content-Length headers",
+                ));
             }
             content_length = Some(parsed);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -159,7 +167,11 @@ fn inspect_head(request: &httparse::Request<'_, '_>, head_len: usize, body_max: 
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > body_max {
-        return Err(HeadError::Answer(413, "PAYLOAD_TOO_LARGE", "request body exceeds the size limit"));
+        return Err(HeadError::Answer(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            "request body exceeds the size limit",
+        ));
     }
     Ok(Head {
         head_len,
@@ -172,7 +184,11 @@ fn parse_content_length(value: &[u8]) -> Option<usize> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(value.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')))
+    Some(
+        value
+            .iter()
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')),
+    )
 }
 
 enum ReadOutcome {
@@ -182,7 +198,11 @@ enum ReadOutcome {
 }
 
 /// Reads more bytes into `buffer`, waiting at most until `deadline`.
-fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>, deadline: Instant) -> io::Result<ReadOutcome> {
+fn read_more(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    deadline: Instant,
+) -> io::Result<ReadOutcome> {
     let now = Instant::now();
     if now >= deadline {
         return Ok(ReadOutcome::TimedOut);
@@ -221,37 +241,78 @@ fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler
     loop {
         // 1. The head. An idle connection waits up to the keep-alive timeout for the first
         //    byte; once a request has started, the head must complete within its timeout.
-        let mut started: Option<Instant> = if buffer.is_empty() { None } else { Some(Instant::now()) };
+        let mut started: Option<Instant> = if buffer.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
         let head = loop {
             if !buffer.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
                 let mut parsed = httparse::Request::new(&mut headers);
                 match parsed.parse(&buffer) {
-                    Ok(httparse::Status::Complete(head_len)) if head_len > config.header_size_max_bytes => {
-                        answer_and_close(stream, &mut response, &mut out, 431, "HEADERS_TOO_LARGE", "request head exceeds the size limit");
+                    Ok(httparse::Status::Complete(head_len))
+                        if head_len > config.header_size_max_bytes =>
+                    {
+                        answer_and_close(
+                            stream,
+                            &mut response,
+                            &mut out,
+                            431,
+                            "HEADERS_TOO_LARGE",
+                            "request head exceeds the size limit",
+                        );
                         return;
                     }
                     Ok(httparse::Status::Complete(head_len)) => {
                         match inspect_head(&parsed, head_len, config.body_size_max_bytes) {
                             Ok(head) => break head,
                             Err(HeadError::Answer(status, code, message)) => {
-                                answer_and_close(stream, &mut response, &mut out, status, code, message);
+                                answer_and_close(
+                                    stream,
+                                    &mut response,
+                                    &mut out,
+                                    status,
+                                    code,
+                                    message,
+                                );
                                 return;
                             }
                         }
                     }
                     Ok(httparse::Status::Partial) => {
                         if buffer.len() > config.header_size_max_bytes {
-                            answer_and_close(stream, &mut response, &mut out, 431, "HEADERS_TOO_LARGE", "request head exceeds the size limit");
+                            answer_and_close(
+                                stream,
+                                &mut response,
+                                &mut out,
+                                431,
+                                "HEADERS_TOO_LARGE",
+                                "request head exceeds the size limit",
+                            );
                             return;
                         }
                     }
                     Err(httparse::Error::TooManyHeaders) => {
-                        answer_and_close(stream, &mut response, &mut out, 431, "HEADERS_TOO_LARGE", "too many header lines");
+                        answer_and_close(
+                            stream,
+                            &mut response,
+                            &mut out,
+                            431,
+                            "HEADERS_TOO_LARGE",
+                            "too many header lines",
+                        );
                         return;
                     }
                     Err(_) => {
-                        answer_and_close(stream, &mut response, &mut out, 400, "MALFORMED_REQUEST", "the request is not valid HTTP/1.1");
+                        answer_and_close(
+                            stream,
+                            &mut response,
+                            &mut out,
+                            400,
+                            "MALFORMED_REQUEST",
+                            "the request is not valid HTTP/1.1",
+                        );
                         return;
                     }
                 }
@@ -267,7 +328,14 @@ fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler
                 Ok(ReadOutcome::Closed) | Err(_) => return,
                 Ok(ReadOutcome::TimedOut) => {
                     if started.is_some() {
-                        answer_and_close(stream, &mut response, &mut out, 408, "REQUEST_TIMEOUT", "the request head arrived too slowly");
+                        answer_and_close(
+                            stream,
+                            &mut response,
+                            &mut out,
+                            408,
+                            "REQUEST_TIMEOUT",
+                            "the request head arrived too slowly",
+                        );
                     }
                     return;
                 }
@@ -282,7 +350,14 @@ fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler
                 Ok(ReadOutcome::Data) => {}
                 Ok(ReadOutcome::Closed) | Err(_) => return,
                 Ok(ReadOutcome::TimedOut) => {
-                    answer_and_close(stream, &mut response, &mut out, 408, "REQUEST_TIMEOUT", "the request body arrived too slowly");
+                    answer_and_close(
+                        stream,
+                        &mut response,
+                        &mut out,
+                        408,
+                        "REQUEST_TIMEOUT",
+                        "the request body arrived too slowly",
+                    );
                     return;
                 }
             }
@@ -294,8 +369,18 @@ fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler
         {
             let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
             let mut parsed = httparse::Request::new(&mut headers);
-            if !matches!(parsed.parse(&buffer[..head.head_len]), Ok(httparse::Status::Complete(_))) {
-                answer_and_close(stream, &mut response, &mut out, 400, "MALFORMED_REQUEST", "the request is not valid HTTP/1.1");
+            if !matches!(
+                parsed.parse(&buffer[..head.head_len]),
+                Ok(httparse::Status::Complete(_))
+            ) {
+                answer_and_close(
+                    stream,
+                    &mut response,
+                    &mut out,
+                    400,
+                    "MALFORMED_REQUEST",
+                    "the request is not valid HTTP/1.1",
+                );
                 return;
             }
             let target = parsed.path.unwrap_or("/");

@@ -30,7 +30,12 @@ pub struct PgClient {
 impl PgClient {
     /// `base_url` like `http://127.0.0.1:8090`; `pool_idle_max` bounds idle keep-alive
     /// connections kept to the PG.
-    pub fn new(base_url: &str, timeout: Duration, connect_timeout: Duration, pool_idle_max: usize) -> Self {
+    pub fn new(
+        base_url: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+        pool_idle_max: usize,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -45,7 +50,11 @@ impl PgClient {
         }
     }
 
-    pub async fn call(&self, operation: Operation, request: &PgRequest) -> Result<PgReply, PgError> {
+    pub async fn call(
+        &self,
+        operation: Operation,
+        request: &PgRequest,
+    ) -> Result<PgReply, PgError> {
         let body = serde_json::to_vec(request).map_err(|e| PgError::Protocol(e.to_string()))?;
         let http_request = hyper::Request::builder()
             .method(hyper::Method::POST)

@@ -12,7 +12,12 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 4] = [Operation::Authorize, Operation::Capture, Operation::Refund, Operation::Void];
+    pub const ALL: [Operation; 4] = [
+        Operation::Authorize,
+        Operation::Capture,
+        Operation::Refund,
+        Operation::Void,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -62,7 +62,10 @@ impl Api {
 
     /// A uniform number in [0, 1).
     fn uniform(&self) -> f64 {
-        let mut z = self.random.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self
+            .random
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -97,7 +100,12 @@ impl Api {
             return;
         }
         let decline = self.uniform() < behaviour.decline_rate;
-        let reply = self.ledger.lock().execute(operation, &pg_request, decline, payrail_core::time::now_ms());
+        let reply = self.ledger.lock().execute(
+            operation,
+            &pg_request,
+            decline,
+            payrail_core::time::now_ms(),
+        );
         match serde_json::to_vec(&reply) {
             Ok(body) => response.json(200, &body),
             Err(error) => error_body::write(response, 500, "INTERNAL", &error.to_string(), None),
@@ -145,7 +153,9 @@ impl Api {
     }
 
     fn records(&self, request: &Request<'_>, response: &mut Response) {
-        let operation = request.query_param("operation").and_then(|o| Operation::ALL.into_iter().find(|op| op.as_str() == o));
+        let operation = request
+            .query_param("operation")
+            .and_then(|o| Operation::ALL.into_iter().find(|op| op.as_str() == o));
         let merchant = request.query_param("merchantId");
         let ledger = self.ledger.lock();
         let records = ledger.records(operation, merchant);
@@ -159,8 +169,14 @@ impl Api {
         let mut calls = serde_json::Map::new();
         let mut failures = serde_json::Map::new();
         for op in Operation::ALL {
-            calls.insert(op.as_str().into(), self.calls[op_index(op)].load(Ordering::Relaxed).into());
-            failures.insert(op.as_str().into(), self.failures[op_index(op)].load(Ordering::Relaxed).into());
+            calls.insert(
+                op.as_str().into(),
+                self.calls[op_index(op)].load(Ordering::Relaxed).into(),
+            );
+            failures.insert(
+                op.as_str().into(),
+                self.failures[op_index(op)].load(Ordering::Relaxed).into(),
+            );
         }
         let body = serde_json::json!({ "calls": calls, "failures": failures });
         response.json(200, body.to_string().as_bytes());

@@ -104,18 +104,34 @@ impl Ledger {
     }
 
     /// Applies `request` once; a repeat returns the first answer.
-    pub fn execute(&mut self, operation: Operation, request: &PgRequest, decline: bool, now_ms: i64) -> PgReply {
+    pub fn execute(
+        &mut self,
+        operation: Operation,
+        request: &PgRequest,
+        decline: bool,
+        now_ms: i64,
+    ) -> PgReply {
         if let Some(existing) = self.records.get(&(operation, request.request_id.clone())) {
             return existing.reply(true);
         }
-        let totals = self.totals.get(&request.payment_id).copied().unwrap_or_default();
+        let totals = self
+            .totals
+            .get(&request.payment_id)
+            .copied()
+            .unwrap_or_default();
         let refusal = match operation {
             Operation::Authorize if decline => Some("declined by issuer"),
             Operation::Authorize => None,
-            Operation::Capture if totals.authorized == 0 => Some("no authorization for this payment"),
+            Operation::Capture if totals.authorized == 0 => {
+                Some("no authorization for this payment")
+            }
             Operation::Capture if totals.voided => Some("authorization was voided"),
-            Operation::Capture if totals.captured + request.amount > totals.authorized => Some("capture exceeds the authorized amount"),
-            Operation::Refund if totals.refunded + request.amount > totals.captured => Some("refund exceeds the captured amount"),
+            Operation::Capture if totals.captured + request.amount > totals.authorized => {
+                Some("capture exceeds the authorized amount")
+            }
+            Operation::Refund if totals.refunded + request.amount > totals.captured => {
+                Some("refund exceeds the captured amount")
+            }
             Operation::Void if totals.authorized == 0 => Some("no authorization for this payment"),
             Operation::Void if totals.captured > 0 => Some("payment already captured"),
             _ => None,
@@ -128,9 +144,16 @@ impl Ledger {
             payment_id: request.payment_id,
             amount: request.amount,
             currency: request.currency.clone(),
-            decision: if refusal.is_some() { PgDecision::Declined } else { PgDecision::Approved },
+            decision: if refusal.is_some() {
+                PgDecision::Declined
+            } else {
+                PgDecision::Approved
+            },
             transaction_id: format!("txn_{sequence:010}"),
-            approval_number: format!("APP{:08X}", (request.payment_id ^ sequence.wrapping_mul(0x9E37_79B9)) as u32),
+            approval_number: format!(
+                "APP{:08X}",
+                (request.payment_id ^ sequence.wrapping_mul(0x9E37_79B9)) as u32
+            ),
             decline_reason: refusal.map(str::to_owned),
             at_ms: now_ms,
         };
@@ -187,10 +210,30 @@ mod tests {
     fn captures_and_refunds_are_bounded() {
         let mut ledger = Ledger::open(None).expect("memory ledger");
         ledger.execute(Operation::Authorize, &request("a", 7, 100), false, 0);
-        assert_eq!(ledger.execute(Operation::Capture, &request("c", 7, 101), false, 0).decision, PgDecision::Declined);
-        assert_eq!(ledger.execute(Operation::Capture, &request("c2", 7, 60), false, 0).decision, PgDecision::Approved);
-        assert_eq!(ledger.execute(Operation::Refund, &request("r1", 7, 50), false, 0).decision, PgDecision::Approved);
-        assert_eq!(ledger.execute(Operation::Refund, &request("r2", 7, 11), false, 0).decision, PgDecision::Declined);
+        assert_eq!(
+            ledger
+                .execute(Operation::Capture, &request("c", 7, 101), false, 0)
+                .decision,
+            PgDecision::Declined
+        );
+        assert_eq!(
+            ledger
+                .execute(Operation::Capture, &request("c2", 7, 60), false, 0)
+                .decision,
+            PgDecision::Approved
+        );
+        assert_eq!(
+            ledger
+                .execute(Operation::Refund, &request("r1", 7, 50), false, 0)
+                .decision,
+            PgDecision::Approved
+        );
+        assert_eq!(
+            ledger
+                .execute(Operation::Refund, &request("r2", 7, 11), false, 0)
+                .decision,
+            PgDecision::Declined
+        );
     }
 
     #[test]
@@ -203,7 +246,11 @@ mod tests {
             ledger.execute(Operation::Authorize, &request("auth-9", 9, 10), false, 0);
         }
         let mut reopened = Ledger::open(Some(&path)).expect("reopen");
-        assert!(reopened.execute(Operation::Authorize, &request("auth-9", 9, 10), false, 0).replayed);
+        assert!(
+            reopened
+                .execute(Operation::Authorize, &request("auth-9", 9, 10), false, 0)
+                .replayed
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -32,7 +32,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     payrail_core::telemetry::init_tracing();
-    may::config().set_workers(config.worker_threads).set_stack_size(config.coroutine_stack_words);
+    may::config()
+        .set_workers(config.worker_threads)
+        .set_stack_size(config.coroutine_stack_words);
     let ledger = ledger::Ledger::open(config.journal_path.as_deref())?;
     let service = Arc::new(api::Api::new(config.clone(), ledger));
     let listener = may::net::TcpListener::bind(&config.listen)?;

