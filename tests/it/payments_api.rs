@@ -412,3 +412,60 @@ fn unknown_routes_and_methods() {
     assert_eq!(reply.status, 405);
     assert_eq!(http::get(addr, "/health").json()["status"], "UP");
 }
+
+#[test]
+fn a_shard_outage_is_a_clear_503_and_loses_nothing() {
+    let mut stack = TestStack::start_with(
+        "payments_api_shard_outage",
+        Options {
+            own_shards: true,
+            ..Options::default()
+        },
+    );
+    let addr = stack.addr().to_owned();
+    // MERCHANT-1 lives on shard 2, MERCHANT-2 on shard 1.
+    let committed = id_of(&authorize(&stack, "MERCHANT-1", 100, "before"));
+    if let Some(p) = stack.shards[1].proc_mut() {
+        p.kill();
+    }
+    let reply = authorize(&stack, "MERCHANT-1", 100, "during");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.code(), "SHARD_UNAVAILABLE");
+    assert!(reply.header("Retry-After").is_some());
+    let reply = http::get(
+        &addr,
+        &format!("/api/payments/{committed}?merchantId=MERCHANT-1"),
+    );
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.code(), "SHARD_UNAVAILABLE");
+    // The other shard's merchants are still served, and health says so.
+    assert_eq!(
+        authorize(&stack, "MERCHANT-2", 100, "other-shard").status,
+        200
+    );
+    assert!(payrail_tests::wait_until(
+        std::time::Duration::from_secs(5),
+        || http::get(&addr, "/health").json()["status"] == "DEGRADED"
+    ));
+    assert_eq!(
+        http::get(&addr, "/health").json()["checks"]["mariadb-shard2"],
+        "DOWN"
+    );
+
+    // Back: the committed payment is there, the failed request can be retried with its key.
+    stack.shards[1].restart().unwrap_or_else(|e| panic!("{e}"));
+    assert!(payrail_tests::wait_until(
+        std::time::Duration::from_secs(20),
+        || authorize(&stack, "MERCHANT-1", 100, "during").status == 200
+    ));
+    assert_eq!(
+        http::get(
+            &addr,
+            &format!("/api/payments/{committed}?merchantId=MERCHANT-1")
+        )
+        .status,
+        200
+    );
+    assert_eq!(stack.count(2, "SELECT COUNT(*) FROM payment"), 2);
+    assert_eq!(stack.count(1, "SELECT COUNT(*) FROM payment"), 1);
+}

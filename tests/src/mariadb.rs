@@ -142,6 +142,21 @@ impl MariaDb {
             .unwrap_or(-1)
     }
 
+    /// Starts the server again after a crash, on the same data dir and port.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let mut command = Command::new("mariadbd");
+        command.args(server_args(&self.dir, self.port, "127.0.0.1"));
+        self.proc = Some(
+            Proc::spawn(
+                &format!("mariadb:{}", self.port),
+                command,
+                &self.dir.join("stdout.log"),
+            )
+            .map_err(|e| format!("mariadbd: {e}"))?,
+        );
+        self.wait_ready(Duration::from_secs(60))
+    }
+
     pub fn proc_mut(&mut self) -> Option<&mut Proc> {
         self.proc.as_mut()
     }

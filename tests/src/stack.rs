@@ -14,6 +14,8 @@ pub struct Options {
     pub ingest_toml: String,
     /// Lines of pg-mock's `[behaviour]` table.
     pub pg_behaviour: String,
+    /// Start two MariaDB servers for this stack alone (for tests that stop a shard).
+    pub own_shards: bool,
 }
 
 impl Default for Options {
@@ -22,6 +24,7 @@ impl Default for Options {
             ingest_instances: 1,
             ingest_toml: String::new(),
             pg_behaviour: "latency_min_ms = 1\nlatency_max_ms = 3".into(),
+            own_shards: false,
         }
     }
 }
@@ -77,10 +80,27 @@ impl TestStack {
     }
 
     pub fn start_with(name: &str, options: Options) -> Self {
-        let (shards, password_file) = shared_shards();
         let dir = crate::repo_root().join("target/test-stacks").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let (shards, password_file) = if options.own_shards {
+            let password_file = dir.join("db-password");
+            std::fs::write(&password_file, "payrail-own\n").unwrap_or_else(|e| panic!("{e}"));
+            let shards = (1..=2)
+                .map(|n| {
+                    MariaDb::start(
+                        &dir.join(format!("shard{n}")),
+                        crate::free_port(),
+                        "127.0.0.1",
+                        "payrail-own",
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"))
+                })
+                .collect();
+            (shards, password_file)
+        } else {
+            shared_shards()
+        };
         let database = format!("t_{name}");
         for shard in &shards {
             shard
