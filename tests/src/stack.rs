@@ -16,6 +16,10 @@ pub struct Options {
     pub pg_behaviour: String,
     /// Start two MariaDB servers for this stack alone (for tests that stop a shard).
     pub own_shards: bool,
+    /// Start a broker and let ingest's outbox relay publish to it.
+    pub kafka: bool,
+    /// Extra lines for ingest's `[kafka]` table.
+    pub kafka_toml: String,
 }
 
 impl Default for Options {
@@ -25,6 +29,8 @@ impl Default for Options {
             ingest_toml: String::new(),
             pg_behaviour: "latency_min_ms = 1\nlatency_max_ms = 3".into(),
             own_shards: false,
+            kafka: false,
+            kafka_toml: String::new(),
         }
     }
 }
@@ -40,6 +46,7 @@ pub struct TestStack {
     pub ingests: Vec<Proc>,
     pub addrs: Vec<String>,
     pub settings: Vec<IngestSettings>,
+    pub broker: Option<crate::kafka::Broker>,
 }
 
 /// `PAYRAIL_TEST_SHARDS="3307=/dir/shard1,3308=/dir/shard2"` and
@@ -114,6 +121,25 @@ impl TestStack {
         let pg_addr = format!("127.0.0.1:{}", crate::free_port());
         let pg = services::start_pg_mock(&dir, &pg_addr, &options.pg_behaviour)
             .unwrap_or_else(|e| panic!("{e}"));
+        let broker = options.kafka.then(|| {
+            crate::kafka::Broker::start(
+                &dir.join("tansu"),
+                crate::free_port(),
+                "127.0.0.1",
+                "127.0.0.1",
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        });
+        let kafka_toml = broker
+            .as_ref()
+            .map(|b| {
+                format!(
+                    "\n[kafka]\nbootstrap_servers = \"{}\"\n{}\n",
+                    b.bootstrap(),
+                    options.kafka_toml
+                )
+            })
+            .unwrap_or_default();
         let mut stack = Self {
             name: name.to_owned(),
             dir,
@@ -125,6 +151,7 @@ impl TestStack {
             ingests: Vec::new(),
             addrs: Vec::new(),
             settings: Vec::new(),
+            broker,
         };
         for i in 1..=options.ingest_instances {
             let settings = IngestSettings {
@@ -145,7 +172,7 @@ impl TestStack {
                 redis_url: format!("redis://127.0.0.1:{}/0", stack.redis.port),
                 redis_key_prefix: "payrail:".into(),
                 pg_url: format!("http://{}", stack.pg_addr),
-                extra_toml: options.ingest_toml.clone(),
+                extra_toml: format!("{}{kafka_toml}", options.ingest_toml),
             };
             let proc =
                 services::start_ingest(&stack.dir, &settings).unwrap_or_else(|e| panic!("{e}"));
@@ -178,6 +205,24 @@ impl TestStack {
     }
 
     /// pg-mock's call counters: `{"calls":{"authorize":n,…},"failures":{…}}`.
+    /// Unpublished outbox events over every shard.
+    pub fn outbox_backlog(&self) -> i64 {
+        self.count_all("SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL")
+    }
+
+    /// Every event id the outbox holds for `topic`, over every shard.
+    pub fn outbox_event_ids(&self, topic: &str) -> std::collections::BTreeSet<u64> {
+        (1..=self.shards.len())
+            .flat_map(|s| {
+                self.rows(
+                    s,
+                    &format!("SELECT event_id FROM outbox_event WHERE topic = '{topic}'"),
+                )
+            })
+            .filter_map(|row| row.first().and_then(|v| v.parse().ok()))
+            .collect()
+    }
+
     pub fn pg_stats(&self) -> serde_json::Value {
         crate::http::get(&self.pg_addr, "/v1/stats").json()
     }

@@ -29,6 +29,10 @@ pub struct App {
     pub group_commit: GroupCommit,
     pub metrics: Arc<Metrics>,
     pub health: Health,
+    /// Wakes a shard's outbox relay right after a commit that wrote events.
+    pub outbox_notify: Arc<Vec<tokio::sync::Notify>>,
+    /// The outbox relay, when a broker is configured.
+    pub relay: std::sync::OnceLock<Arc<crate::relay::Relay>>,
     /// Source of idempotency owner tokens.
     owner_tokens: AtomicU64,
 }
@@ -48,11 +52,18 @@ impl App {
             config.pg.pool_idle_max,
         );
         let pg_breaker = CircuitBreaker::new("pg-authorize", config.pg.breaker.clone());
+        let outbox_notify: Arc<Vec<tokio::sync::Notify>> = Arc::new(
+            shards
+                .numbers()
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
+        );
         let group_commit = GroupCommit::start(
             shards.clone(),
             metrics.clone(),
             config.group_commit,
             config.idempotency.lease_ms,
+            outbox_notify.clone(),
         );
         let health = Health::new(shards.count());
         let seed = (payrail_core::time::now_ms() as u64) ^ (u64::from(std::process::id()) << 32);
@@ -66,8 +77,17 @@ impl App {
             group_commit,
             metrics,
             health,
+            outbox_notify,
+            relay: std::sync::OnceLock::new(),
             owner_tokens: AtomicU64::new(seed),
         }))
+    }
+
+    /// Tells the shard's relay that events were committed.
+    pub fn outbox_committed(&self, shard: u16) {
+        if let Some(notify) = self.outbox_notify.get(usize::from(shard).wrapping_sub(1)) {
+            notify.notify_one();
+        }
     }
 
     /// A fresh token naming this request as the owner of an idempotency record

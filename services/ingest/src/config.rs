@@ -30,6 +30,12 @@ pub struct Config {
     pub group_commit: GroupCommitConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The broker the outbox relay publishes to; without it the relay does not run and
+    /// events wait in the outbox.
+    #[serde(default)]
+    pub kafka: Option<payrail_kafka::KafkaConfig>,
+    #[serde(default)]
+    pub relay: RelayConfig,
     #[serde(default)]
     pub http: ServerConfig,
     /// Accepted ISO 4217 currencies. Default KRW, USD, EUR, JPY, GBP, CNY.
@@ -223,6 +229,41 @@ impl Default for RuntimeConfig {
             coroutine_stack_words: 16 * 1024,
             in_flight_max: 4096,
             request_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Events claimed and published per round. Default 500.
+    pub batch_size_max: usize,
+    /// How often an idle relay looks for events committed by other instances (its own
+    /// commits wake it at once). Default 50 ms.
+    pub poll_interval_ms: u64,
+    /// How long a relay holds a shard after its last renewal; another instance takes the
+    /// shard over after this if the holder dies. Default 10 000 ms.
+    pub lease_ms: u64,
+    /// First and longest wait after a failed round. Defaults 100 ms and 5 000 ms.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// The `kafka-publisher` breaker: OPEN at ≥ 50 % failures or ≥ 50 % calls slower than
+    /// 2 s over ≥ 5 calls; HALF_OPEN after 30 s with 3 probes.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size_max: 500,
+            poll_interval_ms: 50,
+            lease_ms: 10_000,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5_000,
+            breaker: BreakerConfig {
+                minimum_calls: 5,
+                ..BreakerConfig::default()
+            },
         }
     }
 }

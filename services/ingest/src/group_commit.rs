@@ -109,6 +109,7 @@ impl GroupCommit {
         metrics: Arc<Metrics>,
         config: crate::config::GroupCommitConfig,
         lease_ms: u64,
+        outbox_notify: Arc<Vec<tokio::sync::Notify>>,
     ) -> Self {
         let mut queues = Vec::new();
         for shard in shards.numbers() {
@@ -122,6 +123,7 @@ impl GroupCommit {
                     receiver: receiver.clone(),
                     batch_size_max: config.batch_size_max,
                     lease_ms,
+                    outbox_notify: outbox_notify.clone(),
                 };
                 tokio::spawn(writer.run());
             }
@@ -187,6 +189,8 @@ struct Writer {
     receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
     batch_size_max: usize,
     lease_ms: u64,
+    /// Wakes this shard's outbox relay after a commit that wrote events.
+    outbox_notify: Arc<Vec<tokio::sync::Notify>>,
 }
 
 impl Writer {
@@ -218,6 +222,15 @@ impl Writer {
                 .group_commit_duration
                 .with_label_values(&[&shard_label])
                 .observe(started.elapsed().as_secs_f64());
+            if result.is_ok()
+                && batch
+                    .iter()
+                    .any(|p| matches!(&p.op, Op::Finalize(f) if !f.events.is_empty()))
+            {
+                if let Some(notify) = self.outbox_notify.get(usize::from(self.shard) - 1) {
+                    notify.notify_one();
+                }
+            }
             match result {
                 Ok(results) => {
                     for (pending, result) in batch.drain(..).zip(results) {

@@ -23,7 +23,7 @@ impl Health {
     /// `(status code, body)`: 200 while at least one shard serves (merchants on a healthy
     /// shard are still served; the others get 503 SHARD_UNAVAILABLE per request), 503 when
     /// no shard does. Redis down is reported but is not fatal (fail-open).
-    pub fn report(&self, breaker_state: &str) -> (u16, Vec<u8>) {
+    pub fn report(&self, breaker_state: &str, publisher_state: Option<&str>) -> (u16, Vec<u8>) {
         let up: Vec<bool> = self
             .shards_up
             .iter()
@@ -45,6 +45,9 @@ impl Health {
                 i + 1,
                 if *u { "UP" } else { "DOWN" }
             ));
+        }
+        if let Some(state) = publisher_state {
+            body.push_str(&format!("\"kafka-publisher-breaker\":\"{state}\","));
         }
         body.push_str(&format!(
             "\"redis\":\"{}\",\"pg-authorize-breaker\":\"{breaker_state}\"}}}}",
@@ -80,5 +83,11 @@ pub async fn check_loop(app: Arc<App>) {
             .breaker_state
             .with_label_values(&[app.pg_breaker.name()])
             .set(app.pg_breaker.state().gauge_value());
+        if let Some(relay) = app.relay.get() {
+            app.metrics
+                .breaker_state
+                .with_label_values(&[relay.breaker.name()])
+                .set(relay.breaker.state().gauge_value());
+        }
     }
 }

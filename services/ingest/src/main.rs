@@ -6,6 +6,7 @@
 //! - [`payments`]: capture, refund, void and the read API.
 //! - [`group_commit`]: batched durable writes per shard.
 //! - [`outbox`]: event topics and payloads written with each state change.
+//! - [`relay`]: publishes each shard's outbox to Kafka (one leased relay per shard).
 //! - [`idempotency`]: key reservation, takeover, replay encoding and the purge job.
 //! - [`rate_limit`]: Redis: per-merchant limits and the replay cache in one script.
 //! - [`render`]: the payment JSON. [`outcome`]: status, body and headers of an answer.
@@ -23,6 +24,7 @@ mod outcome;
 mod parse;
 mod payments;
 mod rate_limit;
+mod relay;
 mod render;
 mod routes;
 
@@ -84,6 +86,24 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok::<_, String>(app)
     })?;
+    if let Some(kafka) = config.kafka.clone() {
+        let relay = Arc::new(runtime.block_on(async { relay::Relay::new(&app, &kafka) })?);
+        let _ = app.relay.set(relay.clone());
+        let relay_app = app.clone();
+        runtime.spawn(async move {
+            // Topics first (retried: the broker may start after us), then one loop per shard.
+            while let Err(error) =
+                payrail_kafka::admin::ensure_topics(&kafka, &payrail_kafka::topics::ALL).await
+            {
+                tracing::warn!(%error, "kafka topics not ensured yet; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            for shard in relay_app.shards.numbers() {
+                tokio::spawn(relay.clone().run_shard(relay_app.clone(), shard));
+            }
+        });
+        runtime.spawn(relay::backlog_loop(app.clone()));
+    }
     runtime.spawn(health::check_loop(app.clone()));
     runtime.spawn(idempotency::purge_loop(app.clone()));
 

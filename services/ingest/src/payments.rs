@@ -260,6 +260,7 @@ pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureI
             record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED), view.captured_amount, now, &[]).await?;
             let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
             tx.commit().await.map_err(classify)?;
+            app.outbox_committed(shard);
             Ok(Outcome::ok(full_body(&view, &refunds, &history, "capture requested")))
         })
         .await;
@@ -295,6 +296,7 @@ pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) 
             record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED), view.amount, now, &[]).await?;
             let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
             tx.commit().await.map_err(classify)?;
+            app.outbox_committed(shard);
             Ok(Outcome::ok(full_body(&view, &refunds, &history, "voided")))
         })
         .await;
@@ -415,6 +417,7 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
             record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_REFUND_REQUESTED, outbox::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
             let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
             tx.commit().await.map_err(classify)?;
+            app.outbox_committed(shard);
             Ok(Outcome::ok(full_body(&view, &refunds, &history, "refund requested")))
         })
         .await;

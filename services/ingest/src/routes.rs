@@ -310,8 +310,11 @@ impl Api {
                 if method != "GET" {
                     method_not_allowed(response, "GET");
                 } else {
-                    let (status, body) =
-                        self.app.health.report(self.app.pg_breaker.state().as_str());
+                    let publisher = self.app.relay.get().map(|r| r.breaker.state().as_str());
+                    let (status, body) = self
+                        .app
+                        .health
+                        .report(self.app.pg_breaker.state().as_str(), publisher);
                     response.json(status, &body);
                 }
                 return ROUTE_HEALTH;

@@ -192,6 +192,30 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether a call would be admitted now, without taking a permit (a HALF_OPEN probe
+    /// is not used up by asking).
+    pub fn check(&self) -> Result<(), Rejected> {
+        let now_ms = self.now_ms();
+        let inner = self.inner.lock();
+        match inner.state {
+            State::Closed => Ok(()),
+            State::Open => {
+                let open_until = inner.opened_at_ms + self.config.open_wait_ms;
+                if now_ms < open_until {
+                    Err(Rejected {
+                        retry_after_ms: open_until - now_ms,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            State::HalfOpen if inner.probes_issued < self.config.half_open_probes => Ok(()),
+            State::HalfOpen => Err(Rejected {
+                retry_after_ms: 1000,
+            }),
+        }
+    }
+
     /// Records the outcome of an admitted call.
     pub fn record(&self, permit: Permit, success: bool, duration_ms: u64) {
         self.record_at(permit, success, duration_ms, self.now_ms());

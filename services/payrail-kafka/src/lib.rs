@@ -1,0 +1,14 @@
+//! Kafka, the way every payrail service uses it.
+//!
+//! - [`topics`]: the topics of `system.md` with their partition counts.
+//! - [`settings`]: producer and consumer settings, every option passed explicitly
+//!   (idempotent producer, `acks=all`, manual offset commits) instead of library defaults.
+//! - [`admin`]: creates missing topics at start-up.
+//! - [`dlq`]: the dead-letter message, in the reference system's format.
+
+pub mod admin;
+pub mod dlq;
+pub mod settings;
+pub mod topics;
+
+pub use settings::KafkaConfig;

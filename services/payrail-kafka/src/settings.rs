@@ -1,0 +1,89 @@
+//! Client settings. Every option that matters for delivery guarantees is set here, by
+//! name, so a library upgrade cannot change behaviour silently.
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`.
+    pub bootstrap_servers: String,
+    /// How long the producer keeps trying to deliver one message before reporting
+    /// failure. Default 10 000 ms.
+    #[serde(default = "default_message_timeout")]
+    pub message_timeout_ms: u64,
+    /// One broker request's timeout. Default 5 000 ms.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Time the producer waits to fill a batch. Default 2 ms.
+    #[serde(default = "default_linger")]
+    pub linger_ms: u64,
+    /// Messages the producer may hold in memory; a full queue is an error, not a wait.
+    /// Default 100 000.
+    #[serde(default = "default_queue_max")]
+    pub queue_messages_max: u64,
+    /// Consumer session timeout. Default 10 000 ms.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_ms: u64,
+}
+
+fn default_message_timeout() -> u64 {
+    10_000
+}
+fn default_request_timeout() -> u64 {
+    5_000
+}
+fn default_linger() -> u64 {
+    2
+}
+fn default_queue_max() -> u64 {
+    100_000
+}
+fn default_session_timeout() -> u64 {
+    10_000
+}
+
+impl KafkaConfig {
+    /// An idempotent producer: `acks=all`, `enable.idempotence=true` and at most five
+    /// requests in flight, so retries neither duplicate nor reorder messages within a
+    /// partition.
+    pub fn producer(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("retries", "2147483647")
+            .set("message.timeout.ms", self.message_timeout_ms.to_string())
+            .set("request.timeout.ms", self.request_timeout_ms.to_string())
+            .set("linger.ms", self.linger_ms.to_string())
+            .set(
+                "queue.buffering.max.messages",
+                self.queue_messages_max.to_string(),
+            )
+            .set("compression.type", "lz4")
+            .set("socket.keepalive.enable", "true");
+        config
+    }
+
+    /// A consumer in `group_id` that commits offsets only when told to (after the
+    /// database commit) and starts from the earliest offset on a new group.
+    pub fn consumer(&self, client_id: &str, group_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("max.poll.interval.ms", "300000")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false");
+        config
+    }
+}

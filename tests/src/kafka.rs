@@ -1,0 +1,154 @@
+//! A Kafka-protocol broker of our own (tansu, durable SQLite storage in its own dir) and
+//! a consumer that reads a topic from the beginning.
+
+use crate::process::Proc;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct Broker {
+    pub port: u16,
+    pub dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+/// `tansu` from PATH or `~/.cargo/bin`.
+pub fn tansu_binary() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        PathBuf::from("tansu")
+    }
+}
+
+impl Broker {
+    pub fn start(dir: &Path, port: u16, bind: &str, advertised: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let mut broker = Self {
+            port,
+            dir: dir.to_owned(),
+            proc: None,
+        };
+        broker.launch(bind, advertised)?;
+        Ok(broker)
+    }
+
+    fn launch(&mut self, bind: &str, advertised: &str) -> Result<(), String> {
+        let mut command = Command::new(tansu_binary());
+        command
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://{bind}:{}", self.port))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{advertised}:{}", self.port))
+            .arg("--storage-engine")
+            .arg("sqlite://tansu.db")
+            .current_dir(&self.dir);
+        self.proc = Some(
+            Proc::spawn(
+                &format!("tansu:{}", self.port),
+                command,
+                &self.dir.join("tansu.log"),
+            )
+            .map_err(|e| {
+                format!("tansu: {e} (cargo install tansu --locked --features libsql,dynostore)")
+            })?,
+        );
+        let port = self.port;
+        if crate::wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) {
+            Ok(())
+        } else {
+            Err(format!(
+                "tansu on port {port} did not start; see {}",
+                self.dir.join("tansu.log").display()
+            ))
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (an outage). Its data stays on disk.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.launch("127.0.0.1", "127.0.0.1")
+    }
+
+    pub fn detach(mut self) -> Option<u32> {
+        self.proc.take().map(Proc::detach)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: String,
+    pub payload: serde_json::Value,
+    pub event_id_header: Option<String>,
+    pub partition: i32,
+}
+
+/// Reads `topic` from the beginning with a fresh consumer group until `enough` says so
+/// or `timeout` passes; returns everything read.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    enough: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
+    let group = format!(
+        "test-reader-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ (crate::free_port() as u128)
+    );
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap_or_else(|e| panic!("test consumer: {e}"));
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("subscribe {topic}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && !enough(&out) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let key = message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            let payload = message
+                .payload()
+                .and_then(|p| serde_json::from_slice(p).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let event_id_header = message.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "eventId")
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            });
+            out.push(Received {
+                key,
+                payload,
+                event_id_header,
+                partition: message.partition(),
+            });
+        }
+    }
+    out
+}
