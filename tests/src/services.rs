@@ -98,3 +98,56 @@ pub fn start_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, Strin
     }
     Ok(proc)
 }
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// `settlement-worker` or `refund-worker`: the binary and the instance name.
+    pub service: String,
+    pub listen: String,
+    pub shards: Vec<ShardAddress>,
+    pub db_password_file: PathBuf,
+    pub bootstrap_servers: String,
+    /// Extra lines for the `[kafka]` table.
+    pub kafka_toml: String,
+    pub pg_url: String,
+    /// Extra TOML tables appended verbatim (`[retry]`, `[scheduler]`).
+    pub extra_toml: String,
+}
+
+pub fn worker_config(s: &WorkerSettings) -> String {
+    let mut out = format!(
+        "listen = \"{}\"\ninstance = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n{}\n\n[pg]\nbase_url = \"{}\"\n\n",
+        s.listen, s.service, s.bootstrap_servers, s.kafka_toml, s.pg_url
+    );
+    for shard in &s.shards {
+        out.push_str(&format!(
+            "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
+            shard.number,
+            shard.host,
+            shard.port,
+            shard.database,
+            s.db_password_file.display()
+        ));
+    }
+    out.push_str(&s.extra_toml);
+    out
+}
+
+/// Writes the worker's config to `dir/<service>.toml` and starts it.
+pub fn start_worker(dir: &Path, settings: &WorkerSettings) -> Result<(Proc, PathBuf), String> {
+    let config = dir.join(format!("{}.toml", settings.service));
+    std::fs::write(&config, worker_config(settings)).map_err(|e| e.to_string())?;
+    let mut command = Command::new(crate::bin_dir().join(&settings.service));
+    command.arg("--config").arg(&config);
+    let log = dir.join(format!("{}.log", settings.service));
+    let proc = Proc::spawn(&settings.service, command, &log)
+        .map_err(|e| format!("{}: {e}", settings.service))?;
+    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
+        return Err(format!(
+            "{} did not become healthy; see {}",
+            settings.service,
+            log.display()
+        ));
+    }
+    Ok((proc, config))
+}

@@ -20,6 +20,12 @@ pub struct Options {
     pub kafka: bool,
     /// Extra lines for ingest's `[kafka]` table.
     pub kafka_toml: String,
+    /// Start the settlement and refund workers (implies `kafka`).
+    pub workers: bool,
+    /// TOML tables appended to both workers' configs.
+    pub worker_toml: String,
+    /// Extra lines for the workers' `[kafka]` table.
+    pub worker_kafka_toml: String,
 }
 
 impl Default for Options {
@@ -31,6 +37,9 @@ impl Default for Options {
             own_shards: false,
             kafka: false,
             kafka_toml: String::new(),
+            workers: false,
+            worker_toml: String::new(),
+            worker_kafka_toml: String::new(),
         }
     }
 }
@@ -47,6 +56,9 @@ pub struct TestStack {
     pub addrs: Vec<String>,
     pub settings: Vec<IngestSettings>,
     pub broker: Option<crate::kafka::Broker>,
+    /// Worker processes with their config files, by service name.
+    pub workers: Vec<(Proc, PathBuf)>,
+    pub worker_settings: Vec<services::WorkerSettings>,
 }
 
 /// `PAYRAIL_TEST_SHARDS="3307=/dir/shard1,3308=/dir/shard2"` and
@@ -121,7 +133,7 @@ impl TestStack {
         let pg_addr = format!("127.0.0.1:{}", crate::free_port());
         let pg = services::start_pg_mock(&dir, &pg_addr, &options.pg_behaviour)
             .unwrap_or_else(|e| panic!("{e}"));
-        let broker = options.kafka.then(|| {
+        let broker = (options.kafka || options.workers).then(|| {
             crate::kafka::Broker::start(
                 &dir.join("tansu"),
                 crate::free_port(),
@@ -152,6 +164,8 @@ impl TestStack {
             addrs: Vec::new(),
             settings: Vec::new(),
             broker,
+            workers: Vec::new(),
+            worker_settings: Vec::new(),
         };
         for i in 1..=options.ingest_instances {
             let settings = IngestSettings {
@@ -180,7 +194,64 @@ impl TestStack {
             stack.settings.push(settings);
             stack.ingests.push(proc);
         }
+        if options.workers {
+            for service in ["settlement-worker", "refund-worker"] {
+                let settings = services::WorkerSettings {
+                    service: service.into(),
+                    listen: format!("127.0.0.1:{}", crate::free_port()),
+                    shards: stack.settings[0].shards.clone(),
+                    db_password_file: password_file.clone(),
+                    bootstrap_servers: stack
+                        .broker
+                        .as_ref()
+                        .map(|b| b.bootstrap())
+                        .unwrap_or_default(),
+                    kafka_toml: options.worker_kafka_toml.clone(),
+                    pg_url: format!("http://{}", stack.pg_addr),
+                    extra_toml: options.worker_toml.clone(),
+                };
+                let started =
+                    services::start_worker(&stack.dir, &settings).unwrap_or_else(|e| panic!("{e}"));
+                stack.workers.push(started);
+                stack.worker_settings.push(settings);
+            }
+        }
         stack
+    }
+
+    /// Runs `<service> replay-dlq` with the stack's worker config; returns its output.
+    pub fn replay_dlq(&self, service: &str) -> String {
+        let (_, config) = self
+            .workers
+            .iter()
+            .find(|(p, _)| p.name == service)
+            .unwrap_or_else(|| panic!("no worker {service}"));
+        let output = std::process::Command::new(crate::bin_dir().join(service))
+            .arg("--config")
+            .arg(config)
+            .arg("replay-dlq")
+            .output()
+            .unwrap_or_else(|e| panic!("{service} replay-dlq: {e}"));
+        assert!(
+            output.status.success(),
+            "replay-dlq failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Payments per status over every shard.
+    pub fn statuses(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for shard in 1..=self.shards.len() {
+            for row in self.rows(
+                shard,
+                "SELECT status, COUNT(*) FROM payment GROUP BY status",
+            ) {
+                *out.entry(row[0].clone()).or_insert(0) += row[1].parse::<i64>().unwrap_or(0);
+            }
+        }
+        out
     }
 
     /// The first ingest instance's address.

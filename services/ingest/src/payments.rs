@@ -183,22 +183,20 @@ async fn record_transition<Q: Queryable>(
     now: i64,
     extra: &[(&str, Extra<'_>)],
 ) -> Result<(), DbError> {
-    let classify = |e| DbError::classify(shard, e);
-    q.exec_drop(
-        "INSERT INTO payment_status_history (payment_id, status, at) VALUES (?, ?, ?)",
-        (view.payment_id, view.status.as_str(), datetime(now)),
-    )
-    .await
-    .map_err(classify)?;
+    payrail_db::outbox::history(q, shard, view.payment_id, view.status.as_str(), now).await?;
     let (event_id, topic, event_type) = event;
-    let payload = outbox::payload(event_id, event_type, view, event_amount, now, extra);
-    q.exec_drop(
-        "INSERT INTO outbox_event (event_id, payment_id, merchant_id, topic, event_type, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (event_id, view.payment_id, view.merchant_id.as_bytes(), topic, event_type, payload, datetime(now)),
-    )
-    .await
-    .map_err(classify)?;
-    Ok(())
+    let event = payrail_core::event::Event {
+        event_id,
+        event_type,
+        payment_id: view.payment_id,
+        merchant_id: &view.merchant_id,
+        amount: event_amount,
+        currency: &view.currency,
+        status: view.status.as_str(),
+        occurred_at_ms: now,
+        extra,
+    };
+    payrail_db::outbox::insert(q, shard, topic, &event).await
 }
 
 /// Why a conditional update matched nothing: 404 for a missing or foreign payment, else
@@ -369,7 +367,7 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                 tx.rollback().await.map_err(classify)?;
                 return Ok(Outcome::conflict("REFUND_CONFLICT", "the capture is still settling; retry shortly", payment_id, status.as_str()).retry_after(1));
             }
-            if !matches!(status, PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::RefundRequested) {
+            if !matches!(status, PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::RefundRequested | PaymentStatus::RefundFailed) {
                 tx.rollback().await.map_err(classify)?;
                 return Ok(Outcome::conflict("REFUND_CONFLICT", "only a captured payment can be refunded", payment_id, status.as_str()));
             }
@@ -383,7 +381,7 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
             let now = payrail_core::time::now_ms();
             tx.exec_drop(
                 "UPDATE payment SET status = 'REFUND_REQUESTED', refund_pending_amount = refund_pending_amount + ?, updated_at = ? \
-                 WHERE payment_id = ? AND status IN ('CAPTURED', 'PARTIALLY_REFUNDED', 'REFUND_REQUESTED') \
+                 WHERE payment_id = ? AND status IN ('CAPTURED', 'PARTIALLY_REFUNDED', 'REFUND_REQUESTED', 'REFUND_FAILED') \
                  AND refunded_amount + refund_pending_amount + ? <= captured_amount",
                 (amount, datetime(now), payment_id, amount),
             )

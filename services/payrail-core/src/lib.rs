@@ -4,6 +4,7 @@
 //! - [`shard`]: merchant → shard routing.
 //! - [`validate`]: field rules of the REST API contract.
 //! - [`status`]: the payment state machine's states.
+//! - [`event`]: event types and payloads. [`json`]: JSON string escaping.
 //! - [`time`]: RFC 3339 timestamps with milliseconds, UTC.
 //! - [`breaker`]: a time-window circuit breaker counting successes, failures and slow calls.
 //! - [`config`]: TOML config files with `deny_unknown_fields` and `--check-config`.
@@ -11,7 +12,9 @@
 
 pub mod breaker;
 pub mod config;
+pub mod event;
 pub mod id;
+pub mod json;
 pub mod shard;
 pub mod status;
 pub mod telemetry;

@@ -15,11 +15,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "payments",
-    sql: include_str!("../migrations/0001_payments.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "payments",
+        sql: include_str!("../migrations/0001_payments.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "pipeline",
+        sql: include_str!("../migrations/0002_pipeline.sql"),
+    },
+];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, `--`
 /// lines are comments.

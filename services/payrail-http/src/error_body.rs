@@ -74,27 +74,7 @@ pub fn encode(
     body.push(b'}');
 }
 
-/// Appends `text` as a JSON string literal.
-pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    for &byte in text.as_bytes() {
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0xf)]);
-            }
-            _ => out.push(byte),
-        }
-    }
-    out.push(b'"');
-}
+pub use payrail_core::json::push_string as push_json_string;
 
 #[cfg(test)]
 mod tests {
@@ -120,12 +100,5 @@ mod tests {
             std::str::from_utf8(r.body()).unwrap_or(""),
             r#"{"code":"VALIDATION_FAILED","message":"amount \"x\"","paymentId":null,"details":[{"field":"amount","problem":"must be >= 1"}]}"#
         );
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        let mut out = Vec::new();
-        push_json_string(&mut out, "a\u{1}b");
-        assert_eq!(out, br#""a\u0001b""#);
     }
 }

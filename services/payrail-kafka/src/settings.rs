@@ -26,6 +26,15 @@ pub struct KafkaConfig {
     /// Consumer session timeout. Default 10 000 ms.
     #[serde(default = "default_session_timeout")]
     pub session_timeout_ms: u64,
+    /// Longest gap between polls before a consumer leaves its group; it is also the
+    /// rebalance timeout, i.e. how long a rebalance waits for a member that died. Our
+    /// consumers poll continuously, so a minute is generous. Default 60 000 ms.
+    #[serde(default = "default_max_poll_interval")]
+    pub max_poll_interval_ms: u64,
+}
+
+fn default_max_poll_interval() -> u64 {
+    60_000
 }
 
 fn default_message_timeout() -> u64 {
@@ -81,7 +90,10 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("max.poll.interval.ms", "300000")
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            )
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false");
         config

@@ -1,0 +1,69 @@
+//! A worker's metrics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub intake: IntCounterVec,
+    pub outcomes: IntCounterVec,
+    pub attempts: Histogram,
+    pub pg_duration: Histogram,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    pub fn new(service: &str, instance: &str) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(
+            Some("payrail".into()),
+            Some(
+                [
+                    ("service".to_owned(), service.to_owned()),
+                    ("instance_name".to_owned(), instance.to_owned()),
+                ]
+                .into(),
+            ),
+        )?;
+        let r = &registry;
+        Ok(Self {
+            intake: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("worker_intake_total", "request events taken in, by result"),
+                    &["result"],
+                )?,
+            ),
+            outcomes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "worker_jobs_total",
+                        "PG attempts by outcome (succeeded, retry, failed)",
+                    ),
+                    &["outcome"],
+                )?,
+            ),
+            attempts: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "worker_attempts_per_job",
+                        "PG attempts a finished job needed",
+                    )
+                    .buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0]),
+                )?,
+            ),
+            pg_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("worker_pg_call_duration_seconds", "PG call latency")
+                        .buckets(payrail_core::telemetry::LATENCY_BUCKETS.to_vec()),
+                )?,
+            ),
+            registry,
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! A worker process: config, runtime, intake, schedulers, `/health` and `/metrics`.
+
+use crate::config::WorkerConfig;
+use crate::job::JobKind;
+use crate::metrics::Metrics;
+use payrail_db::sequence::Sequences;
+use payrail_db::Shards;
+use payrail_http::{error_body, Handler, Request, Response};
+use payrail_pg::PgClient;
+use rdkafka::producer::FutureProducer;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Worker<K: JobKind> {
+    pub config: WorkerConfig,
+    /// One bounded pool per shard.
+    pub shards: Arc<Shards>,
+    /// Event ids for the events this worker writes.
+    pub sequences: Sequences,
+    pub pg: PgClient,
+    /// Bounds PG calls in flight, so a slow PG turns into a queue of due jobs in the
+    /// database rather than unbounded tasks in memory.
+    pub pg_slots: Arc<tokio::sync::Semaphore>,
+    /// For poison messages, which go straight to the DLQ topic.
+    pub producer: FutureProducer,
+    pub metrics: Metrics,
+    /// Wakes a shard's scheduler when the intake persisted a job.
+    pub arrivals: Vec<tokio::sync::Notify>,
+    kind: PhantomData<K>,
+}
+
+impl<K: JobKind> Worker<K> {
+    pub fn job_arrived(&self, shard: u16) {
+        if let Some(n) = self.arrivals.get(usize::from(shard).wrapping_sub(1)) {
+            n.notify_one();
+        }
+    }
+}
+
+struct Ops<K: JobKind> {
+    worker: Arc<Worker<K>>,
+}
+
+impl<K: JobKind> Handler for Ops<K> {
+    fn handle(&self, request: &Request<'_>, response: &mut Response) {
+        match (request.method, request.path) {
+            ("GET", "/health") => response.json(200, b"{\"status\":\"UP\"}"),
+            ("GET", "/metrics") => {
+                response.json(
+                    200,
+                    &payrail_core::telemetry::render(&self.worker.metrics.registry),
+                );
+                response.content_type("text/plain; version=0.0.4");
+            }
+            _ => error_body::write(response, 404, "NOT_FOUND", "no such route", None),
+        }
+    }
+}
+
+/// Runs the worker `K` until the process ends.
+pub fn run<K: JobKind>() -> Result<(), Box<dyn std::error::Error>> {
+    let args = payrail_core::config::parse_args(K::SERVICE)?;
+    let config: WorkerConfig = payrail_core::config::load(&args.config)?;
+    if args.check_only {
+        println!("{}: config {} is valid", K::SERVICE, args.config.display());
+        return Ok(());
+    }
+    payrail_core::telemetry::init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(K::SERVICE)
+        .enable_all()
+        .build()?;
+    match args.command.as_deref() {
+        None => {}
+        Some("replay-dlq") => {
+            let count =
+                runtime.block_on(crate::replay::replay::<K>(&config, Duration::from_secs(3)))?;
+            println!(
+                "{}: replayed {count} message(s) from {}",
+                K::SERVICE,
+                K::DLQ_TOPIC
+            );
+            return Ok(());
+        }
+        Some(other) => return Err(format!("unknown command {other} (known: replay-dlq)").into()),
+    }
+    let shards = Arc::new(Shards::new(&config.shards, &config.pool)?);
+    let worker = runtime.block_on(async {
+        for shard in shards.numbers() {
+            while let Err(error) = payrail_db::migrate::migrate_shard(&shards, shard).await {
+                tracing::warn!(shard, %error, "schema not ready; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        let producer: FutureProducer = config
+            .kafka
+            .producer(&format!("{}-dlq", K::SERVICE))
+            .create()
+            .map_err(|e| format!("kafka producer: {e}"))?;
+        Ok::<_, String>(Arc::new(Worker::<K> {
+            sequences: Sequences::new(shards.count(), 1000),
+            pg: PgClient::new(
+                &config.pg.base_url,
+                Duration::from_millis(config.pg.timeout_ms),
+                Duration::from_millis(500),
+                config.scheduler.concurrency_max,
+            ),
+            pg_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.scheduler.concurrency_max,
+            )),
+            producer,
+            metrics: Metrics::new(K::SERVICE, &config.instance).map_err(|e| e.to_string())?,
+            arrivals: shards
+                .numbers()
+                .map(|_| tokio::sync::Notify::new())
+                .collect(),
+            shards: shards.clone(),
+            config: config.clone(),
+            kind: PhantomData,
+        }))
+    })?;
+    runtime.spawn(crate::intake::run(worker.clone()));
+    for shard in shards.numbers() {
+        runtime.spawn(crate::scheduler::run(worker.clone(), shard));
+    }
+    may::config().set_workers(1).set_stack_size(16 * 1024);
+    let listener = may::net::TcpListener::bind(&config.listen)?;
+    tracing::info!(listen = %listener.local_addr()?, service = K::SERVICE, "worker running");
+    let server =
+        payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops { worker }));
+    let _ = server.join();
+    drop(runtime);
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The event pipeline end to end: ingest → outbox relay → Kafka → settlement and refund
+//! workers → PG, with failures, retries, the DLQ and its replay.
+
+use payrail_tests::http;
+use payrail_tests::kafka::read_topic;
+use payrail_tests::stack::{Options, TestStack};
+use payrail_tests::{authorize_body, wait_until};
+use serde_json::json;
+use std::time::Duration;
+
+fn pipeline(worker_toml: &str) -> Options {
+    Options {
+        workers: true,
+        worker_toml: worker_toml.into(),
+        ..Options::default()
+    }
+}
+
+fn authorize(stack: &TestStack, merchant: &str, amount: i64, key: &str) -> u64 {
+    let reply = http::post(
+        stack.addr(),
+        "/api/payments/authorize",
+        &authorize_body(merchant, amount, key),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["paymentId"].as_u64().unwrap_or(0)
+}
+
+fn post_ok(stack: &TestStack, path: &str, body: serde_json::Value) {
+    let reply = http::post(stack.addr(), path, &body);
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+}
+
+fn status_of(stack: &TestStack, id: u64) -> String {
+    stack
+        .rows(
+            (id >> 42) as usize,
+            &format!("SELECT status FROM payment WHERE payment_id = {id}"),
+        )
+        .first()
+        .map(|r| r[0].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_flow_settles_captures_and_refunds_exactly_once() {
+    let stack = TestStack::start_with("pipeline_flow", pipeline(""));
+    let n = 300;
+    let mut payments = Vec::new();
+    for i in 0..n {
+        let merchant = format!("M-{}", i % 25);
+        let id = authorize(&stack, &merchant, 10_000, &format!("flow-{i}"));
+        payments.push((merchant, id));
+    }
+    // Every 10th is voided; the rest are captured.
+    for (i, (merchant, id)) in payments.iter().enumerate() {
+        let action = if i % 10 == 9 { "void" } else { "capture" };
+        post_ok(
+            &stack,
+            &format!("/api/payments/{action}/{id}"),
+            json!({"merchantId": merchant}),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(90), || !stack
+            .statuses()
+            .contains_key("CAPTURE_REQUESTED")),
+        "captures settle: {:?}",
+        stack.statuses()
+    );
+    // Refunds: a third in full, a third in two partial refunds, the rest not refunded.
+    for (i, (merchant, id)) in payments.iter().enumerate() {
+        if i % 10 == 9 {
+            continue;
+        }
+        match i % 3 {
+            0 => post_ok(
+                &stack,
+                &format!("/api/payments/refund/{id}"),
+                json!({"merchantId": merchant, "reason": "full"}),
+            ),
+            1 => {
+                post_ok(
+                    &stack,
+                    &format!("/api/payments/refund/{id}"),
+                    json!({"merchantId": merchant, "reason": "part", "amount": 4000}),
+                );
+                post_ok(
+                    &stack,
+                    &format!("/api/payments/refund/{id}"),
+                    json!({"merchantId": merchant, "reason": "part", "amount": 1000}),
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(90), || !stack
+            .statuses()
+            .contains_key("REFUND_REQUESTED")),
+        "refunds settle: {:?}",
+        stack.statuses()
+    );
+    let statuses = stack.statuses();
+    let voided = (0..n).filter(|i| i % 10 == 9).count() as i64;
+    let full = (0..n).filter(|i| i % 10 != 9 && i % 3 == 0).count() as i64;
+    let partial = (0..n).filter(|i| i % 10 != 9 && i % 3 == 1).count() as i64;
+    let captured = n as i64 - voided - full - partial;
+    assert_eq!(statuses.get("VOIDED"), Some(&voided));
+    assert_eq!(statuses.get("REFUNDED"), Some(&full));
+    assert_eq!(statuses.get("PARTIALLY_REFUNDED"), Some(&partial));
+    assert_eq!(statuses.get("CAPTURED"), Some(&captured), "{statuses:?}");
+    // Exactly once, as the PG saw it: one capture per captured payment, refunds summing
+    // to what the payments say.
+    let captures = stack.pg_records("capture");
+    assert_eq!(captures.len() as i64, n as i64 - voided);
+    let refunds = stack.pg_records("refund");
+    assert_eq!(refunds.len() as i64, full + 2 * partial);
+    let pg_refunded: i64 = refunds.iter().filter_map(|r| r["amount"].as_i64()).sum();
+    assert_eq!(
+        stack.count_all("SELECT COALESCE(SUM(refunded_amount), 0) FROM payment"),
+        pg_refunded
+    );
+    assert_eq!(stack.count_all("SELECT COUNT(*) FROM payment WHERE refunded_amount > captured_amount OR refund_pending_amount <> 0"), 0);
+    // One payment.captured per capture and one payment.refunded per refund.
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM outbox_event WHERE topic = 'payment.captured'"),
+        n as i64 - voided
+    );
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM outbox_event WHERE topic = 'payment.refunded'"),
+        full + 2 * partial
+    );
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM outbox_event WHERE topic LIKE '%dlq'"),
+        0,
+        "no dead letters"
+    );
+}
+
+#[test]
+fn a_pg_failing_30_percent_still_settles_everything() {
+    let stack = TestStack::start_with(
+        "pipeline_flaky_pg",
+        pipeline("[retry]\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\n"),
+    );
+    let mut payments = Vec::new();
+    for i in 0..100 {
+        let merchant = format!("M-{}", i % 9);
+        let id = authorize(&stack, &merchant, 500, &format!("flaky-{i}"));
+        payments.push((merchant, id));
+    }
+    stack.pg_control(json!({"failureRate": 0.3}));
+    for (merchant, id) in &payments {
+        post_ok(
+            &stack,
+            &format!("/api/payments/capture/{id}"),
+            json!({"merchantId": merchant}),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(90), || stack.statuses().get("CAPTURED")
+            == Some(&100)),
+        "{:?}",
+        stack.statuses()
+    );
+    let retried = stack.count_all("SELECT COUNT(*) FROM settlement_request WHERE attempts > 1");
+    assert!(retried > 0, "with 30 % failures some captures need retries");
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM settlement_request WHERE status <> 'SUCCEEDED'"),
+        0
+    );
+    assert_eq!(
+        stack.pg_records("capture").len(),
+        100,
+        "retries never capture twice"
+    );
+    eprintln!(
+        "30 % PG failures: {retried} of 100 captures needed a retry; attempts max {}",
+        stack.count_all("SELECT COALESCE(MAX(attempts), 0) FROM settlement_request")
+    );
+}
+
+#[test]
+fn retries_run_out_into_the_dlq_and_a_replay_settles_once() {
+    let stack = TestStack::start_with(
+        "pipeline_dlq",
+        pipeline("[retry]\nattempts_max = 3\nbackoff_initial_ms = 50\nbackoff_max_ms = 100\n"),
+    );
+    let healthy = authorize(&stack, "M-2", 700, "healthy");
+    let doomed = authorize(&stack, "M-13", 900, "doomed");
+    stack.pg_control(json!({"merchantId": "M-13", "failureRate": 1.0}));
+    post_ok(
+        &stack,
+        &format!("/api/payments/capture/{doomed}"),
+        json!({"merchantId": "M-13"}),
+    );
+    post_ok(
+        &stack,
+        &format!("/api/payments/capture/{healthy}"),
+        json!({"merchantId": "M-2"}),
+    );
+    assert!(wait_until(Duration::from_secs(60), || status_of(
+        &stack, doomed
+    )
+        == "CAPTURE_FAILED"));
+    assert_eq!(
+        status_of(&stack, healthy),
+        "CAPTURED",
+        "one merchant's failures do not hold others back"
+    );
+    assert_eq!(
+        stack.count(
+            (doomed >> 42) as usize,
+            &format!("SELECT attempts FROM settlement_request WHERE job_id = {doomed}")
+        ),
+        3
+    );
+    let bootstrap = stack
+        .broker
+        .as_ref()
+        .map(|b| b.bootstrap())
+        .unwrap_or_default();
+    let letters = read_topic(&bootstrap, "settlement.dlq", Duration::from_secs(30), |m| {
+        !m.is_empty()
+    });
+    assert_eq!(letters.len(), 1, "one dead letter");
+    let letter = &letters[0].payload;
+    assert_eq!(letter["originalTopic"], "payment.capture-requested");
+    assert_eq!(letter["retryCount"], 3);
+    assert_eq!(letter["errorType"], "RetriesExhausted");
+    assert!(letter["payload"]
+        .as_str()
+        .is_some_and(|p| p.contains(&doomed.to_string())));
+
+    // The PG recovers; the DLQ is replayed, twice: one capture, one event.
+    stack.pg_control(json!({"merchantId": "M-13", "failureRate": 0.0}));
+    assert!(stack.replay_dlq("settlement-worker").contains("replayed 1"));
+    assert!(wait_until(Duration::from_secs(60), || status_of(
+        &stack, doomed
+    ) == "CAPTURED"));
+    let again = stack.replay_dlq("settlement-worker");
+    assert!(again.contains("replayed 0"), "{again}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status_of(&stack, doomed), "CAPTURED");
+    let captures: Vec<_> = stack
+        .pg_records("capture")
+        .into_iter()
+        .filter(|r| r["paymentId"].as_u64() == Some(doomed))
+        .collect();
+    assert_eq!(captures.len(), 1);
+    assert_eq!(stack.count_all(&format!("SELECT COUNT(*) FROM outbox_event WHERE topic = 'payment.captured' AND payment_id = {doomed}")), 1);
+}
+
+#[test]
+fn a_killed_worker_resumes_without_double_effects() {
+    // A killed consumer's group membership lingers until the rebalance timeout
+    // (max.poll.interval.ms) with tansu; 20 s keeps the test short.
+    let mut stack = TestStack::start_with(
+        "pipeline_worker_killed",
+        Options {
+            worker_kafka_toml: "max_poll_interval_ms = 20000\nsession_timeout_ms = 6000".into(),
+            ..pipeline("[scheduler]\nclaim_timeout_ms = 3000\n")
+        },
+    );
+    let mut payments = Vec::new();
+    for i in 0..150 {
+        let merchant = format!("M-{}", i % 5);
+        payments.push((
+            merchant.clone(),
+            authorize(&stack, &merchant, 300, &format!("kill-{i}")),
+        ));
+    }
+    stack.pg_control(json!({"latencyMinMs": 20, "latencyMaxMs": 40}));
+    for (merchant, id) in &payments {
+        post_ok(
+            &stack,
+            &format!("/api/payments/capture/{id}"),
+            json!({"merchantId": merchant}),
+        );
+    }
+    // Kill the settlement worker mid-stream (jobs claimed, PG calls in flight, offsets
+    // not all committed), then start it again.
+    std::thread::sleep(Duration::from_millis(300));
+    let settings = stack.worker_settings[0].clone();
+    stack.workers[0].0.kill();
+    let restarted = payrail_tests::services::start_worker(&stack.dir, &settings)
+        .unwrap_or_else(|e| panic!("{e}"));
+    stack.workers[0] = restarted;
+    assert!(
+        wait_until(Duration::from_secs(90), || stack.statuses().get("CAPTURED")
+            == Some(&150)),
+        "{:?}",
+        stack.statuses()
+    );
+    assert_eq!(
+        stack.pg_records("capture").len(),
+        150,
+        "one PG capture per payment"
+    );
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM outbox_event WHERE topic = 'payment.captured'"),
+        150,
+        "one event per capture"
+    );
+}
