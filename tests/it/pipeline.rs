@@ -136,6 +136,42 @@ fn the_flow_settles_captures_and_refunds_exactly_once() {
         0,
         "no dead letters"
     );
+
+    // The ledger: every ledger-relevant event applied once, balanced, and the three-way
+    // reconciliation (payments, ledger, the PG's records) is clean.
+    stack.assert_reconciled();
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM (SELECT event_id FROM ledger_entry GROUP BY event_id HAVING SUM(debit) <> SUM(credit)) x"),
+        0
+    );
+    let (merchant, id) = &payments[1];
+    let view = http::get(
+        stack.addr(),
+        &format!("/api/payments/{id}?merchantId={merchant}"),
+    )
+    .json();
+    let entries = view["ledgerEntries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        entries.len(),
+        10,
+        "authorize 2 lines, capture 4 (hold release + posting), two refunds 2 each: {view}"
+    );
+
+    // Reconciliation can fail: a payment whose books disagree is named.
+    let tampered = payments[4].1;
+    stack.rows(
+        (tampered >> 42) as usize,
+        &format!("UPDATE payment SET refunded_amount = refunded_amount - 1 WHERE payment_id = {tampered}"),
+    );
+    let (clean, report) = stack.reconcile();
+    assert!(
+        !clean,
+        "a tampered payment must fail reconciliation:\n{report}"
+    );
+    assert!(report.contains(&format!("payment {tampered}")), "{report}");
 }
 
 #[test]
@@ -179,6 +215,7 @@ fn a_pg_failing_30_percent_still_settles_everything() {
         "30 % PG failures: {retried} of 100 captures needed a retry; attempts max {}",
         stack.count_all("SELECT COALESCE(MAX(attempts), 0) FROM settlement_request")
     );
+    stack.assert_reconciled();
 }
 
 #[test]
@@ -250,6 +287,7 @@ fn retries_run_out_into_the_dlq_and_a_replay_settles_once() {
         .collect();
     assert_eq!(captures.len(), 1);
     assert_eq!(stack.count_all(&format!("SELECT COUNT(*) FROM outbox_event WHERE topic = 'payment.captured' AND payment_id = {doomed}")), 1);
+    stack.assert_reconciled();
 }
 
 #[test]
@@ -303,4 +341,5 @@ fn a_killed_worker_resumes_without_double_effects() {
         150,
         "one event per capture"
     );
+    stack.assert_reconciled();
 }

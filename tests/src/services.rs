@@ -151,3 +151,38 @@ pub fn start_worker(dir: &Path, settings: &WorkerSettings) -> Result<(Proc, Path
     }
     Ok((proc, config))
 }
+
+pub fn ledger_config(s: &WorkerSettings) -> String {
+    let mut out = format!(
+        "listen = \"{}\"\ninstance = \"ledger\"\npg_base_url = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n{}\n\n",
+        s.listen, s.pg_url, s.bootstrap_servers, s.kafka_toml
+    );
+    for shard in &s.shards {
+        out.push_str(&format!(
+            "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
+            shard.number,
+            shard.host,
+            shard.port,
+            shard.database,
+            s.db_password_file.display()
+        ));
+    }
+    out
+}
+
+/// Writes the ledger's config to `dir/ledger.toml` and starts it.
+pub fn start_ledger(dir: &Path, settings: &WorkerSettings) -> Result<(Proc, PathBuf), String> {
+    let config = dir.join("ledger.toml");
+    std::fs::write(&config, ledger_config(settings)).map_err(|e| e.to_string())?;
+    let mut command = Command::new(crate::bin_dir().join("ledger"));
+    command.arg("--config").arg(&config);
+    let log = dir.join("ledger.log");
+    let proc = Proc::spawn("ledger", command, &log).map_err(|e| format!("ledger: {e}"))?;
+    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
+        return Err(format!(
+            "ledger did not become healthy; see {}",
+            log.display()
+        ));
+    }
+    Ok((proc, config))
+}

@@ -215,6 +215,13 @@ impl TestStack {
                 stack.workers.push(started);
                 stack.worker_settings.push(settings);
             }
+            let mut settings = stack.worker_settings[0].clone();
+            settings.service = "ledger".into();
+            settings.listen = format!("127.0.0.1:{}", crate::free_port());
+            let started =
+                services::start_ledger(&stack.dir, &settings).unwrap_or_else(|e| panic!("{e}"));
+            stack.workers.push(started);
+            stack.worker_settings.push(settings);
         }
         stack
     }
@@ -238,6 +245,42 @@ impl TestStack {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the ledger applied every ledger-relevant event in the outbox, then runs
+    /// the reconciliation and asserts it is clean.
+    pub fn assert_reconciled(&self) {
+        let events = "SELECT COUNT(*) FROM outbox_event WHERE topic IN ('payment.authorized', 'payment.captured', 'payment.voided', 'payment.refunded')";
+        let caught_up = crate::wait_until(std::time::Duration::from_secs(60), || {
+            self.outbox_backlog() == 0
+                && self.count_all("SELECT COUNT(*) FROM ledger_event") == self.count_all(events)
+        });
+        assert!(caught_up, "the ledger did not catch up with the outbox");
+        let (clean, report) = self.reconcile();
+        assert!(clean, "reconciliation must be clean:\n{report}");
+    }
+
+    /// Runs `ledger reconcile`: (clean?, report).
+    pub fn reconcile(&self) -> (bool, String) {
+        let (_, config) = self
+            .workers
+            .iter()
+            .find(|(p, _)| p.name == "ledger")
+            .unwrap_or_else(|| panic!("no ledger in this stack"));
+        let output = std::process::Command::new(crate::bin_dir().join("ledger"))
+            .arg("--config")
+            .arg(config)
+            .arg("reconcile")
+            .output()
+            .unwrap_or_else(|e| panic!("ledger reconcile: {e}"));
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
     }
 
     /// Payments per status over every shard.

@@ -318,6 +318,7 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
             &Extras {
                 refunds: None,
                 history: None,
+                ledger: None,
                 message,
             },
         );

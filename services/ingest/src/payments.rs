@@ -12,7 +12,7 @@ use crate::outbox::{self, Extra};
 use crate::outcome::Outcome;
 use crate::parse::{CaptureInput, RefundInput, VoidInput};
 use crate::rate_limit::{Action, Admission};
-use crate::render::{self, Extras, HistoryView, PaymentView, RefundView};
+use crate::render::{self, Extras, HistoryView, LedgerView, PaymentView, RefundView};
 use crate::App;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, TxOpts, Value};
@@ -84,11 +84,18 @@ async fn load_payment<Q: Queryable>(
     Ok(row.and_then(payment_from_row))
 }
 
+/// A payment's refunds, state history and ledger lines.
+struct Details {
+    refunds: Vec<RefundView>,
+    history: Vec<HistoryView>,
+    ledger: Vec<LedgerView>,
+}
+
 async fn load_details<Q: Queryable>(
     q: &mut Q,
     shard: u16,
     payment_id: u64,
-) -> Result<(Vec<RefundView>, Vec<HistoryView>), DbError> {
+) -> Result<Details, DbError> {
     let classify = |e| DbError::classify(shard, e);
     let refund_rows: Vec<Row> = q
         .exec("SELECT refund_id, amount, status, reason, created_at FROM refund WHERE payment_id = ? ORDER BY refund_id", (payment_id,))
@@ -124,22 +131,39 @@ async fn load_details<Q: Queryable>(
                 .unwrap_or_default(),
         })
         .collect();
-    Ok((refunds, history))
+    let ledger_rows: Vec<Row> = q
+        .exec("SELECT account, debit, credit, currency, at FROM ledger_entry WHERE payment_id = ? ORDER BY entry_id", (payment_id,))
+        .await
+        .map_err(classify)?;
+    let ledger = ledger_rows
+        .into_iter()
+        .map(|mut row| LedgerView {
+            account: text(&mut row, 0),
+            debit: row.take(1).unwrap_or_default(),
+            credit: row.take(2).unwrap_or_default(),
+            currency: text(&mut row, 3),
+            at_ms: row
+                .take::<Value, _>(4)
+                .map(|v| epoch_ms(&v))
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok(Details {
+        refunds,
+        history,
+        ledger,
+    })
 }
 
-fn full_body(
-    view: &PaymentView,
-    refunds: &[RefundView],
-    history: &[HistoryView],
-    message: &str,
-) -> Vec<u8> {
-    let mut body = Vec::with_capacity(768);
+fn full_body(view: &PaymentView, details: &Details, message: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(1024);
     render::payment(
         &mut body,
         view,
         &Extras {
-            refunds: Some(refunds),
-            history: Some(history),
+            refunds: Some(&details.refunds),
+            history: Some(&details.history),
+            ledger: Some(&details.ledger),
             message,
         },
     );
@@ -256,10 +280,10 @@ pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureI
             let view = loaded.view;
             assert!(view.captured_amount <= view.amount, "captured more than authorized");
             record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED), view.captured_amount, now, &[]).await?;
-            let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+            let details = load_details(&mut tx, shard, payment_id).await?;
             tx.commit().await.map_err(classify)?;
             app.outbox_committed(shard);
-            Ok(Outcome::ok(full_body(&view, &refunds, &history, "capture requested")))
+            Ok(Outcome::ok(full_body(&view, &details, "capture requested")))
         })
         .await;
     result.unwrap_or_else(|error| Outcome::from_db(&error))
@@ -292,10 +316,10 @@ pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) 
             }
             let view = load_payment(&mut tx, shard, payment_id, false).await?.ok_or(DbError::Query { shard, message: "voided payment vanished".into() })?.view;
             record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED), view.amount, now, &[]).await?;
-            let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+            let details = load_details(&mut tx, shard, payment_id).await?;
             tx.commit().await.map_err(classify)?;
             app.outbox_committed(shard);
-            Ok(Outcome::ok(full_body(&view, &refunds, &history, "voided")))
+            Ok(Outcome::ok(full_body(&view, &details, "voided")))
         })
         .await;
     result.unwrap_or_else(|error| Outcome::from_db(&error))
@@ -351,13 +375,13 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                     .await
                     .map_err(classify)?;
                 if let Some(existing) = existing {
-                    let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+                    let details = load_details(&mut tx, shard, payment_id).await?;
                     tx.rollback().await.map_err(classify)?;
                     if existing != fingerprint {
                         return Ok(Outcome::error(422, "IDEMPOTENCY_KEY_MISMATCH", "this refund idempotency key was used with a different amount or reason", Some(payment_id)));
                     }
                     app.metrics.idempotent_replays.with_label_values(&["refund"]).inc();
-                    let mut outcome = Outcome::ok(full_body(&loaded.view, &refunds, &history, "refund requested"));
+                    let mut outcome = Outcome::ok(full_body(&loaded.view, &details, "refund requested"));
                     outcome.replayed = true;
                     return Ok(outcome);
                 }
@@ -413,10 +437,10 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
             view.updated_at_ms = now;
             let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
             record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_REFUND_REQUESTED, outbox::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
-            let (refunds, history) = load_details(&mut tx, shard, payment_id).await?;
+            let details = load_details(&mut tx, shard, payment_id).await?;
             tx.commit().await.map_err(classify)?;
             app.outbox_committed(shard);
-            Ok(Outcome::ok(full_body(&view, &refunds, &history, "refund requested")))
+            Ok(Outcome::ok(full_body(&view, &details, "refund requested")))
         })
         .await;
     match result {
@@ -443,13 +467,8 @@ pub async fn get(app: Arc<App>, shard: u16, payment_id: u64, merchant_id: String
             if loaded.view.merchant_id != merchant_id {
                 return Ok(Outcome::not_found());
             }
-            let (refunds, history) = load_details(&mut conn, shard, payment_id).await?;
-            Ok(Outcome::ok(full_body(
-                &loaded.view,
-                &refunds,
-                &history,
-                "ok",
-            )))
+            let details = load_details(&mut conn, shard, payment_id).await?;
+            Ok(Outcome::ok(full_body(&loaded.view, &details, "ok")))
         })
         .await;
     result.unwrap_or_else(|error| Outcome::from_db(&error))
@@ -507,6 +526,7 @@ pub async fn list(app: Arc<App>, query: ListQuery) -> Outcome {
                     &Extras {
                         refunds: None,
                         history: None,
+                        ledger: None,
                         message: "ok",
                     },
                 );

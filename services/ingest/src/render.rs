@@ -38,10 +38,22 @@ pub struct HistoryView {
     pub at_ms: i64,
 }
 
+/// One ledger line of the payment, as `ledgerEntries` shows it.
+#[derive(Debug, Clone)]
+pub struct LedgerView {
+    pub account: String,
+    pub debit: i64,
+    pub credit: i64,
+    pub currency: String,
+    pub at_ms: i64,
+}
+
 /// What goes around the core fields.
 pub struct Extras<'a> {
     pub refunds: Option<&'a [RefundView]>,
     pub history: Option<&'a [HistoryView]>,
+    /// The payment's ledger lines; none yet is `[]`.
+    pub ledger: Option<&'a [LedgerView]>,
     pub message: &'a str,
 }
 
@@ -115,8 +127,24 @@ pub fn payment(out: &mut Vec<u8>, p: &PaymentView, extras: &Extras<'_>) {
         }
         out.push(b']');
     }
-    // The ledger is written by the ledger worker; until then a payment has no entries.
-    out.extend_from_slice(b",\"ledgerEntries\":[],\"message\":");
+    out.extend_from_slice(b",\"ledgerEntries\":[");
+    for (i, l) in extras.ledger.unwrap_or(&[]).iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"account\":");
+        push_json_string(out, &l.account);
+        out.extend_from_slice(b",\"debit\":");
+        push_number(out, l.debit);
+        out.extend_from_slice(b",\"credit\":");
+        push_number(out, l.credit);
+        out.extend_from_slice(b",\"currency\":");
+        push_json_string(out, &l.currency);
+        out.extend_from_slice(b",\"at\":");
+        push_time(out, l.at_ms);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"message\":");
     push_json_string(out, extras.message);
     out.push(b'}');
 }
@@ -146,6 +174,7 @@ mod tests {
             &Extras {
                 refunds: None,
                 history: None,
+                ledger: None,
                 message: "authorized",
             },
         );

@@ -50,6 +50,33 @@ impl PgClient {
         }
     }
 
+    /// The PG's own records (`GET /v1/records`), for reconciliation.
+    pub async fn records(&self) -> Result<Vec<crate::protocol::PgRecord>, PgError> {
+        let request = hyper::Request::builder()
+            .method(hyper::Method::GET)
+            .uri(format!("{}/v1/records", self.base_url))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| PgError::Protocol(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| PgError::Unavailable(e.to_string()))?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| PgError::Unavailable(e.to_string()))?
+            .to_bytes();
+        #[derive(serde::Deserialize)]
+        struct Records {
+            records: Vec<crate::protocol::PgRecord>,
+        }
+        serde_json::from_slice::<Records>(&bytes)
+            .map(|r| r.records)
+            .map_err(|e| PgError::Protocol(e.to_string()))
+    }
+
     pub async fn call(
         &self,
         operation: Operation,

@@ -71,3 +71,20 @@ pub struct PgReply {
     /// True when this answers a repeated `requestId`.
     pub replayed: bool,
 }
+
+/// One record of the PG's own books (what `GET /v1/records` lists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PgRecord {
+    pub operation: Operation,
+    pub request_id: String,
+    pub merchant_id: String,
+    pub payment_id: u64,
+    pub amount: i64,
+    pub currency: String,
+    pub decision: PgDecision,
+    pub transaction_id: String,
+    pub approval_number: String,
+    pub decline_reason: Option<String>,
+    pub at_ms: i64,
+}

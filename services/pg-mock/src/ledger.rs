@@ -6,38 +6,21 @@
 //! records are an independent third party for reconciliation.
 
 use payrail_pg::{Operation, PgDecision, PgReply, PgRequest};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Record {
-    pub operation: Operation,
-    pub request_id: String,
-    pub merchant_id: String,
-    pub payment_id: u64,
-    pub amount: i64,
-    pub currency: String,
-    pub decision: PgDecision,
-    pub transaction_id: String,
-    pub approval_number: String,
-    pub decline_reason: Option<String>,
-    pub at_ms: i64,
-}
+pub use payrail_pg::protocol::PgRecord as Record;
 
-impl Record {
-    fn reply(&self, replayed: bool) -> PgReply {
-        PgReply {
-            request_id: self.request_id.clone(),
-            decision: self.decision,
-            transaction_id: self.transaction_id.clone(),
-            approval_number: self.approval_number.clone(),
-            decline_reason: self.decline_reason.clone(),
-            replayed,
-        }
+fn reply(record: &Record, replayed: bool) -> PgReply {
+    PgReply {
+        request_id: record.request_id.clone(),
+        decision: record.decision,
+        transaction_id: record.transaction_id.clone(),
+        approval_number: record.approval_number.clone(),
+        decline_reason: record.decline_reason.clone(),
+        replayed,
     }
 }
 
@@ -112,7 +95,7 @@ impl Ledger {
         now_ms: i64,
     ) -> PgReply {
         if let Some(existing) = self.records.get(&(operation, request.request_id.clone())) {
-            return existing.reply(true);
+            return reply(existing, true);
         }
         let totals = self
             .totals
@@ -167,9 +150,9 @@ impl Ledger {
                 }
             }
         }
-        let reply = record.reply(false);
+        let answer = reply(&record, false);
         self.apply(record);
-        reply
+        answer
     }
 
     pub fn records(&self, operation: Option<Operation>, merchant_id: Option<&str>) -> Vec<&Record> {

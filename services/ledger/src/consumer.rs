@@ -1,0 +1,219 @@
+//! Kafka → ledger entries, in batches. Each batch is applied per shard in one transaction:
+//! an event's `ledger_event` row and its lines commit together, and an event whose row
+//! exists already (a redelivery) is skipped. Offsets are committed after the commits.
+//! Database errors are transient: the batch is retried, never dead-lettered. A message
+//! that is not a valid event goes to `payment.dlq` in the reference format.
+
+use crate::entries::{posting, Posting};
+use crate::Ledger;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, TxOpts, Value};
+use payrail_db::{datetime, DbError};
+use payrail_kafka::dlq::DeadLetter;
+use payrail_kafka::topics;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const TOPICS: [&str; 4] = [
+    topics::AUTHORIZED,
+    topics::CAPTURED,
+    topics::VOIDED,
+    topics::REFUNDED,
+];
+
+async fn apply(
+    ledger: &Ledger,
+    shard: u16,
+    postings: &[Posting],
+) -> Result<(usize, usize), DbError> {
+    ledger
+        .shards
+        .bounded(shard, async {
+            let classify = |e| DbError::classify(shard, e);
+            let mut conn = ledger.shards.conn(shard).await?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
+            let now = datetime(payrail_core::time::now_ms());
+            let mut fresh: Vec<&Posting> = Vec::with_capacity(postings.len());
+            let mut duplicates = 0;
+            for p in postings {
+                let inserted = tx
+                    .exec_drop(
+                        "INSERT INTO ledger_event (event_id, payment_id, event_type, applied_at) VALUES (?, ?, ?, ?)",
+                        (p.event_id, p.payment_id, p.event_type.as_str(), now.clone()),
+                    )
+                    .await;
+                match inserted.map_err(classify) {
+                    Ok(()) => fresh.push(p),
+                    // Applied before (or twice in this batch): the redelivery is a no-op.
+                    Err(DbError::Duplicate { .. }) => duplicates += 1,
+                    Err(other) => return Err(other),
+                }
+            }
+            let rows: usize = fresh.iter().map(|p| p.lines.len()).sum();
+            if rows > 0 {
+                let mut sql = String::from("INSERT INTO ledger_entry (event_id, payment_id, merchant_id, account, debit, credit, currency, at) VALUES ");
+                sql.push_str(&vec!["(?,?,?,?,?,?,?,?)"; rows].join(","));
+                let mut params = Vec::with_capacity(rows * 8);
+                for p in &fresh {
+                    for line in &p.lines {
+                        params.extend([
+                            Value::UInt(p.event_id),
+                            Value::UInt(p.payment_id),
+                            Value::Bytes(p.merchant_id.as_bytes().to_vec()),
+                            Value::Bytes(line.account.as_bytes().to_vec()),
+                            Value::Int(line.debit),
+                            Value::Int(line.credit),
+                            Value::Bytes(p.currency.as_bytes().to_vec()),
+                            now.clone(),
+                        ]);
+                    }
+                }
+                tx.exec_drop(sql, Params::Positional(params)).await.map_err(classify)?;
+            }
+            tx.commit().await.map_err(classify)?;
+            Ok((fresh.len(), duplicates))
+        })
+        .await
+}
+
+async fn dead_letter(ledger: &Ledger, message: &OwnedMessage, reason: &str) {
+    let letter = DeadLetter {
+        original_topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        payload: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+        error_type: "PoisonMessage".into(),
+        error_message: reason.to_owned(),
+        timestamp: payrail_core::time::rfc3339(payrail_core::time::now_ms()),
+        retry_count: 0,
+    };
+    let body = serde_json::to_vec(&letter).unwrap_or_default();
+    let key = message
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    loop {
+        match ledger
+            .producer
+            .send(
+                FutureRecord::to(topics::PAYMENT_DLQ)
+                    .key(&key)
+                    .payload(&body),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Ok(_) => return,
+            Err((error, _)) => {
+                tracing::warn!(%error, "could not dead-letter a poison message; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+pub async fn run(ledger: Arc<Ledger>) {
+    let consumer: StreamConsumer = match ledger
+        .config
+        .kafka
+        .consumer(&format!("ledger-{}", ledger.config.instance), "ledger")
+        .create()
+    {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "kafka consumer");
+            return;
+        }
+    };
+    while let Err(error) = consumer.subscribe(&TOPICS) {
+        tracing::warn!(%error, "subscribe failed; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let linger = Duration::from_millis(ledger.config.batch.linger_ms);
+    loop {
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(ledger.config.batch.size_max);
+        match consumer.recv().await {
+            Ok(m) => batch.push(m.detach()),
+            Err(error) => {
+                tracing::warn!(%error, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
+        while batch.len() < ledger.config.batch.size_max {
+            match tokio::time::timeout(linger, consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                _ => break,
+            }
+        }
+        ledger.metrics.batch_size.observe(batch.len() as f64);
+        let mut by_shard: BTreeMap<u16, Vec<Posting>> = BTreeMap::new();
+        for message in &batch {
+            let parsed = message
+                .payload()
+                .ok_or_else(|| "empty message".to_owned())
+                .and_then(|p| {
+                    serde_json::from_slice::<serde_json::Value>(p)
+                        .map_err(|e| format!("not JSON: {e}"))
+                })
+                .and_then(|v| posting(&v));
+            match parsed {
+                Ok(p) => match payrail_core::id::shard_of(p.payment_id)
+                    .filter(|s| *s <= ledger.shards.count())
+                {
+                    Some(shard) => by_shard.entry(shard).or_default().push(p),
+                    None => {
+                        dead_letter(
+                            &ledger,
+                            message,
+                            "paymentId names no shard of this deployment",
+                        )
+                        .await;
+                        ledger.metrics.poison.inc();
+                    }
+                },
+                Err(reason) => {
+                    dead_letter(&ledger, message, &reason).await;
+                    ledger.metrics.poison.inc();
+                }
+            }
+        }
+        for (shard, postings) in &by_shard {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match apply(&ledger, *shard, postings).await {
+                    Ok((applied, duplicates)) => {
+                        ledger.metrics.applied.inc_by(applied as u64);
+                        ledger.metrics.duplicates.inc_by(duplicates as u64);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(shard, %error, "ledger batch failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        // Everything in the batch is applied or dead-lettered: commit the next offsets.
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for m in &batch {
+            let entry = next
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_insert(0);
+            *entry = (*entry).max(m.offset() + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+        if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(%error, "offset commit failed; the batch may be redelivered (harmless)");
+        }
+    }
+}
