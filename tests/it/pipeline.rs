@@ -31,6 +31,20 @@ fn post_ok(stack: &TestStack, path: &str, body: serde_json::Value) {
     assert_eq!(reply.status, 200, "{path}: {}", reply.text());
 }
 
+/// Runs `f` over `items` from four threads, with each item's index.
+fn for_each_parallel<T: Sync>(items: &[T], f: impl Fn(usize, &T) + Sync) {
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let f = &f;
+            scope.spawn(move || {
+                for (i, item) in items.iter().enumerate().filter(|(i, _)| i % 4 == t) {
+                    f(i, item);
+                }
+            });
+        }
+    });
+}
+
 fn status_of(stack: &TestStack, id: u64) -> String {
     stack
         .rows(
@@ -45,22 +59,37 @@ fn status_of(stack: &TestStack, id: u64) -> String {
 #[test]
 fn the_flow_settles_captures_and_refunds_exactly_once() {
     let stack = TestStack::start_with("pipeline_flow", pipeline(""));
-    let n = 300;
-    let mut payments = Vec::new();
-    for i in 0..n {
-        let merchant = format!("M-{}", i % 25);
-        let id = authorize(&stack, &merchant, 10_000, &format!("flow-{i}"));
-        payments.push((merchant, id));
-    }
+    // 2,000 payments from four client threads.
+    let n = 2000;
+    let payments: Vec<(String, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let stack = &stack;
+                scope.spawn(move || {
+                    (t * n / 4..(t + 1) * n / 4)
+                        .map(|i| {
+                            let merchant = format!("M-{}", i % 25);
+                            let id = authorize(stack, &merchant, 10_000, &format!("flow-{i}"));
+                            (merchant, id)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
     // Every 10th is voided; the rest are captured.
-    for (i, (merchant, id)) in payments.iter().enumerate() {
+    for_each_parallel(&payments, |i, (merchant, id)| {
         let action = if i % 10 == 9 { "void" } else { "capture" };
         post_ok(
             &stack,
             &format!("/api/payments/{action}/{id}"),
             json!({"merchantId": merchant}),
         );
-    }
+    });
     assert!(
         wait_until(Duration::from_secs(90), || !stack
             .statuses()
@@ -69,9 +98,9 @@ fn the_flow_settles_captures_and_refunds_exactly_once() {
         stack.statuses()
     );
     // Refunds: a third in full, a third in two partial refunds, the rest not refunded.
-    for (i, (merchant, id)) in payments.iter().enumerate() {
+    for_each_parallel(&payments, |i, (merchant, id)| {
         if i % 10 == 9 {
-            continue;
+            return;
         }
         match i % 3 {
             0 => post_ok(
@@ -93,7 +122,7 @@ fn the_flow_settles_captures_and_refunds_exactly_once() {
             }
             _ => {}
         }
-    }
+    });
     assert!(
         wait_until(Duration::from_secs(90), || !stack
             .statuses()
