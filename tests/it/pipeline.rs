@@ -349,6 +349,12 @@ fn a_killed_worker_resumes_without_double_effects() {
     // Kill the settlement worker mid-stream (jobs claimed, PG calls in flight, offsets
     // not all committed), then start it again.
     std::thread::sleep(Duration::from_millis(300));
+    // The ledger too: batches applied and committed, offsets not yet committed.
+    let ledger_settings = stack.worker_settings[2].clone();
+    stack.workers[2].0.kill();
+    let restarted_ledger = payrail_tests::services::start_ledger(&stack.dir, &ledger_settings)
+        .unwrap_or_else(|e| panic!("{e}"));
+    stack.workers[2] = restarted_ledger;
     let settings = stack.worker_settings[0].clone();
     stack.workers[0].0.kill();
     let restarted = payrail_tests::services::start_worker(&stack.dir, &settings)

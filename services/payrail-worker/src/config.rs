@@ -74,6 +74,8 @@ pub struct SchedulerConfig {
     pub claim_timeout_ms: u64,
     /// PG calls in flight per worker process. Default 64.
     pub concurrency_max: usize,
+    /// Request events persisted per intake transaction at most. Default 500.
+    pub intake_batch_size: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -83,6 +85,7 @@ impl Default for SchedulerConfig {
             claim_batch_size: 200,
             claim_timeout_ms: 30_000,
             concurrency_max: 64,
+            intake_batch_size: 500,
         }
     }
 }

@@ -5,23 +5,35 @@ use crate::job::{Intake, JobKind};
 use crate::service::Worker;
 use mysql_async::prelude::Queryable;
 use mysql_async::TxOpts;
+use mysql_async::{Params, Value};
 use payrail_db::{datetime, DbError};
 use payrail_kafka::dlq::DeadLetter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Header a DLQ replay puts on the message it re-sends.
 pub const REPLAY_HEADER: &str = "payrail-dlq-replay";
 
+/// One message's job, with where it came from.
+struct Arrival {
+    intake: Intake,
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+    replay: bool,
+}
+
+/// Persists a batch of jobs on one shard in one transaction (multi-row `INSERT IGNORE`),
+/// then re-arms failed jobs that a DLQ replay asked for.
 async fn persist<K: JobKind>(
     worker: &Worker<K>,
     shard: u16,
-    intake: &Intake,
-    message: &BorrowedMessage<'_>,
-    replay: bool,
+    arrivals: &[&Arrival],
 ) -> Result<(), DbError> {
     let shards = &worker.shards;
     shards
@@ -29,45 +41,45 @@ async fn persist<K: JobKind>(
             let classify = |e| DbError::classify(shard, e);
             let mut conn = shards.conn(shard).await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
-            let now = payrail_core::time::now_ms();
-            tx.exec_drop(
-                format!(
-                    "INSERT IGNORE INTO {} (job_id, payment_id, merchant_id, amount, currency, status, attempts, next_attempt_at, \
-                     source_event_id, source_partition, source_offset, source_payload, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?, ?, ?, ?, ?)",
-                    K::TABLE
-                ),
-                (
-                    intake.job_id,
-                    intake.payment_id,
-                    intake.merchant_id.as_bytes(),
-                    intake.amount,
-                    intake.currency.as_str(),
-                    datetime(now),
-                    intake.event_id,
-                    message.partition(),
-                    message.offset(),
-                    message.payload().unwrap_or_default(),
-                    datetime(now),
-                    datetime(now),
-                ),
-            )
-            .await
-            .map_err(classify)?;
-            if replay && tx.affected_rows() == 0 {
-                // A replayed DLQ message: re-arm the failed job (a succeeded one stays
-                // as it is, so replaying twice changes nothing).
+            let now = datetime(payrail_core::time::now_ms());
+            let mut sql = format!(
+                "INSERT IGNORE INTO {} (job_id, payment_id, merchant_id, amount, currency, status, attempts, next_attempt_at, \
+                 source_event_id, source_partition, source_offset, source_payload, created_at, updated_at) VALUES ",
+                K::TABLE
+            );
+            sql.push_str(&vec!["(?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?, ?, ?, ?, ?)"; arrivals.len()].join(","));
+            let mut params: Vec<Value> = Vec::with_capacity(arrivals.len() * 12);
+            for a in arrivals {
+                params.extend([
+                    Value::UInt(a.intake.job_id),
+                    Value::UInt(a.intake.payment_id),
+                    Value::Bytes(a.intake.merchant_id.as_bytes().to_vec()),
+                    Value::Int(a.intake.amount),
+                    Value::Bytes(a.intake.currency.as_bytes().to_vec()),
+                    now.clone(),
+                    Value::UInt(a.intake.event_id),
+                    Value::Int(i64::from(a.partition)),
+                    Value::Int(a.offset),
+                    Value::Bytes(a.payload.clone()),
+                    now.clone(),
+                    now.clone(),
+                ]);
+            }
+            tx.exec_drop(sql, Params::Positional(params)).await.map_err(classify)?;
+            for a in arrivals.iter().filter(|a| a.replay) {
+                // A replayed DLQ message: re-arm the failed job (a succeeded one stays as it
+                // is, so replaying twice changes nothing).
                 tx.exec_drop(
                     format!("UPDATE {} SET status = 'PENDING', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE job_id = ? AND status = 'FAILED'", K::TABLE),
-                    (datetime(now), datetime(now), intake.job_id),
+                    (now.clone(), now.clone(), a.intake.job_id),
                 )
                 .await
                 .map_err(classify)?;
                 if tx.affected_rows() == 1 {
-                    if K::rearm(&mut tx, shard, intake.job_id).await? {
-                        tracing::info!(job_id = intake.job_id, "failed job re-armed by a DLQ replay");
+                    if K::rearm(&mut tx, shard, a.intake.job_id).await? {
+                        tracing::info!(job_id = a.intake.job_id, "failed job re-armed by a DLQ replay");
                     } else {
-                        tx.exec_drop(format!("UPDATE {} SET status = 'FAILED' WHERE job_id = ?", K::TABLE), (intake.job_id,)).await.map_err(classify)?;
+                        tx.exec_drop(format!("UPDATE {} SET status = 'FAILED' WHERE job_id = ?", K::TABLE), (a.intake.job_id,)).await.map_err(classify)?;
                     }
                 }
             }
@@ -78,7 +90,7 @@ async fn persist<K: JobKind>(
 
 async fn dead_letter<K: JobKind>(
     worker: &Worker<K>,
-    message: &BorrowedMessage<'_>,
+    message: &OwnedMessage,
     error_type: &str,
     error_message: &str,
 ) {
@@ -129,55 +141,86 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
         tracing::warn!(%error, "subscribe failed; retrying");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let batch_max = worker.config.scheduler.intake_batch_size;
     loop {
-        let message = match consumer.recv().await {
-            Ok(m) => m,
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(batch_max);
+        match consumer.recv().await {
+            Ok(m) => batch.push(m.detach()),
             Err(error) => {
                 tracing::warn!(%error, "kafka receive failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-        };
-        let replay = message
-            .headers()
-            .is_some_and(|h| h.iter().any(|h| h.key == REPLAY_HEADER));
-        let parsed = message
-            .payload()
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-            .and_then(|v| K::intake(&v));
-        let shard = parsed
-            .as_ref()
-            .and_then(|i| payrail_core::id::shard_of(i.payment_id))
-            .filter(|s| *s <= worker.shards.count());
-        match (parsed, shard) {
-            (Some(intake), Some(shard)) => {
-                let mut backoff = Duration::from_millis(100);
-                // Database trouble is transient: retry until it works, never DLQ.
-                while let Err(error) = persist(&worker, shard, &intake, &message, replay).await {
-                    tracing::warn!(%error, "could not persist a job; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                worker
-                    .metrics
-                    .intake
-                    .with_label_values(&["persisted"])
-                    .inc();
-                worker.job_arrived(shard);
-            }
-            _ => {
-                dead_letter(
-                    &worker,
-                    &message,
-                    "PoisonMessage",
-                    "not a request event this worker understands",
-                )
-                .await;
-                worker.metrics.intake.with_label_values(&["poison"]).inc();
+        }
+        while batch.len() < batch_max {
+            match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                _ => break,
             }
         }
-        if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
-            tracing::warn!(%error, "offset commit failed; the message may be redelivered (harmless)");
+        let mut by_shard: BTreeMap<u16, Vec<Arrival>> = BTreeMap::new();
+        for message in &batch {
+            let replay = message
+                .headers()
+                .is_some_and(|h| h.iter().any(|h| h.key == REPLAY_HEADER));
+            let parsed = message
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                .and_then(|v| K::intake(&v));
+            let shard = parsed
+                .as_ref()
+                .and_then(|i| payrail_core::id::shard_of(i.payment_id))
+                .filter(|s| *s <= worker.shards.count());
+            match (parsed, shard) {
+                (Some(intake), Some(shard)) => by_shard.entry(shard).or_default().push(Arrival {
+                    intake,
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    replay,
+                }),
+                _ => {
+                    dead_letter(
+                        &worker,
+                        message,
+                        "PoisonMessage",
+                        "not a request event this worker understands",
+                    )
+                    .await;
+                    worker.metrics.intake.with_label_values(&["poison"]).inc();
+                }
+            }
+        }
+        for (shard, arrivals) in &by_shard {
+            let refs: Vec<&Arrival> = arrivals.iter().collect();
+            let mut backoff = Duration::from_millis(100);
+            // Database trouble is transient: retry until it works, never DLQ.
+            while let Err(error) = persist(&worker, *shard, &refs).await {
+                tracing::warn!(%error, "could not persist jobs; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            worker
+                .metrics
+                .intake
+                .with_label_values(&["persisted"])
+                .inc_by(arrivals.len() as u64);
+            worker.job_arrived(*shard);
+        }
+        // Everything in the batch is persisted or dead-lettered: commit the next offsets.
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for m in &batch {
+            let entry = next
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_insert(0);
+            *entry = (*entry).max(m.offset() + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+        if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(%error, "offset commit failed; the batch may be redelivered (harmless)");
         }
     }
 }

@@ -8,10 +8,11 @@
 //! - `test [cargo test args]`: every test: unit tests and integration tests against real
 //!   MariaDB, Redis and a Kafka-protocol broker.
 
+use payrail_tests::kafka::Broker;
 use payrail_tests::mariadb::MariaDb;
 use payrail_tests::process::{pid_alive, signal};
 use payrail_tests::redis::Redis;
-use payrail_tests::services::{self, IngestSettings, ShardAddress};
+use payrail_tests::services::{self, IngestSettings, ShardAddress, WorkerSettings};
 use payrail_tests::{http, repo_root, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -21,6 +22,13 @@ const SHARD_PORTS: [u16; 2] = [3307, 3308];
 const REDIS_PORT: u16 = 6380;
 const PG_ADDR: &str = "127.0.0.1:8090";
 const INGEST_ADDRS: [&str; 2] = ["127.0.0.1:8080", "127.0.0.1:8082"];
+const KAFKA_PORT: u16 = 9092;
+/// `/health` and `/metrics` of the workers and the ledger.
+const WORKER_ADDRS: [(&str, &str); 3] = [
+    ("settlement-worker", "127.0.0.1:8084"),
+    ("refund-worker", "127.0.0.1:8085"),
+    ("ledger", "127.0.0.1:8086"),
+];
 
 fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -172,6 +180,9 @@ fn up() -> Result<(), String> {
     let redis = Redis::start(&dir.join("redis"), REDIS_PORT, "127.0.0.1")?;
     pids.push(("redis".into(), redis.detach().unwrap_or(0)));
     record(&pids)?;
+    let broker = Broker::start(&dir.join("tansu"), KAFKA_PORT, "127.0.0.1", "127.0.0.1")?;
+    pids.push(("tansu".into(), broker.detach().unwrap_or(0)));
+    record(&pids)?;
     let pg_dir = dir.join("pg-mock");
     std::fs::create_dir_all(&pg_dir).map_err(|e| e.to_string())?;
     let pg = services::start_pg_mock(&pg_dir, PG_ADDR, "latency_min_ms = 5\nlatency_max_ms = 15")?;
@@ -186,12 +197,33 @@ fn up() -> Result<(), String> {
             redis_url: format!("redis://127.0.0.1:{REDIS_PORT}/0"),
             redis_key_prefix: "payrail:".into(),
             pg_url: format!("http://{PG_ADDR}"),
-            extra_toml: String::new(),
+            extra_toml: format!("[kafka]\nbootstrap_servers = \"127.0.0.1:{KAFKA_PORT}\"\n"),
         };
         let ingest_dir = dir.join(&settings.instance);
         std::fs::create_dir_all(&ingest_dir).map_err(|e| e.to_string())?;
         let proc = services::start_ingest(&ingest_dir, &settings)?;
         pids.push((settings.instance.clone(), proc.detach()));
+        record(&pids)?;
+    }
+    for (service, addr) in WORKER_ADDRS {
+        let settings = WorkerSettings {
+            service: service.into(),
+            listen: addr.into(),
+            shards: shards.clone(),
+            db_password_file: password_file.clone(),
+            bootstrap_servers: format!("127.0.0.1:{KAFKA_PORT}"),
+            kafka_toml: String::new(),
+            pg_url: format!("http://{PG_ADDR}"),
+            extra_toml: String::new(),
+        };
+        let worker_dir = dir.join(service);
+        std::fs::create_dir_all(&worker_dir).map_err(|e| e.to_string())?;
+        let (proc, _) = if service == "ledger" {
+            services::start_ledger(&worker_dir, &settings)?
+        } else {
+            services::start_worker(&worker_dir, &settings)?
+        };
+        pids.push((service.into(), proc.detach()));
         record(&pids)?;
     }
     println!(
@@ -204,7 +236,9 @@ fn up() -> Result<(), String> {
     println!("       -d '{{\"merchantId\":\"MERCHANT-123\",\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"order-1\"}}'");
     println!();
     println!("  ingest-1 http://127.0.0.1:8080 (the API)   ingest-2 http://127.0.0.1:8082");
-    println!("  pg-mock  http://{PG_ADDR}   redis 127.0.0.1:{REDIS_PORT}   mariadb shards 127.0.0.1:3307, :3308");
+    println!("  pg-mock  http://{PG_ADDR}   redis 127.0.0.1:{REDIS_PORT}   mariadb shards 127.0.0.1:3307, :3308   kafka (tansu) 127.0.0.1:{KAFKA_PORT}");
+    println!("  settlement-worker :8084   refund-worker :8085   ledger :8086 (/health, /metrics)");
+    println!("  reconcile: target/release/ledger --config .stack/ledger/ledger.toml reconcile");
     println!("  cargo xtask status | cargo xtask down");
     Ok(())
 }
@@ -245,7 +279,10 @@ fn status() -> Result<(), String> {
             "pg-mock" => Some(PG_ADDR),
             "ingest-1" => Some(INGEST_ADDRS[0]),
             "ingest-2" => Some(INGEST_ADDRS[1]),
-            _ => None,
+            other => WORKER_ADDRS
+                .iter()
+                .find(|(s, _)| *s == other)
+                .map(|(_, a)| *a),
         }
         .map(|addr| {
             http::request(addr, "GET", "/health", &[], None)

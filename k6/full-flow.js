@@ -1,0 +1,75 @@
+// The reference system's full flow: authorize, capture, refund with short sleeps, at a
+// constant arrival rate of iterations.
+//
+//   BASE_URL default http://127.0.0.1:8080, RATE iterations/s (default 300),
+//   DURATION (default 60s), MERCHANTS (default 1000)
+//
+// Thresholds are the reference's (failed < 5 %, payment errors < 0.2 %, p95 < 500 ms);
+// the numbers that matter are recorded in the README. A refund right after a capture is
+// answered 409 with Retry-After while the capture settles; the script retries it then,
+// as a client should.
+import http from 'k6/http';
+import { check, sleep } from 'k6';
+import { Rate } from 'k6/metrics';
+import exec from 'k6/execution';
+
+const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
+const RATE = parseInt(__ENV.RATE || '300', 10);
+const DURATION = __ENV.DURATION || '60s';
+const MERCHANTS = parseInt(__ENV.MERCHANTS || '1000', 10);
+const RUN_ID = __ENV.RUN_ID || `${Date.now()}`;
+const JSON_HEADERS = { headers: { 'Content-Type': 'application/json' } };
+
+const paymentErrors = new Rate('payment_errors');
+
+export const options = {
+  scenarios: {
+    full_flow: {
+      executor: 'constant-arrival-rate',
+      rate: RATE,
+      timeUnit: '1s',
+      duration: DURATION,
+      preAllocatedVUs: Math.max(100, RATE * 2),
+      maxVUs: Math.max(400, RATE * 4),
+    },
+  },
+  thresholds: {
+    http_req_failed: ['rate<0.05'],
+    'http_req_duration{expected_response:true}': ['p(95)<500'],
+    payment_errors: ['rate<0.002'],
+  },
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
+};
+
+// A 409 "still settling" refund is an expected answer (the client retries it).
+const REFUND_EXPECTED = http.expectedStatuses(200, 409);
+
+function post(path, body, name) {
+  const params = Object.assign({ tags: { name } }, JSON_HEADERS);
+  if (name === 'refund') params.responseCallback = REFUND_EXPECTED;
+  return http.post(`${BASE_URL}${path}`, JSON.stringify(body), params);
+}
+
+export default function () {
+  const n = exec.scenario.iterationInTest;
+  const merchantId = `MERCHANT-${n % MERCHANTS}`;
+  const auth = post('/api/payments/authorize', { merchantId, amount: 10000 + (n % 1000), currency: 'KRW', idempotencyKey: `ff-${RUN_ID}-${n}` }, 'authorize');
+  const paymentId = auth.status === 200 ? auth.json('paymentId') : null;
+  if (!paymentId) {
+    paymentErrors.add(true);
+    return;
+  }
+  sleep(0.1 + Math.random() * 0.2);
+  const capture = post(`/api/payments/capture/${paymentId}`, { merchantId }, 'capture');
+  let ok = check(capture, { 'capture requested': (r) => r.status === 200 });
+  sleep(0.5 + Math.random() * 0.5);
+  let refund;
+  // Honour Retry-After (1 s while a capture settles), for at most 15 s.
+  for (let attempt = 0; attempt < 15; attempt++) {
+    refund = post(`/api/payments/refund/${paymentId}`, { merchantId, reason: 'k6 full flow', idempotencyKey: `r-${RUN_ID}-${n}` }, 'refund');
+    if (refund.status !== 409) break;
+    sleep(parseInt(refund.headers['Retry-After'] || '1', 10));
+  }
+  ok = check(refund, { 'refund requested': (r) => r.status === 200 }) && ok;
+  paymentErrors.add(!ok);
+}
