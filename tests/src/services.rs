@@ -26,21 +26,29 @@ pub struct IngestSettings {
     pub extra_toml: String,
 }
 
+/// The `[[shards]]` tables every service's config carries.
+pub fn shards_toml(shards: &[ShardAddress], password_file: &Path) -> String {
+    shards
+        .iter()
+        .map(|shard| {
+            format!(
+                "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
+                shard.number,
+                shard.host,
+                shard.port,
+                shard.database,
+                password_file.display()
+            )
+        })
+        .collect()
+}
+
 pub fn ingest_config(s: &IngestSettings) -> String {
     let mut out = format!(
         "listen = \"{}\"\ninstance = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n[pg]\nbase_url = \"{}\"\n\n",
         s.listen, s.instance, s.redis_url, s.redis_key_prefix, s.pg_url
     );
-    for shard in &s.shards {
-        out.push_str(&format!(
-            "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
-            shard.number,
-            shard.host,
-            shard.port,
-            shard.database,
-            s.db_password_file.display()
-        ));
-    }
+    out.push_str(&shards_toml(&s.shards, &s.db_password_file));
     out.push_str(&s.extra_toml);
     out
 }
@@ -119,16 +127,7 @@ pub fn worker_config(s: &WorkerSettings) -> String {
         "listen = \"{}\"\ninstance = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n{}\n\n[pg]\nbase_url = \"{}\"\n\n",
         s.listen, s.service, s.bootstrap_servers, s.kafka_toml, s.pg_url
     );
-    for shard in &s.shards {
-        out.push_str(&format!(
-            "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
-            shard.number,
-            shard.host,
-            shard.port,
-            shard.database,
-            s.db_password_file.display()
-        ));
-    }
+    out.push_str(&shards_toml(&s.shards, &s.db_password_file));
     out.push_str(&s.extra_toml);
     out
 }
@@ -157,16 +156,7 @@ pub fn ledger_config(s: &WorkerSettings) -> String {
         "listen = \"{}\"\ninstance = \"ledger\"\npg_base_url = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n{}\n\n",
         s.listen, s.pg_url, s.bootstrap_servers, s.kafka_toml
     );
-    for shard in &s.shards {
-        out.push_str(&format!(
-            "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
-            shard.number,
-            shard.host,
-            shard.port,
-            shard.database,
-            s.db_password_file.display()
-        ));
-    }
+    out.push_str(&shards_toml(&s.shards, &s.db_password_file));
     out
 }
 

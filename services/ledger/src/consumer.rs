@@ -9,13 +9,10 @@ use crate::Ledger;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
 use payrail_db::{datetime, DbError};
-use payrail_kafka::dlq::DeadLetter;
 use payrail_kafka::topics;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,39 +79,16 @@ async fn apply(
 }
 
 async fn dead_letter(ledger: &Ledger, message: &OwnedMessage, reason: &str) {
-    let letter = DeadLetter {
-        original_topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        payload: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
-        error_type: "PoisonMessage".into(),
-        error_message: reason.to_owned(),
-        timestamp: payrail_core::time::rfc3339(payrail_core::time::now_ms()),
-        retry_count: 0,
-    };
-    let body = serde_json::to_vec(&letter).unwrap_or_default();
-    let key = message
-        .key()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .unwrap_or_default();
-    loop {
-        match ledger
-            .producer
-            .send(
-                FutureRecord::to(topics::PAYMENT_DLQ)
-                    .key(&key)
-                    .payload(&body),
-                Duration::from_secs(5),
-            )
-            .await
-        {
-            Ok(_) => return,
-            Err((error, _)) => {
-                tracing::warn!(%error, "could not dead-letter a poison message; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+    let now = payrail_core::time::rfc3339(payrail_core::time::now_ms());
+    payrail_kafka::dlq::send(
+        &ledger.producer,
+        message,
+        topics::PAYMENT_DLQ,
+        "PoisonMessage",
+        reason,
+        now,
+    )
+    .await;
 }
 
 pub async fn run(ledger: Arc<Ledger>) {
@@ -200,20 +174,7 @@ pub async fn run(ledger: Arc<Ledger>) {
                 }
             }
         }
-        // Everything in the batch is applied or dead-lettered: commit the next offsets.
-        let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        for m in &batch {
-            let entry = next
-                .entry((m.topic().to_owned(), m.partition()))
-                .or_insert(0);
-            *entry = (*entry).max(m.offset() + 1);
-        }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
-        }
-        if let Err(error) = consumer.commit(&list, CommitMode::Async) {
-            tracing::warn!(%error, "offset commit failed; the batch may be redelivered (harmless)");
-        }
+        // Everything in the batch is applied or dead-lettered: commit past it.
+        payrail_kafka::offsets::commit_batch(&consumer, &batch);
     }
 }

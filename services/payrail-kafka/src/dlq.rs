@@ -16,3 +16,46 @@ pub struct DeadLetter {
     pub timestamp: String,
     pub retry_count: u32,
 }
+
+/// Sends `message` to `dlq_topic` as a dead letter, retrying until the broker takes it
+/// (the caller commits the message's offset only afterwards, so nothing is lost).
+pub async fn send(
+    producer: &rdkafka::producer::FutureProducer,
+    message: &rdkafka::message::OwnedMessage,
+    dlq_topic: &str,
+    error_type: &str,
+    error_message: &str,
+    timestamp: String,
+) {
+    use rdkafka::message::Message;
+    let letter = DeadLetter {
+        original_topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        payload: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+        error_type: error_type.to_owned(),
+        error_message: error_message.to_owned(),
+        timestamp,
+        retry_count: 0,
+    };
+    let body = serde_json::to_vec(&letter).unwrap_or_default();
+    let key = message
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    loop {
+        let record = rdkafka::producer::FutureRecord::to(dlq_topic)
+            .key(&key)
+            .payload(&body);
+        match producer
+            .send(record, std::time::Duration::from_secs(5))
+            .await
+        {
+            Ok(_) => return,
+            Err((error, _)) => {
+                tracing::warn!(%error, topic = dlq_topic, "could not write a dead letter; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

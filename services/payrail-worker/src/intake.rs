@@ -7,12 +7,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::TxOpts;
 use mysql_async::{Params, Value};
 use payrail_db::{datetime, DbError};
-use payrail_kafka::dlq::DeadLetter;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,31 +91,16 @@ async fn dead_letter<K: JobKind>(
     error_type: &str,
     error_message: &str,
 ) {
-    let letter = DeadLetter {
-        original_topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        payload: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
-        error_type: error_type.to_owned(),
-        error_message: error_message.to_owned(),
-        timestamp: payrail_core::time::rfc3339(payrail_core::time::now_ms()),
-        retry_count: 0,
-    };
-    let body = serde_json::to_vec(&letter).unwrap_or_default();
-    let key = message
-        .key()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .unwrap_or_default();
-    loop {
-        let record = FutureRecord::to(K::DLQ_TOPIC).key(&key).payload(&body);
-        match worker.producer.send(record, Duration::from_secs(5)).await {
-            Ok(_) => return,
-            Err((error, _)) => {
-                tracing::warn!(%error, "could not write a poison message to the DLQ; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+    let now = payrail_core::time::rfc3339(payrail_core::time::now_ms());
+    payrail_kafka::dlq::send(
+        &worker.producer,
+        message,
+        K::DLQ_TOPIC,
+        error_type,
+        error_message,
+        now,
+    )
+    .await;
 }
 
 pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
@@ -207,20 +189,7 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
                 .inc_by(arrivals.len() as u64);
             worker.job_arrived(*shard);
         }
-        // Everything in the batch is persisted or dead-lettered: commit the next offsets.
-        let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        for m in &batch {
-            let entry = next
-                .entry((m.topic().to_owned(), m.partition()))
-                .or_insert(0);
-            *entry = (*entry).max(m.offset() + 1);
-        }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
-        }
-        if let Err(error) = consumer.commit(&list, CommitMode::Async) {
-            tracing::warn!(%error, "offset commit failed; the batch may be redelivered (harmless)");
-        }
+        // Everything in the batch is persisted or dead-lettered: commit past it.
+        payrail_kafka::offsets::commit_batch(&consumer, &batch);
     }
 }
