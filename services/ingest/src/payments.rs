@@ -236,10 +236,28 @@ fn explain(
     }
 }
 
-pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureInput) -> Outcome {
-    if let Some(limited) = rate_limited(&app, Action::Capture, &input.merchant_id).await {
-        return limited;
-    }
+/// One conditional state change shared by capture and void: the UPDATE decides (by its
+/// affected-row count), then the history row and the outbox event, in one transaction.
+struct Transition<C> {
+    /// `UPDATE payment … WHERE payment_id = ? AND merchant_id = ? AND status = <expected> …`
+    update_sql: &'static str,
+    update_params: mysql_async::Params,
+    event: (&'static str, &'static str),
+    /// The amount the event moves, from the payment after the change.
+    event_amount: fn(&PaymentView) -> i64,
+    message: &'static str,
+    /// The answer when the UPDATE matched nothing and the payment is the merchant's.
+    conflict: C,
+}
+
+async fn transition<C: FnOnce(&Loaded) -> Outcome + Send>(
+    app: &App,
+    shard: u16,
+    payment_id: u64,
+    merchant_id: &str,
+    now: i64,
+    t: Transition<C>,
+) -> Outcome {
     let event_id = match app.sequences.next_id(&app.shards, shard, Kind::Event).await {
         Ok(id) => id,
         Err(error) => return Outcome::from_db(&error),
@@ -249,80 +267,90 @@ pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureI
         .bounded(shard, async {
             let classify = |e| DbError::classify(shard, e);
             let mut conn = app.shards.conn(shard).await?;
-            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
-            let now = payrail_core::time::now_ms();
-            tx.exec_drop(
-                "UPDATE payment SET status = 'CAPTURE_REQUESTED', captured_amount = COALESCE(?, amount), updated_at = ? \
-                 WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND COALESCE(?, amount) <= amount",
-                (input.amount, datetime(now), payment_id, input.merchant_id.as_bytes(), input.amount),
-            )
-            .await
-            .map_err(classify)?;
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(classify)?;
+            tx.exec_drop(t.update_sql, t.update_params)
+                .await
+                .map_err(classify)?;
             if tx.affected_rows() != 1 {
                 let loaded = load_payment(&mut tx, shard, payment_id, false).await?;
                 tx.rollback().await.map_err(classify)?;
-                return Ok(explain(loaded, &input.merchant_id, |l| {
-                    if l.view.status == PaymentStatus::Authorized {
-                        Outcome::error_with(
-                            400,
-                            "VALIDATION_FAILED",
-                            "amount exceeds the authorized amount",
-                            Some(payment_id),
-                            &[Detail { field: "amount", problem: "must not exceed the authorized amount" }],
-                            None,
-                        )
-                    } else {
-                        Outcome::conflict("CAPTURE_CONFLICT", "only an AUTHORIZED payment can be captured", payment_id, l.view.status.as_str())
-                    }
-                }));
+                return Ok(explain(loaded, merchant_id, t.conflict));
             }
-            let loaded = load_payment(&mut tx, shard, payment_id, false).await?.ok_or(DbError::Query { shard, message: "captured payment vanished".into() })?;
-            let view = loaded.view;
-            assert!(view.captured_amount <= view.amount, "captured more than authorized");
-            record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED), view.captured_amount, now, &[]).await?;
+            let view = load_payment(&mut tx, shard, payment_id, false)
+                .await?
+                .ok_or(DbError::Query {
+                    shard,
+                    message: "changed payment vanished".into(),
+                })?
+                .view;
+            assert!(
+                view.captured_amount <= view.amount,
+                "captured more than authorized"
+            );
+            let (topic, event_type) = t.event;
+            record_transition(
+                &mut tx,
+                shard,
+                &view,
+                (event_id, topic, event_type),
+                (t.event_amount)(&view),
+                now,
+                &[],
+            )
+            .await?;
             let details = load_details(&mut tx, shard, payment_id).await?;
             tx.commit().await.map_err(classify)?;
             app.outbox_committed(shard);
-            Ok(Outcome::ok(full_body(&view, &details, "capture requested")))
+            Ok(Outcome::ok(full_body(&view, &details, t.message)))
         })
         .await;
     result.unwrap_or_else(|error| Outcome::from_db(&error))
 }
 
-pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) -> Outcome {
-    let event_id = match app.sequences.next_id(&app.shards, shard, Kind::Event).await {
-        Ok(id) => id,
-        Err(error) => return Outcome::from_db(&error),
-    };
-    let result = app
-        .shards
-        .bounded(shard, async {
-            let classify = |e| DbError::classify(shard, e);
-            let mut conn = app.shards.conn(shard).await?;
-            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
-            let now = payrail_core::time::now_ms();
-            tx.exec_drop(
-                "UPDATE payment SET status = 'VOIDED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED'",
-                (datetime(now), payment_id, input.merchant_id.as_bytes()),
-            )
-            .await
-            .map_err(classify)?;
-            if tx.affected_rows() != 1 {
-                let loaded = load_payment(&mut tx, shard, payment_id, false).await?;
-                tx.rollback().await.map_err(classify)?;
-                return Ok(explain(loaded, &input.merchant_id, |l| {
-                    Outcome::conflict("VOID_CONFLICT", "only an AUTHORIZED payment can be voided", payment_id, l.view.status.as_str())
-                }));
+pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureInput) -> Outcome {
+    if let Some(limited) = rate_limited(&app, Action::Capture, &input.merchant_id).await {
+        return limited;
+    }
+    let now = payrail_core::time::now_ms();
+    let update = Transition {
+        update_sql: "UPDATE payment SET status = 'CAPTURE_REQUESTED', captured_amount = COALESCE(?, amount), updated_at = ? \
+                     WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND COALESCE(?, amount) <= amount",
+        update_params: (input.amount, datetime(now), payment_id, input.merchant_id.as_bytes(), input.amount).into(),
+        event: (outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED),
+        event_amount: |view| view.captured_amount,
+        message: "capture requested",
+        conflict: |l: &Loaded| {
+            if l.view.status == PaymentStatus::Authorized {
+                Outcome::error_with(
+                    400,
+                    "VALIDATION_FAILED",
+                    "amount exceeds the authorized amount",
+                    Some(payment_id),
+                    &[Detail { field: "amount", problem: "must not exceed the authorized amount" }],
+                    None,
+                )
+            } else {
+                Outcome::conflict("CAPTURE_CONFLICT", "only an AUTHORIZED payment can be captured", payment_id, l.view.status.as_str())
             }
-            let view = load_payment(&mut tx, shard, payment_id, false).await?.ok_or(DbError::Query { shard, message: "voided payment vanished".into() })?.view;
-            record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED), view.amount, now, &[]).await?;
-            let details = load_details(&mut tx, shard, payment_id).await?;
-            tx.commit().await.map_err(classify)?;
-            app.outbox_committed(shard);
-            Ok(Outcome::ok(full_body(&view, &details, "voided")))
-        })
-        .await;
-    result.unwrap_or_else(|error| Outcome::from_db(&error))
+        },
+    };
+    transition(&app, shard, payment_id, &input.merchant_id, now, update).await
+}
+
+pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) -> Outcome {
+    let now = payrail_core::time::now_ms();
+    let update = Transition {
+        update_sql: "UPDATE payment SET status = 'VOIDED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED'",
+        update_params: (datetime(now), payment_id, input.merchant_id.as_bytes()).into(),
+        event: (outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED),
+        event_amount: |view| view.amount,
+        message: "voided",
+        conflict: |l: &Loaded| Outcome::conflict("VOID_CONFLICT", "only an AUTHORIZED payment can be voided", payment_id, l.view.status.as_str()),
+    };
+    transition(&app, shard, payment_id, &input.merchant_id, now, update).await
 }
 
 fn refund_fingerprint(input: &RefundInput) -> String {
