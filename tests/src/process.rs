@@ -27,13 +27,6 @@ impl Proc {
         self.child.as_ref().map(Child::id)
     }
 
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
     /// SIGTERM, wait up to 10 s, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

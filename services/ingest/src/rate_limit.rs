@@ -118,18 +118,6 @@ impl Redis {
         format!("{}idem:{}:{}", self.prefix, merchant_id, idempotency_key)
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub fn connection(&self) -> ConnectionManager {
-        self.manager.clone()
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     pub fn warn_throttled(&self, message: &str, error: &str) {
         let now = payrail_core::time::now_ms();
         let last = self.last_warning_ms.load(Ordering::Relaxed);

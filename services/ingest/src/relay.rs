@@ -19,7 +19,7 @@ use mysql_async::{Row, Value};
 use payrail_core::breaker::CircuitBreaker;
 use payrail_db::{epoch_ms, DbError};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -307,11 +307,6 @@ impl Relay {
                 backoff = Duration::from_millis(config.backoff_initial_ms);
             }
         }
-    }
-
-    /// Waits for everything enqueued to be delivered (shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.lock().flush(timeout);
     }
 }
 

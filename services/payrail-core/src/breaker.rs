@@ -143,10 +143,6 @@ impl CircuitBreaker {
         self.name
     }
 
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
-    }
-
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

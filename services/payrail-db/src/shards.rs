@@ -141,11 +141,4 @@ impl Shards {
             Err(_) => Err(DbError::timeout(shard)),
         }
     }
-
-    /// Closes every pool (used at shutdown and by tests).
-    pub async fn close(self) {
-        for pool in self.pools {
-            let _ = pool.disconnect().await;
-        }
-    }
 }

@@ -52,10 +52,6 @@ impl Bridge {
         }
     }
 
-    pub fn handle(&self) -> &tokio::runtime::Handle {
-        &self.handle
-    }
-
     /// Runs `future` on tokio and waits for its output without blocking the thread.
     pub fn call<F, T>(&self, future: F) -> Result<T, BridgeError>
     where
