@@ -5,13 +5,22 @@ use crate::process::Proc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub struct Broker {
     pub port: u16,
     pub dir: PathBuf,
     proc: Option<Proc>,
+}
+
+/// The broker's storage: durable SQLite in its directory, or with
+/// `PAYRAIL_KAFKA_STORAGE=memory` tansu's in-memory engine (not durable; for benchmarks
+/// that should measure payrail rather than the stand-in broker's SQLite engine).
+fn storage_engine() -> &'static str {
+    match std::env::var("PAYRAIL_KAFKA_STORAGE").as_deref() {
+        Ok("memory") => "memory://tansu/",
+        _ => "sqlite://tansu.db",
+    }
 }
 
 /// `tansu` from PATH or `~/.cargo/bin`.
@@ -40,7 +49,7 @@ impl Broker {
     }
 
     fn launch(&mut self, bind: &str, advertised: &str) -> Result<(), String> {
-        let mut command = Command::new(tansu_binary());
+        let mut command = crate::hosts::command(bind, tansu_binary());
         command
             .arg("broker")
             .arg("--listener-url")
@@ -48,7 +57,7 @@ impl Broker {
             .arg("--advertised-listener-url")
             .arg(format!("tcp://{advertised}:{}", self.port))
             .arg("--storage-engine")
-            .arg("sqlite://tansu.db")
+            .arg(storage_engine())
             .current_dir(&self.dir);
         self.proc = Some(
             Proc::spawn(
@@ -62,7 +71,7 @@ impl Broker {
         );
         let port = self.port;
         if crate::wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            std::net::TcpStream::connect((bind, port)).is_ok()
         }) {
             Ok(())
         } else {
@@ -90,6 +99,11 @@ impl Broker {
 
     pub fn detach(mut self) -> Option<u32> {
         self.proc.take().map(Proc::detach)
+    }
+
+    /// Hands the process over (to [`crate::appliance::Appliance`]).
+    pub fn into_proc(mut self) -> Option<Proc> {
+        self.proc.take()
     }
 }
 

@@ -9,8 +9,11 @@
 //! - [`stack`]: a per-test stack: its own databases on the shared shards, its own Redis,
 //!   pg-mock and ingest instances, all on free loopback ports.
 
+pub mod appliance;
+pub mod hosts;
 pub mod http;
 pub mod kafka;
+pub mod load;
 pub mod mariadb;
 pub mod process;
 pub mod redis;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub struct MariaDb {
     pub port: u16,
+    /// The address it listens on (and so the host it runs on).
+    pub bind: String,
     pub dir: PathBuf,
     pub user: String,
     pub password: String,
@@ -60,12 +62,13 @@ impl MariaDb {
                 ));
             }
         }
-        let mut command = Command::new("mariadbd");
+        let mut command = crate::hosts::command(bind, "mariadbd");
         command.args(server_args(dir, port, bind));
         let proc = Proc::spawn(&format!("mariadb:{port}"), command, &dir.join("stdout.log"))
             .map_err(|e| format!("mariadbd: {e}"))?;
         let mut db = Self {
             port,
+            bind: bind.to_owned(),
             dir: dir.to_owned(),
             user: "payrail".into(),
             password: password.into(),
@@ -84,6 +87,7 @@ impl MariaDb {
     pub fn attach(dir: &Path, port: u16, password: &str) -> Self {
         Self {
             port,
+            bind: "127.0.0.1".into(),
             dir: dir.to_owned(),
             user: "payrail".into(),
             password: password.into(),
@@ -144,8 +148,8 @@ impl MariaDb {
 
     /// Starts the server again after a crash, on the same data dir and port.
     pub fn restart(&mut self) -> Result<(), String> {
-        let mut command = Command::new("mariadbd");
-        command.args(server_args(&self.dir, self.port, "127.0.0.1"));
+        let mut command = crate::hosts::command(&self.bind, "mariadbd");
+        command.args(server_args(&self.dir, self.port, &self.bind));
         self.proc = Some(
             Proc::spawn(
                 &format!("mariadb:{}", self.port),
@@ -159,6 +163,10 @@ impl MariaDb {
 
     pub fn proc_mut(&mut self) -> Option<&mut Proc> {
         self.proc.as_mut()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
     }
 
     pub fn detach(mut self) -> Option<u32> {

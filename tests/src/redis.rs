@@ -19,7 +19,7 @@ impl Redis {
     }
 
     fn launch(&mut self, dir: &Path, bind: &str) -> Result<(), String> {
-        let mut command = Command::new("redis-server");
+        let mut command = crate::hosts::command(bind, "redis-server");
         command
             .args([
                 "--port",
@@ -42,7 +42,8 @@ impl Redis {
         .map_err(|e| format!("redis-server: {e} (is redis-server installed?)"))?;
         self.proc = Some(proc);
         let port = self.port;
-        if crate::wait_until(Duration::from_secs(10), || ping(port)) {
+        let host = bind.to_owned();
+        if crate::wait_until(Duration::from_secs(10), || ping(&host, port)) {
             Ok(())
         } else {
             Err(format!("redis on port {port} did not start"))
@@ -65,6 +66,11 @@ impl Redis {
         self.proc.take().map(Proc::detach)
     }
 
+    /// Hands the process over (to [`crate::appliance::Appliance`]).
+    pub fn into_proc(mut self) -> Option<Proc> {
+        self.proc.take()
+    }
+
     /// Runs one command with redis-cli and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         Command::new("redis-cli")
@@ -76,9 +82,9 @@ impl Redis {
     }
 }
 
-pub fn ping(port: u16) -> bool {
+pub fn ping(host: &str, port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut stream) = std::net::TcpStream::connect((host, port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));

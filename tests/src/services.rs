@@ -2,7 +2,6 @@
 
 use crate::process::Proc;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -76,14 +75,26 @@ pub fn start_pg_mock(dir: &Path, listen: &str, behaviour_toml: &str) -> Result<P
         pg_mock_config(listen, &dir.join("pg-journal.jsonl"), behaviour_toml),
     )
     .map_err(|e| e.to_string())?;
-    let mut command = Command::new(crate::bin_dir().join("pg-mock"));
-    command.arg("--config").arg(&config);
-    let proc = Proc::spawn("pg-mock", command, &dir.join("pg-mock.log"))
-        .map_err(|e| format!("pg-mock: {e} (run cargo build --release)"))?;
-    if !wait_healthy(listen, Duration::from_secs(20)) {
+    launch("pg-mock", "pg-mock", listen, &config, &dir.join("pg-mock.log"))
+}
+
+/// Starts `binary --config config` on the host that owns `listen` (see [`crate::hosts`]),
+/// logging to `log`, and waits until its `/health` answers.
+pub fn launch(
+    name: &str,
+    binary: &str,
+    listen: &str,
+    config: &Path,
+    log: &Path,
+) -> Result<Proc, String> {
+    let mut command = crate::hosts::command(listen, crate::bin_dir().join(binary));
+    command.arg("--config").arg(config);
+    let proc = Proc::spawn(name, command, log)
+        .map_err(|e| format!("{name}: {e} (run cargo build --release)"))?;
+    if !wait_healthy(listen, Duration::from_secs(60)) {
         return Err(format!(
-            "pg-mock did not become healthy; see {}",
-            dir.join("pg-mock.log").display()
+            "{name} did not become healthy; see {}",
+            log.display()
         ));
     }
     Ok(proc)
@@ -92,19 +103,8 @@ pub fn start_pg_mock(dir: &Path, listen: &str, behaviour_toml: &str) -> Result<P
 pub fn start_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, String> {
     let config = dir.join(format!("{}.toml", settings.instance));
     std::fs::write(&config, ingest_config(settings)).map_err(|e| e.to_string())?;
-    let mut command = Command::new(crate::bin_dir().join("ingest"));
-    command.arg("--config").arg(&config);
     let log = dir.join(format!("{}.log", settings.instance));
-    let proc = Proc::spawn(&settings.instance, command, &log)
-        .map_err(|e| format!("ingest: {e} (run cargo build --release)"))?;
-    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
-        return Err(format!(
-            "{} did not become healthy; see {}",
-            settings.instance,
-            log.display()
-        ));
-    }
-    Ok(proc)
+    launch(&settings.instance, "ingest", &settings.listen, &config, &log)
 }
 
 #[derive(Debug, Clone)]
@@ -136,18 +136,8 @@ pub fn worker_config(s: &WorkerSettings) -> String {
 pub fn start_worker(dir: &Path, settings: &WorkerSettings) -> Result<(Proc, PathBuf), String> {
     let config = dir.join(format!("{}.toml", settings.service));
     std::fs::write(&config, worker_config(settings)).map_err(|e| e.to_string())?;
-    let mut command = Command::new(crate::bin_dir().join(&settings.service));
-    command.arg("--config").arg(&config);
     let log = dir.join(format!("{}.log", settings.service));
-    let proc = Proc::spawn(&settings.service, command, &log)
-        .map_err(|e| format!("{}: {e}", settings.service))?;
-    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
-        return Err(format!(
-            "{} did not become healthy; see {}",
-            settings.service,
-            log.display()
-        ));
-    }
+    let proc = launch(&settings.service, &settings.service, &settings.listen, &config, &log)?;
     Ok((proc, config))
 }
 
@@ -164,15 +154,34 @@ pub fn ledger_config(s: &WorkerSettings) -> String {
 pub fn start_ledger(dir: &Path, settings: &WorkerSettings) -> Result<(Proc, PathBuf), String> {
     let config = dir.join("ledger.toml");
     std::fs::write(&config, ledger_config(settings)).map_err(|e| e.to_string())?;
-    let mut command = Command::new(crate::bin_dir().join("ledger"));
-    command.arg("--config").arg(&config);
-    let log = dir.join("ledger.log");
-    let proc = Proc::spawn("ledger", command, &log).map_err(|e| format!("ledger: {e}"))?;
-    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
-        return Err(format!(
-            "ledger did not become healthy; see {}",
-            log.display()
-        ));
-    }
+    let proc = launch("ledger", "ledger", &settings.listen, &config, &dir.join("ledger.log"))?;
     Ok((proc, config))
+}
+
+/// Writes the gateway's config to `dir/gateway.toml` and starts it on the host of the
+/// first `listen` address. `extra_toml` is appended verbatim (`[health]`, `[upstream]`).
+pub fn start_gateway(
+    dir: &Path,
+    listen: &[String],
+    payments: &[String],
+    extra_toml: &str,
+) -> Result<Proc, String> {
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [{}]\npayments = [{}]\ncors_allowed_origins = [\"http://127.0.0.1:8080\"]\n{extra_toml}\n",
+            quoted(listen),
+            quoted(payments)
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    launch("gateway", "gateway", &listen[0], &config, &dir.join("gateway.log"))
 }

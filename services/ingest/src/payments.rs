@@ -91,68 +91,56 @@ struct Details {
     ledger: Vec<LedgerView>,
 }
 
+/// One round trip for all three lists: refunds (kind 1), history (2) and ledger lines (3),
+/// in one `UNION ALL` with a shared column layout, ordered by kind and then by row id.
 async fn load_details<Q: Queryable>(
     q: &mut Q,
     shard: u16,
     payment_id: u64,
 ) -> Result<Details, DbError> {
-    let classify = |e| DbError::classify(shard, e);
-    let refund_rows: Vec<Row> = q
-        .exec("SELECT refund_id, amount, status, reason, created_at FROM refund WHERE payment_id = ? ORDER BY refund_id", (payment_id,))
-        .await
-        .map_err(classify)?;
-    let refunds = refund_rows
-        .into_iter()
-        .map(|mut row| RefundView {
-            refund_id: row.take(0).unwrap_or_default(),
-            amount: row.take(1).unwrap_or_default(),
-            status: text(&mut row, 2),
-            reason: text(&mut row, 3),
-            created_at_ms: row
-                .take::<Value, _>(4)
-                .map(|v| epoch_ms(&v))
-                .unwrap_or_default(),
-        })
-        .collect();
-    let history_rows: Vec<Row> = q
+    let rows: Vec<Row> = q
         .exec(
-            "SELECT status, at FROM payment_status_history WHERE payment_id = ? ORDER BY id",
-            (payment_id,),
+            "SELECT 1 AS kind, refund_id AS ord, amount AS n1, 0 AS n2, status AS s1, reason AS s2, created_at AS at FROM refund WHERE payment_id = ? \
+             UNION ALL SELECT 2, id, 0, 0, status, '', at FROM payment_status_history WHERE payment_id = ? \
+             UNION ALL SELECT 3, entry_id, debit, credit, account, currency, at FROM ledger_entry WHERE payment_id = ? \
+             ORDER BY kind, ord",
+            (payment_id, payment_id, payment_id),
         )
         .await
-        .map_err(classify)?;
-    let history = history_rows
-        .into_iter()
-        .map(|mut row| HistoryView {
-            status: text(&mut row, 0),
-            at_ms: row
-                .take::<Value, _>(1)
-                .map(|v| epoch_ms(&v))
-                .unwrap_or_default(),
-        })
-        .collect();
-    let ledger_rows: Vec<Row> = q
-        .exec("SELECT account, debit, credit, currency, at FROM ledger_entry WHERE payment_id = ? ORDER BY entry_id", (payment_id,))
-        .await
-        .map_err(classify)?;
-    let ledger = ledger_rows
-        .into_iter()
-        .map(|mut row| LedgerView {
-            account: text(&mut row, 0),
-            debit: row.take(1).unwrap_or_default(),
-            credit: row.take(2).unwrap_or_default(),
-            currency: text(&mut row, 3),
-            at_ms: row
-                .take::<Value, _>(4)
-                .map(|v| epoch_ms(&v))
-                .unwrap_or_default(),
-        })
-        .collect();
-    Ok(Details {
-        refunds,
-        history,
-        ledger,
-    })
+        .map_err(|e| DbError::classify(shard, e))?;
+    let mut details = Details {
+        refunds: Vec::new(),
+        history: Vec::new(),
+        ledger: Vec::new(),
+    };
+    for mut row in rows {
+        let at_ms = row
+            .take::<Value, _>(6)
+            .map(|v| epoch_ms(&v))
+            .unwrap_or_default();
+        match row.take::<i64, _>(0) {
+            Some(1) => details.refunds.push(RefundView {
+                refund_id: row.take(1).unwrap_or_default(),
+                amount: row.take(2).unwrap_or_default(),
+                status: text(&mut row, 4),
+                reason: text(&mut row, 5),
+                created_at_ms: at_ms,
+            }),
+            Some(2) => details.history.push(HistoryView {
+                status: text(&mut row, 4),
+                at_ms,
+            }),
+            Some(3) => details.ledger.push(LedgerView {
+                account: text(&mut row, 4),
+                debit: row.take(2).unwrap_or_default(),
+                credit: row.take(3).unwrap_or_default(),
+                currency: text(&mut row, 5),
+                at_ms,
+            }),
+            _ => {}
+        }
+    }
+    Ok(details)
 }
 
 fn full_body(view: &PaymentView, details: &Details, message: &str) -> Vec<u8> {

@@ -1,6 +1,6 @@
 //! Kafka → ledger entries, in batches. Each batch is applied per shard in one transaction:
 //! an event's `ledger_event` row and its lines commit together, and an event whose row
-//! exists already (a redelivery) is skipped. Offsets are committed after the commits.
+//! exists already (a redelivery) is skipped. Offsets are stored for commit after the commits.
 //! Database errors are transient: the batch is retried, never dead-lettered. A message
 //! that is not a valid event goes to `payment.dlq` in the reference format.
 
@@ -10,7 +10,6 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
 use payrail_db::{datetime, DbError};
 use payrail_kafka::topics;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,11 +91,14 @@ async fn dead_letter(ledger: &Ledger, message: &OwnedMessage, reason: &str) {
 }
 
 pub async fn run(ledger: Arc<Ledger>) {
-    let consumer: StreamConsumer = match ledger
-        .config
-        .kafka
-        .consumer(&format!("ledger-{}", ledger.config.instance), "ledger")
-        .create()
+    let client_id = format!("ledger-{}", ledger.config.instance);
+    let mut consumer = match payrail_kafka::consumer::BatchConsumer::subscribe(
+        &ledger.config.kafka,
+        &client_id,
+        "ledger",
+        &TOPICS,
+    )
+    .await
     {
         Ok(c) => c,
         Err(error) => {
@@ -104,27 +106,11 @@ pub async fn run(ledger: Arc<Ledger>) {
             return;
         }
     };
-    while let Err(error) = consumer.subscribe(&TOPICS) {
-        tracing::warn!(%error, "subscribe failed; retrying");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
     let linger = Duration::from_millis(ledger.config.batch.linger_ms);
     loop {
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(ledger.config.batch.size_max);
-        match consumer.recv().await {
-            Ok(m) => batch.push(m.detach()),
-            Err(error) => {
-                tracing::warn!(%error, "kafka receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        }
-        while batch.len() < ledger.config.batch.size_max {
-            match tokio::time::timeout(linger, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
-                _ => break,
-            }
-        }
+        let batch = consumer
+            .next_batch(ledger.config.batch.size_max, linger)
+            .await;
         ledger.metrics.batch_size.observe(batch.len() as f64);
         let mut by_shard: BTreeMap<u16, Vec<Posting>> = BTreeMap::new();
         for message in &batch {
@@ -174,7 +160,7 @@ pub async fn run(ledger: Arc<Ledger>) {
                 }
             }
         }
-        // Everything in the batch is applied or dead-lettered: commit past it.
-        payrail_kafka::offsets::commit_batch(&consumer, &batch);
+        // Everything in the batch is applied or dead-lettered: store the offsets past it.
+        consumer.done(&batch);
     }
 }

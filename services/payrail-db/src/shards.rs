@@ -90,6 +90,12 @@ impl Shards {
                 .pool_opts(
                     PoolOpts::default()
                         .with_constraints(constraints)
+                        // No COM_RESET_CONNECTION when a connection returns to the pool: it
+                        // costs a round trip and drops the server's prepared statements, so
+                        // every query was prepared again (measured: prepares ≈ executes).
+                        // Nothing here leaves session state behind (transactions end by
+                        // commit or rollback; the migration lock is released explicitly).
+                        .with_reset_connection(false)
                         .with_inactive_connection_ttl(Duration::from_secs(60))
                         .with_ttl_check_interval(Duration::from_secs(30)),
                 );

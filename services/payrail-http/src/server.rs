@@ -11,7 +11,7 @@ use crate::response::Response;
 use may::net::{TcpListener, TcpStream};
 use serde::Deserialize;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,18 @@ pub fn serve<H: Handler>(
     config: ServerConfig,
     handler: Arc<H>,
 ) -> may::coroutine::JoinHandle<()> {
+    serve_draining(listener, config, handler, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`serve`], with a switch for graceful shutdown: once `draining` is set, new
+/// connections are closed unanswered and every response on an open connection carries
+/// `Connection: close`, so requests in flight finish and clients move elsewhere.
+pub fn serve_draining<H: Handler>(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<H>,
+    draining: Arc<AtomicBool>,
+) -> may::coroutine::JoinHandle<()> {
     let open = Arc::new(AtomicUsize::new(0));
     let config = Arc::new(config);
     let spawn = move || {
@@ -78,8 +90,13 @@ pub fn serve<H: Handler>(
                     continue;
                 }
             };
+            if draining.load(Ordering::Acquire) {
+                drop(stream);
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
+            let draining = draining.clone();
             let config = config.clone();
             let open = open.clone();
             let over_cap = open.fetch_add(1, Ordering::AcqRel) >= config.connections_max;
@@ -88,7 +105,7 @@ pub fn serve<H: Handler>(
                 if over_cap {
                     refuse_overloaded(&mut stream, &config);
                 } else {
-                    connection(&mut stream, &config, &*handler);
+                    connection(&mut stream, &config, &*handler, &draining);
                 }
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 open.fetch_sub(1, Ordering::AcqRel);
@@ -233,7 +250,12 @@ fn read_more(
     }
 }
 
-fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler: &H) {
+fn connection<H: Handler>(
+    stream: &mut TcpStream,
+    config: &ServerConfig,
+    handler: &H,
+    draining: &AtomicBool,
+) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(config.write_timeout_ms)));
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
@@ -405,7 +427,7 @@ fn connection<H: Handler>(stream: &mut TcpStream, config: &ServerConfig, handler
                 }
             }
         }
-        if head.close {
+        if head.close || draining.load(Ordering::Acquire) {
             response.close();
         }
         out.clear();

@@ -2,14 +2,14 @@
 //!
 //! - [`topics`]: the topics of `system.md` with their partition counts.
 //! - [`settings`]: producer and consumer settings, every option passed explicitly
-//!   (idempotent producer, `acks=all`, manual offset commits) instead of library defaults.
+//!   (idempotent producer, `acks=all`, offsets committed only after they are stored) instead of library defaults.
 //! - [`admin`]: creates missing topics at start-up.
 //! - [`dlq`]: the dead-letter message, in the reference system's format, and sending it.
-//! - [`offsets`]: committing past a processed batch.
+//! - [`consumer`]: batches in, offsets stored after the effect is durable, a rejoin watchdog.
 
 pub mod admin;
+pub mod consumer;
 pub mod dlq;
-pub mod offsets;
 pub mod settings;
 pub mod topics;
 

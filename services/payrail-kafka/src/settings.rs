@@ -31,6 +31,25 @@ pub struct KafkaConfig {
     /// consumers poll continuously, so a minute is generous. Default 60 000 ms.
     #[serde(default = "default_max_poll_interval")]
     pub max_poll_interval_ms: u64,
+    /// How often a consumer commits the offsets it stored after its database commit.
+    /// Default 500 ms.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval_ms: u64,
+    /// A consumer holding no partition this long leaves and joins its group again
+    /// (see [`crate::consumer`]). Default 20 000 ms.
+    #[serde(default = "default_rejoin_after")]
+    pub rejoin_after_ms: u64,
+    /// librdkafka debug contexts (`debug`), e.g. `"cgrp,fetch"`, for diagnosing a client.
+    #[serde(default)]
+    pub debug: Option<String>,
+}
+
+fn default_rejoin_after() -> u64 {
+    20_000
+}
+
+fn default_commit_interval() -> u64 {
+    500
 }
 
 fn default_max_poll_interval() -> u64 {
@@ -54,14 +73,23 @@ fn default_session_timeout() -> u64 {
 }
 
 impl KafkaConfig {
+    fn base(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id);
+        if let Some(debug) = &self.debug {
+            config.set("debug", debug);
+        }
+        config
+    }
+
     /// An idempotent producer: `acks=all`, `enable.idempotence=true` and at most five
     /// requests in flight, so retries neither duplicate nor reorder messages within a
     /// partition.
     pub fn producer(&self, client_id: &str) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = self.base(client_id);
         config
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", client_id)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("max.in.flight.requests.per.connection", "5")
@@ -78,15 +106,18 @@ impl KafkaConfig {
         config
     }
 
-    /// A consumer in `group_id` that commits offsets only when told to (after the
-    /// database commit) and starts from the earliest offset on a new group.
+    /// A consumer in `group_id` that commits only the offsets it was told to store (after
+    /// the database commit; see [`crate::consumer`]) and starts from the earliest offset on
+    /// a new group.
     pub fn consumer(&self, client_id: &str, group_id: &str) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = self.base(client_id);
         config
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", client_id)
             .set("group.id", group_id)
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
+            .set(
+                "auto.commit.interval.ms",
+                self.commit_interval_ms.to_string(),
+            )
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())

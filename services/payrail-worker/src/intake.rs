@@ -7,7 +7,6 @@ use mysql_async::prelude::Queryable;
 use mysql_async::TxOpts;
 use mysql_async::{Params, Value};
 use payrail_db::{datetime, DbError};
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,14 +103,14 @@ async fn dead_letter<K: JobKind>(
 }
 
 pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
-    let consumer: StreamConsumer = match worker
-        .config
-        .kafka
-        .consumer(
-            &format!("{}-{}", K::SERVICE, worker.config.instance),
-            K::GROUP_ID,
-        )
-        .create()
+    let client_id = format!("{}-{}", K::SERVICE, worker.config.instance);
+    let mut consumer = match payrail_kafka::consumer::BatchConsumer::subscribe(
+        &worker.config.kafka,
+        &client_id,
+        K::GROUP_ID,
+        &[K::SOURCE_TOPIC],
+    )
+    .await
     {
         Ok(c) => c,
         Err(error) => {
@@ -119,27 +118,11 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
             return;
         }
     };
-    while let Err(error) = consumer.subscribe(&[K::SOURCE_TOPIC]) {
-        tracing::warn!(%error, "subscribe failed; retrying");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
     let batch_max = worker.config.scheduler.intake_batch_size;
     loop {
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(batch_max);
-        match consumer.recv().await {
-            Ok(m) => batch.push(m.detach()),
-            Err(error) => {
-                tracing::warn!(%error, "kafka receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        }
-        while batch.len() < batch_max {
-            match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
-                _ => break,
-            }
-        }
+        let batch = consumer
+            .next_batch(batch_max, Duration::from_millis(2))
+            .await;
         let mut by_shard: BTreeMap<u16, Vec<Arrival>> = BTreeMap::new();
         for message in &batch {
             let replay = message
@@ -189,7 +172,7 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
                 .inc_by(arrivals.len() as u64);
             worker.job_arrived(*shard);
         }
-        // Everything in the batch is persisted or dead-lettered: commit past it.
-        payrail_kafka::offsets::commit_batch(&consumer, &batch);
+        // Everything in the batch is persisted or dead-lettered: store the offsets past it.
+        consumer.done(&batch);
     }
 }

@@ -1,34 +1,28 @@
 //! `cargo xtask`: the local stack and the test runner.
 //!
-//! - `up`: installs what is missing (Debian packages, k6), builds the release binaries,
-//!   starts two MariaDB shards, Redis, pg-mock and two ingest instances as this project's
-//!   own processes with state under `.stack/`, waits until healthy and prints how to call
-//!   the API on 127.0.0.1:8080.
+//! - `up`: installs what is missing (Debian packages, k6, tansu), builds the release
+//!   binaries and starts the whole appliance as this project's own processes with state
+//!   under `.stack/`: on the two-host mirror (vm1 a network namespace, vm2 this host; see
+//!   `payrail_tests::hosts`) when namespaces are available, else on 127.0.0.1. Waits until
+//!   healthy and prints how to call the API through the gateway on 127.0.0.1:8080.
 //! - `down`: stops exactly what `up` started. `status`: what runs.
 //! - `test [cargo test args]`: every test: unit tests and integration tests against real
 //!   MariaDB, Redis and a Kafka-protocol broker.
 
-use payrail_tests::kafka::Broker;
+use payrail_tests::appliance::{
+    Appliance, Layout, GATEWAY_PORT, INGEST_PORTS, KAFKA_PORT, PG_PORT, REDIS_PORT,
+};
+use payrail_tests::hosts::TwoHost;
 use payrail_tests::mariadb::MariaDb;
 use payrail_tests::process::{pid_alive, signal};
-use payrail_tests::redis::Redis;
-use payrail_tests::services::{self, IngestSettings, ShardAddress, WorkerSettings};
 use payrail_tests::{http, repo_root, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-const SHARD_PORTS: [u16; 2] = [3307, 3308];
-const REDIS_PORT: u16 = 6380;
-const PG_ADDR: &str = "127.0.0.1:8090";
-const INGEST_ADDRS: [&str; 2] = ["127.0.0.1:8080", "127.0.0.1:8082"];
-const KAFKA_PORT: u16 = 9092;
-/// `/health` and `/metrics` of the workers and the ledger.
-const WORKER_ADDRS: [(&str, &str); 3] = [
-    ("settlement-worker", "127.0.0.1:8084"),
-    ("refund-worker", "127.0.0.1:8085"),
-    ("ledger", "127.0.0.1:8086"),
-];
+/// The namespaces of the local two-host mirror: `payrail-vm1`, `payrail-cl`, subnet 10.77.0.0/24.
+const MIRROR_NAME: &str = "payrail";
+const MIRROR_SUBNET: u8 = 0;
 
 fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -148,6 +142,24 @@ fn read_pids() -> Vec<(String, u32)> {
         .collect()
 }
 
+fn layout_file() -> PathBuf {
+    stack_dir().join("layout")
+}
+
+/// The layout `up` chose (two-host mirror or single namespace), as written to `.stack/layout`.
+fn saved_layout() -> Layout {
+    let text = std::fs::read_to_string(layout_file()).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    let vm1 = words.next().unwrap_or("127.0.0.1").to_owned();
+    let vm2 = words.next().unwrap_or("127.0.0.1").to_owned();
+    Layout {
+        vm1,
+        vm2,
+        gateway_extra_listen: Vec::new(),
+        pg_behaviour: String::new(),
+    }
+}
+
 fn up() -> Result<(), String> {
     if read_pids().iter().any(|(_, pid)| pid_alive(*pid)) {
         eprintln!("xtask: the stack is already running (cargo xtask down to stop it)");
@@ -158,74 +170,37 @@ fn up() -> Result<(), String> {
     let dir = stack_dir();
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (password_file, password) = db_password(&dir)?;
+    // The two-host mirror when this machine allows network namespaces (root), else
+    // everything on 127.0.0.1 (PAYRAIL_SINGLE_HOST=1 forces that).
+    let single = std::env::var("PAYRAIL_SINGLE_HOST").is_ok_and(|v| v == "1");
+    let mirror = if !single && TwoHost::available() {
+        Some(TwoHost::create(MIRROR_NAME, MIRROR_SUBNET)?)
+    } else {
+        None
+    };
+    let layout = match &mirror {
+        Some(m) => Layout {
+            vm1: m.vm1.clone(),
+            vm2: m.vm2.clone(),
+            gateway_extra_listen: vec![format!("127.0.0.1:{GATEWAY_PORT}")],
+            pg_behaviour: "latency_min_ms = 5\nlatency_max_ms = 15".into(),
+        },
+        None => Layout {
+            vm1: "127.0.0.1".into(),
+            vm2: "127.0.0.1".into(),
+            gateway_extra_listen: Vec::new(),
+            pg_behaviour: "latency_min_ms = 5\nlatency_max_ms = 15".into(),
+        },
+    };
+    std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
+        .map_err(|e| e.to_string())?;
     let mut pids: Vec<(String, u32)> = Vec::new();
-    let record = |pids: &Vec<(String, u32)>| {
+    let appliance = Appliance::start(&dir, layout.clone(), &password, &password_file, |name, pid| {
+        pids.push((name.to_owned(), pid));
         let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
         std::fs::write(pid_file(), text).map_err(|e| e.to_string())
-    };
-    let mut shards = Vec::new();
-    for (i, port) in SHARD_PORTS.iter().enumerate() {
-        let shard_dir = dir.join(format!("shard{}", i + 1));
-        let db = MariaDb::start(&shard_dir, *port, "127.0.0.1", &password)?;
-        db.root_sql("CREATE DATABASE IF NOT EXISTS payrail")?;
-        pids.push((format!("mariadb-shard{}", i + 1), db.detach().unwrap_or(0)));
-        record(&pids)?;
-        shards.push(ShardAddress {
-            number: i as u16 + 1,
-            host: "127.0.0.1".into(),
-            port: *port,
-            database: "payrail".into(),
-        });
-    }
-    let redis = Redis::start(&dir.join("redis"), REDIS_PORT, "127.0.0.1")?;
-    pids.push(("redis".into(), redis.detach().unwrap_or(0)));
-    record(&pids)?;
-    let broker = Broker::start(&dir.join("tansu"), KAFKA_PORT, "127.0.0.1", "127.0.0.1")?;
-    pids.push(("tansu".into(), broker.detach().unwrap_or(0)));
-    record(&pids)?;
-    let pg_dir = dir.join("pg-mock");
-    std::fs::create_dir_all(&pg_dir).map_err(|e| e.to_string())?;
-    let pg = services::start_pg_mock(&pg_dir, PG_ADDR, "latency_min_ms = 5\nlatency_max_ms = 15")?;
-    pids.push(("pg-mock".into(), pg.detach()));
-    record(&pids)?;
-    for (i, addr) in INGEST_ADDRS.iter().enumerate() {
-        let settings = IngestSettings {
-            instance: format!("ingest-{}", i + 1),
-            listen: (*addr).to_owned(),
-            shards: shards.clone(),
-            db_password_file: password_file.clone(),
-            redis_url: format!("redis://127.0.0.1:{REDIS_PORT}/0"),
-            redis_key_prefix: "payrail:".into(),
-            pg_url: format!("http://{PG_ADDR}"),
-            extra_toml: format!("[kafka]\nbootstrap_servers = \"127.0.0.1:{KAFKA_PORT}\"\n"),
-        };
-        let ingest_dir = dir.join(&settings.instance);
-        std::fs::create_dir_all(&ingest_dir).map_err(|e| e.to_string())?;
-        let proc = services::start_ingest(&ingest_dir, &settings)?;
-        pids.push((settings.instance.clone(), proc.detach()));
-        record(&pids)?;
-    }
-    for (service, addr) in WORKER_ADDRS {
-        let settings = WorkerSettings {
-            service: service.into(),
-            listen: addr.into(),
-            shards: shards.clone(),
-            db_password_file: password_file.clone(),
-            bootstrap_servers: format!("127.0.0.1:{KAFKA_PORT}"),
-            kafka_toml: String::new(),
-            pg_url: format!("http://{PG_ADDR}"),
-            extra_toml: String::new(),
-        };
-        let worker_dir = dir.join(service);
-        std::fs::create_dir_all(&worker_dir).map_err(|e| e.to_string())?;
-        let (proc, _) = if service == "ledger" {
-            services::start_ledger(&worker_dir, &settings)?
-        } else {
-            services::start_worker(&worker_dir, &settings)?
-        };
-        pids.push((service.into(), proc.detach()));
-        record(&pids)?;
-    }
+    })?;
+    appliance.detach();
     println!(
         "payrail is up. State, logs and configs are under {}.",
         dir.display()
@@ -235,9 +210,21 @@ fn up() -> Result<(), String> {
     println!("       -H 'Content-Type: application/json' \\");
     println!("       -d '{{\"merchantId\":\"MERCHANT-123\",\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"order-1\"}}'");
     println!();
-    println!("  ingest-1 http://127.0.0.1:8080 (the API)   ingest-2 http://127.0.0.1:8082");
-    println!("  pg-mock  http://{PG_ADDR}   redis 127.0.0.1:{REDIS_PORT}   mariadb shards 127.0.0.1:3307, :3308   kafka (tansu) 127.0.0.1:{KAFKA_PORT}");
-    println!("  settlement-worker :8084   refund-worker :8085   ledger :8086 (/health, /metrics)");
+    match &mirror {
+        Some(m) => println!(
+            "  two-host mirror: vm1 = netns {} ({}), vm2 = this host ({}), load client = netns {} ({})",
+            m.vm1_ns, m.vm1, m.vm2, m.client_ns, m.client
+        ),
+        None => println!("  single-namespace layout: every service on 127.0.0.1"),
+    }
+    println!(
+        "  vm1: mariadb shard1 :3307, redis :{REDIS_PORT}, kafka (tansu) :{KAFKA_PORT}, ingest-1 :{}",
+        INGEST_PORTS[0]
+    );
+    println!(
+        "  vm2: gateway :{GATEWAY_PORT} (also 127.0.0.1:{GATEWAY_PORT}), mariadb shard2 :3308, ingest-2 :{}, pg-mock :{PG_PORT}, settlement-worker :8084, refund-worker :8085, ledger :8086",
+        INGEST_PORTS[1]
+    );
     println!("  reconcile: target/release/ledger --config .stack/ledger/ledger.toml reconcile");
     println!("  cargo xtask status | cargo xtask down");
     Ok(())
@@ -260,6 +247,10 @@ fn down() -> Result<(), String> {
         }
     }
     let _ = std::fs::remove_file(pid_file());
+    if saved_layout().vm1 != "127.0.0.1" {
+        TwoHost::attach(MIRROR_NAME, MIRROR_SUBNET).destroy();
+        println!("removed the two-host mirror's namespaces");
+    }
     Ok(())
 }
 
@@ -275,17 +266,16 @@ fn status() -> Result<(), String> {
         } else {
             "stopped"
         };
+        let layout = saved_layout();
         let health = match name.as_str() {
-            "pg-mock" => Some(PG_ADDR),
-            "ingest-1" => Some(INGEST_ADDRS[0]),
-            "ingest-2" => Some(INGEST_ADDRS[1]),
-            other => WORKER_ADDRS
-                .iter()
-                .find(|(s, _)| *s == other)
-                .map(|(_, a)| *a),
+            "pg-mock" => Some(layout.pg()),
+            "ingest-1" => Some(layout.ingest(1)),
+            "ingest-2" => Some(layout.ingest(2)),
+            "gateway" => Some(layout.gateway()),
+            other => layout.worker(other),
         }
         .map(|addr| {
-            http::request(addr, "GET", "/health", &[], None)
+            http::request(&addr, "GET", "/health", &[], None)
                 .map(|r| r.text())
                 .unwrap_or_else(|e| e.to_string())
         })

@@ -1,0 +1,121 @@
+//! gateway: the single entry point (`:8080`).
+//!
+//! - [`routes`]: `/api/payments/**` → ingest, `/api/admin/**` → monitoring, CORS
+//!   allow-list, request ids, `/health`, `/metrics`.
+//! - [`proxy`]: one request forwarded, with the rule for when re-sending is safe.
+//! - [`upstream`]: pools, round robin, active health checks, passive ejection.
+//! - [`config`], [`metrics`]: wiring.
+//!
+//! Same design as ingest: HTTP connections on may coroutines (our HTTP/1.1 loop in
+//! payrail-http, see its docs for why not may_minihttp's), upstream I/O on tokio with
+//! hyper's keep-alive pool, one bridge hop per request.
+
+mod config;
+mod metrics;
+mod proxy;
+mod routes;
+mod upstream;
+
+use mimalloc::MiMalloc;
+use payrail_http::Bridge;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("gateway: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = payrail_core::config::parse_args("gateway")?;
+    let config: config::Config = payrail_core::config::load(&args.config)?;
+    if args.check_only {
+        println!("gateway: config {} is valid", args.config.display());
+        return Ok(());
+    }
+    if let Some(other) = args.command {
+        return Err(format!("unknown command {other} (the gateway has none)").into());
+    }
+    payrail_core::telemetry::init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime.tokio_worker_threads)
+        .thread_name("gateway-io")
+        .enable_all()
+        .build()?;
+    let metrics = Arc::new(metrics::Metrics::new(&config.instance)?);
+    let client = {
+        let _guard = runtime.enter();
+        upstream::client(
+            Duration::from_millis(config.upstream.connect_timeout_ms),
+            config.upstream.pool_idle_max,
+        )
+    };
+    let payments = Arc::new(upstream::Pool::new("payments", &config.payments));
+    let admin = Arc::new(upstream::Pool::new("admin", &config.admin));
+    for pool in [&payments, &admin] {
+        runtime.spawn(upstream::health_loop(
+            pool.clone(),
+            client.clone(),
+            config.health.clone(),
+            metrics.clone(),
+        ));
+    }
+
+    may::config()
+        .set_workers(config.runtime.may_worker_threads)
+        .set_stack_size(config.runtime.coroutine_stack_words);
+    let bridge = Bridge::new(
+        runtime.handle().clone(),
+        config.runtime.in_flight_max,
+        Duration::from_millis(config.upstream.request_timeout_ms + 1_000),
+        prometheus::IntGauge::new("bridge_in_flight", "unregistered")?,
+    );
+    let gateway = Arc::new(routes::Gateway {
+        config: config.clone(),
+        payments,
+        admin,
+        client,
+        metrics: metrics.clone(),
+        bridge,
+        id_prefix: fastrand::u64(..),
+        id_counter: AtomicU64::new(0),
+    });
+    let draining = Arc::new(AtomicBool::new(false));
+    for address in &config.listen {
+        let listener = may::net::TcpListener::bind(address)?;
+        tracing::info!(listen = %listener.local_addr()?, upstreams = config.payments.len(), "gateway listening");
+        let _server = payrail_http::server::serve_draining(
+            listener,
+            config.http.clone(),
+            gateway.clone(),
+            draining.clone(),
+        );
+    }
+
+    // Graceful shutdown: on SIGTERM or SIGINT stop taking connections, let the requests
+    // in flight finish (bounded), then exit.
+    let drain_timeout = Duration::from_millis(config.runtime.drain_timeout_ms);
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        draining.store(true, Ordering::Release);
+        let started = Instant::now();
+        tracing::info!(in_flight = metrics.in_flight.get(), "draining");
+        while metrics.in_flight.get() > 0 && started.elapsed() < drain_timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(in_flight = metrics.in_flight.get(), "drained; exiting");
+        Ok::<_, std::io::Error>(())
+    })?;
+    // The may coroutines hold open keep-alive connections; the process exit closes them.
+    std::process::exit(0);
+}

@@ -1,0 +1,131 @@
+//! The gateway's metrics. Label sets are bounded: routes are a fixed list, upstreams come
+//! from config, statuses are HTTP codes.
+
+use payrail_core::telemetry::LATENCY_BUCKETS;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_ejections: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub cors_rejections: IntCounter,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Registration only fails on duplicate names, which the fixed list below rules out.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    pub fn new(instance: &str) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(
+            Some("payrail".into()),
+            Some(
+                [
+                    ("service".to_owned(), "gateway".to_owned()),
+                    ("instance_name".to_owned(), instance.to_owned()),
+                ]
+                .into(),
+            ),
+        )?;
+        let r = &registry;
+        Ok(Self {
+            requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_requests_total",
+                        "requests answered by the gateway, by route and status",
+                    ),
+                    &["route", "status"],
+                )?,
+            ),
+            request_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gateway_request_duration_seconds",
+                        "time from the request's last byte to the answer, by route",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["route"],
+                )?,
+            ),
+            upstream_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_upstream_requests_total",
+                        "attempts sent to an upstream instance, by outcome (answered, connect_error, error, timeout)",
+                    ),
+                    &["pool", "upstream", "outcome"],
+                )?,
+            ),
+            upstream_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gateway_upstream_duration_seconds",
+                        "one attempt's time at an upstream instance",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["pool", "upstream"],
+                )?,
+            ),
+            upstream_healthy: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "gateway_upstream_healthy",
+                        "1 while the instance passes its health checks",
+                    ),
+                    &["pool", "upstream"],
+                )?,
+            ),
+            upstream_ejections: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_upstream_ejections_total",
+                        "instances skipped after a failed connect",
+                    ),
+                    &["pool", "upstream"],
+                )?,
+            ),
+            retries: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_retries_total",
+                        "requests sent again to another instance, by reason",
+                    ),
+                    &["reason"],
+                )?,
+            ),
+            in_flight: register(
+                r,
+                IntGauge::new(
+                    "gateway_in_flight_requests",
+                    "requests waiting for an upstream",
+                )?,
+            ),
+            cors_rejections: register(
+                r,
+                IntCounter::new(
+                    "gateway_cors_rejections_total",
+                    "preflight requests from origins not in the allow-list",
+                )?,
+            ),
+            registry,
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! The whole appliance placed on two hosts as `system.md` places it, the same way
+//! `vm1.nix` and `vm2.nix` do:
+//!
+//! - vm1 (state host): MariaDB shard 1, Redis, the Kafka-protocol broker, ingest #1;
+//! - vm2 (app host): MariaDB shard 2, gateway, ingest #2, ledger, settlement-worker,
+//!   refund-worker, pg-mock.
+//!
+//! With [`crate::hosts::TwoHost`] vm1 is a network namespace; without it (single-namespace
+//! layout) both hosts are 127.0.0.1. `cargo xtask up` and the two-host test both start
+//! the stack through [`Appliance::start`].
+
+use crate::kafka::Broker;
+use crate::mariadb::MariaDb;
+use crate::process::Proc;
+use crate::redis::Redis;
+use crate::services::{self, IngestSettings, ShardAddress, WorkerSettings};
+use std::path::{Path, PathBuf};
+
+/// Where each service listens. Ports are the same on every layout; hosts differ.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub vm1: String,
+    pub vm2: String,
+    /// Extra gateway listen addresses (e.g. `127.0.0.1:8080` for the local stack).
+    pub gateway_extra_listen: Vec<String>,
+    /// Appended to pg-mock's config (latency, failure rates).
+    pub pg_behaviour: String,
+}
+
+pub const SHARD_PORTS: [u16; 2] = [3307, 3308];
+pub const REDIS_PORT: u16 = 6380;
+pub const KAFKA_PORT: u16 = 9092;
+pub const PG_PORT: u16 = 8090;
+pub const GATEWAY_PORT: u16 = 8080;
+pub const INGEST_PORTS: [u16; 2] = [8081, 8082];
+/// `/health` and `/metrics` of the workers and the ledger (all on vm2).
+pub const WORKER_PORTS: [(&str, u16); 3] = [
+    ("settlement-worker", 8084),
+    ("refund-worker", 8085),
+    ("ledger", 8086),
+];
+
+impl Layout {
+    pub fn shard_host(&self, number: u16) -> &str {
+        if number == 1 {
+            &self.vm1
+        } else {
+            &self.vm2
+        }
+    }
+    pub fn gateway(&self) -> String {
+        format!("{}:{GATEWAY_PORT}", self.vm2)
+    }
+    pub fn ingest(&self, number: usize) -> String {
+        let host = if number == 1 { &self.vm1 } else { &self.vm2 };
+        format!("{host}:{}", INGEST_PORTS[number - 1])
+    }
+    pub fn pg(&self) -> String {
+        format!("{}:{PG_PORT}", self.vm2)
+    }
+    pub fn worker(&self, service: &str) -> Option<String> {
+        WORKER_PORTS
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, port)| format!("{}:{port}", self.vm2))
+    }
+    pub fn kafka(&self) -> String {
+        format!("{}:{KAFKA_PORT}", self.vm1)
+    }
+    pub fn shards(&self) -> Vec<ShardAddress> {
+        (1..=2u16)
+            .map(|number| ShardAddress {
+                number,
+                host: self.shard_host(number).to_owned(),
+                port: SHARD_PORTS[usize::from(number) - 1],
+                database: "payrail".into(),
+            })
+            .collect()
+    }
+}
+
+pub struct Appliance {
+    pub layout: Layout,
+    pub dir: PathBuf,
+    pub password_file: PathBuf,
+    pub shards: Vec<MariaDb>,
+    /// Every process but the shards, by name, in start order.
+    pub procs: Vec<(String, Proc)>,
+}
+
+impl Appliance {
+    /// Starts everything under `dir`, in dependency order, each process waited for.
+    /// `on_start` sees each (name, pid) as soon as it runs (for a pid file).
+    pub fn start(
+        dir: &Path,
+        layout: Layout,
+        password: &str,
+        password_file: &Path,
+        mut on_start: impl FnMut(&str, u32) -> Result<(), String>,
+    ) -> Result<Self, String> {
+        let mut appliance = Self {
+            layout: layout.clone(),
+            dir: dir.to_owned(),
+            password_file: password_file.to_owned(),
+            shards: Vec::new(),
+            procs: Vec::new(),
+        };
+        for shard in layout.shards() {
+            let db = MariaDb::start(
+                &dir.join(format!("shard{}", shard.number)),
+                shard.port,
+                &shard.host,
+                password,
+            )?;
+            db.root_sql("CREATE DATABASE IF NOT EXISTS payrail")?;
+            on_start(
+                &format!("mariadb-shard{}", shard.number),
+                db.pid().unwrap_or(0),
+            )?;
+            appliance.shards.push(db);
+        }
+        let redis = Redis::start(&dir.join("redis"), REDIS_PORT, &layout.vm1)?;
+        appliance.add("redis", redis.into_proc(), &mut on_start)?;
+        let broker = Broker::start(&dir.join("tansu"), KAFKA_PORT, &layout.vm1, &layout.vm1)?;
+        appliance.add("tansu", broker.into_proc(), &mut on_start)?;
+        let pg_dir = dir.join("pg-mock");
+        std::fs::create_dir_all(&pg_dir).map_err(|e| e.to_string())?;
+        let pg = services::start_pg_mock(&pg_dir, &layout.pg(), &layout.pg_behaviour)?;
+        appliance.add("pg-mock", Some(pg), &mut on_start)?;
+        for number in 1..=2 {
+            let settings = IngestSettings {
+                instance: format!("ingest-{number}"),
+                listen: layout.ingest(number),
+                shards: layout.shards(),
+                db_password_file: password_file.to_owned(),
+                redis_url: format!("redis://{}:{REDIS_PORT}/0", layout.vm1),
+                redis_key_prefix: "payrail:".into(),
+                pg_url: format!("http://{}", layout.pg()),
+                extra_toml: format!("[kafka]\nbootstrap_servers = \"{}\"\n", layout.kafka()),
+            };
+            let ingest_dir = dir.join(&settings.instance);
+            std::fs::create_dir_all(&ingest_dir).map_err(|e| e.to_string())?;
+            let proc = services::start_ingest(&ingest_dir, &settings)?;
+            appliance.add(&settings.instance, Some(proc), &mut on_start)?;
+        }
+        for (service, _) in WORKER_PORTS {
+            let settings = WorkerSettings {
+                service: service.into(),
+                listen: layout.worker(service).unwrap_or_default(),
+                shards: layout.shards(),
+                db_password_file: password_file.to_owned(),
+                bootstrap_servers: layout.kafka(),
+                kafka_toml: String::new(),
+                pg_url: format!("http://{}", layout.pg()),
+                extra_toml: String::new(),
+            };
+            let worker_dir = dir.join(service);
+            std::fs::create_dir_all(&worker_dir).map_err(|e| e.to_string())?;
+            let (proc, _) = if service == "ledger" {
+                services::start_ledger(&worker_dir, &settings)?
+            } else {
+                services::start_worker(&worker_dir, &settings)?
+            };
+            appliance.add(service, Some(proc), &mut on_start)?;
+        }
+        let gateway_dir = dir.join("gateway");
+        std::fs::create_dir_all(&gateway_dir).map_err(|e| e.to_string())?;
+        let mut listen = vec![layout.gateway()];
+        listen.extend(layout.gateway_extra_listen.iter().cloned());
+        let gateway = services::start_gateway(
+            &gateway_dir,
+            &listen,
+            &[
+                format!("http://{}", layout.ingest(1)),
+                format!("http://{}", layout.ingest(2)),
+            ],
+            "",
+        )?;
+        appliance.add("gateway", Some(gateway), &mut on_start)?;
+        Ok(appliance)
+    }
+
+    fn add(
+        &mut self,
+        name: &str,
+        proc: Option<Proc>,
+        on_start: &mut impl FnMut(&str, u32) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if let Some(proc) = proc {
+            on_start(name, proc.pid().unwrap_or(0))?;
+            self.procs.push((name.to_owned(), proc));
+        }
+        Ok(())
+    }
+
+    pub fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {
+        self.procs
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+    }
+
+    /// Leaves every process running (the local stack outlives `xtask up`).
+    pub fn detach(self) {
+        for (_, proc) in self.procs {
+            proc.detach();
+        }
+        for shard in self.shards {
+            shard.detach();
+        }
+    }
+
+    /// Stops services before the stores they write to.
+    pub fn stop(mut self) {
+        while let Some((_, mut proc)) = self.procs.pop() {
+            proc.stop();
+        }
+        for mut shard in self.shards.drain(..) {
+            if let Some(p) = shard.proc_mut() {
+                p.stop();
+            }
+        }
+    }
+}
