@@ -8,8 +8,10 @@
 //!    both k6 threshold sets pass; the pipeline drains; reconciliation is clean;
 //! 2. ingest #1 killed under load: the gateway stops routing to it within 2 s, errors only
 //!    around the kill (≤ 0.1 %), none after, no payment authorized twice;
-//! 3. the vm1 link cut for 10 s under load: no 500, clear 503/504 for what needs vm1,
-//!    vm2's shard keeps answering 200, full recovery, nothing lost, reconciliation clean.
+//! 3. the vm1 link cut for 10 s under load (the broker on vm1 keeps its data in memory and
+//!    stays up; only the link goes): no 500, clear 503/504 for what needs vm1,
+//!    vm2's shard keeps answering 200, full recovery, nothing lost, reconciliation clean;
+//! 4. every metric the Grafana dashboards query is exported by a running service.
 
 use payrail_tests::appliance::{Appliance, Layout};
 use payrail_tests::hosts::TwoHost;
@@ -122,17 +124,36 @@ fn two_hosts_through_the_gateway() {
         vm2: mirror.vm2.clone(),
         gateway_extra_listen: Vec::new(),
         pg_behaviour: "latency_min_ms = 5\nlatency_max_ms = 15".into(),
+        // tansu's SQLite engine publishes ~470 events/s here (README, Benchmarks): the 63 k
+        // events of the 1,050 RPS minute would take minutes to drain. The durable engine is
+        // covered by outbox.rs and pipeline.rs; this test is about hosts and the gateway.
+        kafka_storage: payrail_tests::kafka::MEMORY,
     };
-    let mut appliance =
-        Appliance::start(&dir, layout.clone(), "two-host-test", &password_file, |_, _| Ok(()))
-            .expect("the appliance starts on two hosts");
+    let mut appliance = Appliance::start(
+        &dir,
+        layout.clone(),
+        "two-host-test",
+        &password_file,
+        |_, _| Ok(()),
+    )
+    .expect("the appliance starts on two hosts");
     let gateway = layout.gateway();
     let ingest1 = format!("http://{}", layout.ingest(1));
 
     // 1. Full flow, then 1,050 RPS, from the client namespace.
-    k6(&mirror, &gateway, "full-flow.js", &[("RATE", "100".into()), ("DURATION", "15s".into())]);
+    k6(
+        &mirror,
+        &gateway,
+        "full-flow.js",
+        &[("RATE", "100".into()), ("DURATION", "15s".into())],
+    );
     let seconds = std::env::var("PAYRAIL_TWO_HOST_SECONDS").unwrap_or_else(|_| "60".into());
-    k6(&mirror, &gateway, "authorize.js", &[("RATE", "1050".into()), ("DURATION", format!("{seconds}s"))]);
+    k6(
+        &mirror,
+        &gateway,
+        "authorize.js",
+        &[("RATE", "1050".into()), ("DURATION", format!("{seconds}s"))],
+    );
     assert_reconciled(&appliance);
 
     // 2. Ingest #1 killed under load.
@@ -148,7 +169,14 @@ fn two_hosts_through_the_gateway() {
     let load_handle = {
         let gateway = gateway.clone();
         std::thread::spawn(move || {
-            load::authorizations(&gateway, "kill", 150, Duration::from_secs(30), 8, both_shards)
+            load::authorizations(
+                &gateway,
+                "kill",
+                150,
+                Duration::from_secs(30),
+                8,
+                both_shards,
+            )
         })
     };
     let kill_at = killer.join().expect("timer");
@@ -176,12 +204,19 @@ fn two_hosts_through_the_gateway() {
         .filter(|s| s.sent > kill_at + Duration::from_secs(2))
         .collect();
     assert!(late.is_empty(), "errors after the switch: {late:?}");
-    let ok = samples.iter().filter(|s| s.status == 200).count() as i64;
+    // A client retries what failed with the same key. A request cut off inside ingest #1
+    // (its key reserved, maybe authorized at the PG) completes once the reservation's
+    // lease runs out (30 s): the PG call repeats with the same request id, so the PG
+    // keeps one authorization and the payment is written once.
+    for failed in &errors {
+        let (status, _) = load::retry_until_ok(&gateway, failed, Duration::from_secs(60));
+        assert_eq!(status, 200, "a retried request never succeeded: {failed:?}");
+    }
     let after_db = payments_in_db(&appliance);
-    assert!(
-        after_db - before_db >= ok && after_db - before_db <= samples.len() as i64,
-        "payments in the database ({}) do not match the answers ({ok} answered 200)",
-        after_db - before_db
+    assert_eq!(
+        after_db - before_db,
+        samples.len() as i64,
+        "every key must make exactly one payment"
     );
     assert_eq!(
         appliance_pg_authorizations(&layout) - pg_before,
@@ -212,7 +247,14 @@ fn two_hosts_through_the_gateway() {
     let load_handle = {
         let gateway = gateway.clone();
         std::thread::spawn(move || {
-            load::authorizations(&gateway, "cut", 100, Duration::from_secs(40), 16, both_shards)
+            load::authorizations(
+                &gateway,
+                "cut",
+                100,
+                Duration::from_secs(40),
+                16,
+                both_shards,
+            )
         })
     };
     std::thread::sleep(Duration::from_secs(10));
@@ -222,7 +264,10 @@ fn two_hosts_through_the_gateway() {
     let samples = load_handle.join().expect("load");
     let (cut_from, cut_to) = (Duration::from_secs(10), Duration::from_secs(20));
     let server_errors: Vec<&Sample> = samples.iter().filter(|s| s.status == 500).collect();
-    assert!(server_errors.is_empty(), "500s during the cut: {server_errors:?}");
+    assert!(
+        server_errors.is_empty(),
+        "500s during the cut: {server_errors:?}"
+    );
     for s in &samples {
         assert!(
             matches!(s.status, 200 | 503 | 504),
@@ -242,13 +287,51 @@ fn two_hosts_through_the_gateway() {
         .iter()
         .filter(|s| s.sent > cut_to + Duration::from_secs(10) && s.status != 200)
         .count();
-    assert_eq!(failed_after, 0, "not recovered 10 s after the link came back");
+    assert_eq!(
+        failed_after, 0,
+        "not recovered 10 s after the link came back"
+    );
     for s in samples.iter().filter(|s| s.status == 200) {
         let id = s.payment_id.expect("a 200 carries the payment id");
-        let reply = http::get(&gateway, &format!("/api/payments/{id}?merchantId={}", s.merchant));
+        let reply = http::get(
+            &gateway,
+            &format!("/api/payments/{id}?merchantId={}", s.merchant),
+        );
         assert_eq!(reply.status, 200, "payment {id} answered 200 but is gone");
     }
     assert_reconciled(&appliance);
+
+    // 4. Every metric the Grafana dashboards query is exported by a running service.
+    let mut exported = std::collections::BTreeSet::new();
+    let mut addresses = vec![gateway.clone(), layout.ingest(1), layout.ingest(2)];
+    addresses.extend(
+        ["settlement-worker", "refund-worker", "ledger"]
+            .iter()
+            .filter_map(|s| layout.worker(s)),
+    );
+    for address in &addresses {
+        for line in http::get(address, "/metrics").text().lines() {
+            if let Some(name) = line
+                .split(['{', ' '])
+                .next()
+                .filter(|n| n.starts_with("payrail_"))
+            {
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                exported.insert(base.to_owned());
+            }
+        }
+    }
+    let missing: Vec<String> = payrail_tests::dashboard_metrics()
+        .into_iter()
+        .filter(|m| !exported.contains(m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "dashboards query metrics no service exports: {missing:?}"
+    );
 
     appliance.stop();
     mirror.destroy();

@@ -25,6 +25,8 @@ pub struct Layout {
     pub gateway_extra_listen: Vec<String>,
     /// Appended to pg-mock's config (latency, failure rates).
     pub pg_behaviour: String,
+    /// The broker's storage engine (`crate::kafka::SQLITE` or `MEMORY`).
+    pub kafka_storage: &'static str,
 }
 
 pub const SHARD_PORTS: [u16; 2] = [3307, 3308];
@@ -121,7 +123,13 @@ impl Appliance {
         }
         let redis = Redis::start(&dir.join("redis"), REDIS_PORT, &layout.vm1)?;
         appliance.add("redis", redis.into_proc(), &mut on_start)?;
-        let broker = Broker::start(&dir.join("tansu"), KAFKA_PORT, &layout.vm1, &layout.vm1)?;
+        let broker = Broker::start_with(
+            &dir.join("tansu"),
+            KAFKA_PORT,
+            &layout.vm1,
+            &layout.vm1,
+            layout.kafka_storage,
+        )?;
         appliance.add("tansu", broker.into_proc(), &mut on_start)?;
         let pg_dir = dir.join("pg-mock");
         std::fs::create_dir_all(&pg_dir).map_err(|e| e.to_string())?;

@@ -75,7 +75,13 @@ impl TwoHost {
         topology.remove();
         let result = (|| {
             ip(&["link", "add", &topology.bridge, "type", "bridge"])?;
-            ip(&["addr", "add", &format!("{}/24", topology.vm2), "dev", &topology.bridge])?;
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", topology.vm2),
+                "dev",
+                &topology.bridge,
+            ])?;
             ip(&["link", "set", &topology.bridge, "up"])?;
             for (ns, link, addr) in [
                 (&topology.vm1_ns, &topology.vm1_link, &topology.vm1),
@@ -83,10 +89,20 @@ impl TwoHost {
             ] {
                 ip(&["netns", "add", ns])?;
                 ip(&["-n", ns, "link", "set", "lo", "up"])?;
-                ip(&["link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+                ip(&[
+                    "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                ])?;
                 ip(&["link", "set", link, "master", &topology.bridge])?;
                 ip(&["link", "set", link, "up"])?;
-                ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    "eth0",
+                ])?;
                 ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             }
             Ok::<_, String>(())

@@ -10,18 +10,22 @@ use std::time::{Duration, Instant};
 pub struct Broker {
     pub port: u16,
     pub dir: PathBuf,
+    storage: &'static str,
     proc: Option<Proc>,
 }
 
 /// The broker's storage: durable SQLite in its directory, or with
 /// `PAYRAIL_KAFKA_STORAGE=memory` tansu's in-memory engine (not durable; for benchmarks
 /// that should measure payrail rather than the stand-in broker's SQLite engine).
-fn storage_engine() -> &'static str {
+pub fn storage_engine() -> &'static str {
     match std::env::var("PAYRAIL_KAFKA_STORAGE").as_deref() {
-        Ok("memory") => "memory://tansu/",
-        _ => "sqlite://tansu.db",
+        Ok("memory") => MEMORY,
+        _ => SQLITE,
     }
 }
+
+pub const SQLITE: &str = "sqlite://tansu.db";
+pub const MEMORY: &str = "memory://tansu/";
 
 /// `tansu` from PATH or `~/.cargo/bin`.
 pub fn tansu_binary() -> PathBuf {
@@ -38,10 +42,22 @@ pub fn tansu_binary() -> PathBuf {
 
 impl Broker {
     pub fn start(dir: &Path, port: u16, bind: &str, advertised: &str) -> Result<Self, String> {
+        Self::start_with(dir, port, bind, advertised, storage_engine())
+    }
+
+    /// [`Broker::start`] with an explicit storage engine ([`SQLITE`] or [`MEMORY`]).
+    pub fn start_with(
+        dir: &Path,
+        port: u16,
+        bind: &str,
+        advertised: &str,
+        storage: &'static str,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let mut broker = Self {
             port,
             dir: dir.to_owned(),
+            storage,
             proc: None,
         };
         broker.launch(bind, advertised)?;
@@ -57,7 +73,7 @@ impl Broker {
             .arg("--advertised-listener-url")
             .arg(format!("tcp://{advertised}:{}", self.port))
             .arg("--storage-engine")
-            .arg(storage_engine())
+            .arg(self.storage)
             .current_dir(&self.dir);
         self.proc = Some(
             Proc::spawn(

@@ -71,3 +71,28 @@ pub fn settle(stack: &stack::TestStack, payment_id: u64) {
         &format!("UPDATE payment SET status = 'CAPTURED' WHERE payment_id = {payment_id} AND status = 'CAPTURE_REQUESTED'"),
     );
 }
+
+/// Every metric name the Grafana dashboards query (`nixos-modules/dashboards/*.json`),
+/// histogram suffixes removed, for checking them against a running stack's `/metrics`.
+pub fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let dir = repo_root().join("nixos-modules/dashboards");
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("payrail_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            names.insert(base.to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
+}

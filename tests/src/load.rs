@@ -14,6 +14,7 @@ pub struct Sample {
     pub status: u16,
     pub code: String,
     pub merchant: String,
+    pub amount: i64,
     pub key: String,
     pub payment_id: Option<u64>,
 }
@@ -46,7 +47,8 @@ pub fn authorizations(
                     }
                     let merchant_id = merchant(i);
                     let key = format!("{run}-{i}");
-                    let body = crate::authorize_body(&merchant_id, 1000 + (i % 500) as i64, &key)
+                    let amount = 1000 + (i % 500) as i64;
+                    let body = crate::authorize_body(&merchant_id, amount, &key)
                         .to_string()
                         .into_bytes();
                     let sent = start.elapsed();
@@ -63,6 +65,7 @@ pub fn authorizations(
                             status: reply.status,
                             code: reply.code(),
                             merchant: merchant_id,
+                            amount,
                             key,
                             payment_id: reply.json()["paymentId"].as_u64(),
                         },
@@ -71,6 +74,7 @@ pub fn authorizations(
                             status: 0,
                             code: "CONNECTION_FAILED".into(),
                             merchant: merchant_id,
+                            amount,
                             key,
                             payment_id: None,
                         },
@@ -87,4 +91,24 @@ pub fn authorizations(
         .collect();
     samples.sort_by_key(|s| s.sent);
     samples
+}
+
+/// Retries `sample` as a client would (same key, same body) until it is answered 200 or
+/// `timeout` passes; returns the final answer's status and payment id.
+pub fn retry_until_ok(addr: &str, sample: &Sample, timeout: Duration) -> (u16, Option<u64>) {
+    let body = crate::authorize_body(&sample.merchant, sample.amount, &sample.key);
+    let mut last = (sample.status, sample.payment_id);
+    crate::wait_until(timeout, || {
+        if let Ok(reply) = http::request(
+            addr,
+            "POST",
+            "/api/payments/authorize",
+            &[("Content-Type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        ) {
+            last = (reply.status, reply.json()["paymentId"].as_u64());
+        }
+        last.0 == 200
+    });
+    last
 }

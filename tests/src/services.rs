@@ -75,7 +75,13 @@ pub fn start_pg_mock(dir: &Path, listen: &str, behaviour_toml: &str) -> Result<P
         pg_mock_config(listen, &dir.join("pg-journal.jsonl"), behaviour_toml),
     )
     .map_err(|e| e.to_string())?;
-    launch("pg-mock", "pg-mock", listen, &config, &dir.join("pg-mock.log"))
+    launch(
+        "pg-mock",
+        "pg-mock",
+        listen,
+        &config,
+        &dir.join("pg-mock.log"),
+    )
 }
 
 /// Starts `binary --config config` on the host that owns `listen` (see [`crate::hosts`]),
@@ -104,7 +110,13 @@ pub fn start_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, Strin
     let config = dir.join(format!("{}.toml", settings.instance));
     std::fs::write(&config, ingest_config(settings)).map_err(|e| e.to_string())?;
     let log = dir.join(format!("{}.log", settings.instance));
-    launch(&settings.instance, "ingest", &settings.listen, &config, &log)
+    launch(
+        &settings.instance,
+        "ingest",
+        &settings.listen,
+        &config,
+        &log,
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +149,13 @@ pub fn start_worker(dir: &Path, settings: &WorkerSettings) -> Result<(Proc, Path
     let config = dir.join(format!("{}.toml", settings.service));
     std::fs::write(&config, worker_config(settings)).map_err(|e| e.to_string())?;
     let log = dir.join(format!("{}.log", settings.service));
-    let proc = launch(&settings.service, &settings.service, &settings.listen, &config, &log)?;
+    let proc = launch(
+        &settings.service,
+        &settings.service,
+        &settings.listen,
+        &config,
+        &log,
+    )?;
     Ok((proc, config))
 }
 
@@ -154,7 +172,13 @@ pub fn ledger_config(s: &WorkerSettings) -> String {
 pub fn start_ledger(dir: &Path, settings: &WorkerSettings) -> Result<(Proc, PathBuf), String> {
     let config = dir.join("ledger.toml");
     std::fs::write(&config, ledger_config(settings)).map_err(|e| e.to_string())?;
-    let proc = launch("ledger", "ledger", &settings.listen, &config, &dir.join("ledger.log"))?;
+    let proc = launch(
+        "ledger",
+        "ledger",
+        &settings.listen,
+        &config,
+        &dir.join("ledger.log"),
+    )?;
     Ok((proc, config))
 }
 
@@ -183,5 +207,11 @@ pub fn start_gateway(
         ),
     )
     .map_err(|e| e.to_string())?;
-    launch("gateway", "gateway", &listen[0], &config, &dir.join("gateway.log"))
+    launch(
+        "gateway",
+        "gateway",
+        &listen[0],
+        &config,
+        &dir.join("gateway.log"),
+    )
 }

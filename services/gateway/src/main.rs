@@ -49,6 +49,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let metrics = Arc::new(metrics::Metrics::new(&config.instance)?);
+    // Known label values start at 0, so dashboards see the series before the first event.
+    for reason in ["connect", "idempotent"] {
+        metrics.retries.with_label_values(&[reason]).inc_by(0);
+    }
     let client = {
         let _guard = runtime.enter();
         upstream::client(

@@ -36,7 +36,7 @@ pub enum Outcome {
     /// No instance could take it (503 with Retry-After).
     Unavailable,
     /// An instance failed mid-request and re-sending is not safe (503, outcome unknown).
-    OutcomeUnknown,
+    Unknown,
 }
 
 /// Headers a proxy must not forward (hop-by-hop) or that the server writes itself.
@@ -82,7 +82,9 @@ impl Forward {
 
     fn request(&self, base: &str) -> Option<hyper::Request<Full<Bytes>>> {
         let uri: hyper::Uri = format!("{base}{}", self.path_and_query).parse().ok()?;
-        let mut builder = hyper::Request::builder().method(self.method.clone()).uri(uri);
+        let mut builder = hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(uri);
         if let Some(headers) = builder.headers_mut() {
             for (name, value) in &self.headers {
                 headers.append(name.clone(), value.clone());
@@ -164,10 +166,10 @@ pub async fn forward(
             Ok(Err(_)) | Ok(Ok((_, Err(_)))) => {
                 label("error");
                 if !request.resend_safe() {
-                    return Outcome::OutcomeUnknown;
+                    return Outcome::Unknown;
                 }
                 metrics.retries.with_label_values(&["idempotent"]).inc();
-                outcome = Outcome::OutcomeUnknown;
+                outcome = Outcome::Unknown;
             }
         }
     }

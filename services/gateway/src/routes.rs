@@ -156,7 +156,13 @@ impl Gateway {
         response.json(if up { 200 } else { 503 }, body.as_bytes());
     }
 
-    fn proxy(&self, pool: &Arc<Pool>, request: &Request<'_>, request_id: &str, response: &mut Response) {
+    fn proxy(
+        &self,
+        pool: &Arc<Pool>,
+        request: &Request<'_>,
+        request_id: &str,
+        response: &mut Response,
+    ) {
         if pool.members.is_empty() {
             error_body::write(
                 response,
@@ -171,7 +177,8 @@ impl Gateway {
             error_body::write(response, 405, "METHOD_NOT_ALLOWED", "unknown method", None);
             return;
         };
-        let mut path_and_query = String::with_capacity(request.path.len() + request.query.len() + 1);
+        let mut path_and_query =
+            String::with_capacity(request.path.len() + request.query.len() + 1);
         path_and_query.push_str(request.path);
         if !request.query.is_empty() {
             path_and_query.push('?');
@@ -249,7 +256,7 @@ impl Gateway {
                 );
                 response.header("Retry-After", "1");
             }
-            Ok(Outcome::OutcomeUnknown) => error_body::write(
+            Ok(Outcome::Unknown) => error_body::write(
                 response,
                 503,
                 "UPSTREAM_UNAVAILABLE",

@@ -78,9 +78,9 @@ impl Pool {
             .filter(untried)
             .find(|i| self.usable(*i, now))
             .or_else(|| {
-                (0..n).filter(untried).min_by_key(|i| {
-                    self.members[*i].ejected_until_ms.load(Ordering::Relaxed)
-                })
+                (0..n)
+                    .filter(untried)
+                    .min_by_key(|i| self.members[*i].ejected_until_ms.load(Ordering::Relaxed))
             })
     }
 

@@ -224,6 +224,13 @@ impl Relay {
     pub async fn run_shard(self: Arc<Self>, app: Arc<App>, shard: u16) {
         let config = app.config.relay.clone();
         let shard_label = shard.to_string();
+        // Known label values start at 0, so dashboards see the series before a failure.
+        for counter in [
+            &app.metrics.outbox_publish_failures,
+            &app.metrics.outbox_published,
+        ] {
+            counter.with_label_values(&[&shard_label]).inc_by(0);
+        }
         let poll = Duration::from_millis(config.poll_interval_ms);
         let mut backoff = Duration::from_millis(config.backoff_initial_ms);
         let mut last_renewal: Option<Instant> = None;

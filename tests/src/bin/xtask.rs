@@ -6,6 +6,7 @@
 //!   `payrail_tests::hosts`) when namespaces are available, else on 127.0.0.1. Waits until
 //!   healthy and prints how to call the API through the gateway on 127.0.0.1:8080.
 //! - `down`: stops exactly what `up` started. `status`: what runs.
+//! - `fmt-nix`: formats every `.nix` file as alejandra does (the test checks it).
 //! - `test [cargo test args]`: every test: unit tests and integration tests against real
 //!   MariaDB, Redis and a Kafka-protocol broker.
 
@@ -31,7 +32,8 @@ fn main() -> ExitCode {
         "down" => down(),
         "status" => status(),
         "test" => test(),
-        _ => Err("usage: cargo xtask up|down|status|test".to_owned()),
+        "fmt-nix" => fmt_nix(),
+        _ => Err("usage: cargo xtask up|down|status|test|fmt-nix".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,6 +69,8 @@ fn prerequisites() -> Result<(), String> {
         ("mariadb", "mariadb-client"),
         ("redis-server", "redis-server"),
         ("wrk", "wrk"),
+        ("nix-instantiate", "nix-bin"),
+        ("ip", "iproute2"),
     ];
     let missing: Vec<&str> = wanted
         .iter()
@@ -157,6 +161,7 @@ fn saved_layout() -> Layout {
         vm2,
         gateway_extra_listen: Vec::new(),
         pg_behaviour: String::new(),
+        kafka_storage: payrail_tests::kafka::storage_engine(),
     }
 }
 
@@ -184,22 +189,30 @@ fn up() -> Result<(), String> {
             vm2: m.vm2.clone(),
             gateway_extra_listen: vec![format!("127.0.0.1:{GATEWAY_PORT}")],
             pg_behaviour: "latency_min_ms = 5\nlatency_max_ms = 15".into(),
+            kafka_storage: payrail_tests::kafka::storage_engine(),
         },
         None => Layout {
             vm1: "127.0.0.1".into(),
             vm2: "127.0.0.1".into(),
             gateway_extra_listen: Vec::new(),
             pg_behaviour: "latency_min_ms = 5\nlatency_max_ms = 15".into(),
+            kafka_storage: payrail_tests::kafka::storage_engine(),
         },
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
         .map_err(|e| e.to_string())?;
     let mut pids: Vec<(String, u32)> = Vec::new();
-    let appliance = Appliance::start(&dir, layout.clone(), &password, &password_file, |name, pid| {
-        pids.push((name.to_owned(), pid));
-        let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
-        std::fs::write(pid_file(), text).map_err(|e| e.to_string())
-    })?;
+    let appliance = Appliance::start(
+        &dir,
+        layout.clone(),
+        &password,
+        &password_file,
+        |name, pid| {
+            pids.push((name.to_owned(), pid));
+            let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+            std::fs::write(pid_file(), text).map_err(|e| e.to_string())
+        },
+    )?;
     appliance.detach();
     println!(
         "payrail is up. State, logs and configs are under {}.",
@@ -285,9 +298,59 @@ fn status() -> Result<(), String> {
     Ok(())
 }
 
+/// The services as the appliance ships them: built with `+crt-static` for the gnu target
+/// (the Nix build uses pkgsStatic), and `ldd` must call every binary static.
+/// `PAYRAIL_SKIP_STATIC=1` skips it for quick local runs.
+fn static_check() -> Result<(), String> {
+    if std::env::var("PAYRAIL_SKIP_STATIC").is_ok_and(|v| v == "1") {
+        eprintln!("xtask: static-linkage check skipped (PAYRAIL_SKIP_STATIC=1)");
+        return Ok(());
+    }
+    const TARGET: &str = "x86_64-unknown-linux-gnu";
+    const SERVICES: [&str; 6] = [
+        "ingest",
+        "gateway",
+        "settlement-worker",
+        "refund-worker",
+        "ledger",
+        "pg-mock",
+    ];
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args(["build", "--release", "--quiet", "--target", TARGET])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(repo_root());
+    for service in SERVICES {
+        command.args(["--package", service]);
+    }
+    run(&mut command)?;
+    for service in SERVICES {
+        let path = repo_root()
+            .join("target")
+            .join(TARGET)
+            .join("release")
+            .join(service);
+        let output = Command::new("ldd")
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("ldd: {e}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !text.contains("not a dynamic executable") && !text.contains("statically linked") {
+            return Err(format!("{} is not static:\n{text}", path.display()));
+        }
+        println!("static: {service}");
+    }
+    Ok(())
+}
+
 fn test() -> Result<(), String> {
     prerequisites()?;
     build()?;
+    static_check()?;
     let dir = repo_root().join("target/test-mariadb");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -322,4 +385,32 @@ fn test() -> Result<(), String> {
         }
     }
     result
+}
+
+/// Formats every `.nix` file of the repository in place (alejandra's style).
+fn fmt_nix() -> Result<(), String> {
+    let output = Command::new("git")
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "*.nix",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    for file in String::from_utf8_lossy(&output.stdout).lines() {
+        let path = repo_root().join(file);
+        let before = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
+        match alejandra::format::in_memory(file.to_owned(), before) {
+            (alejandra::format::Status::Changed(true), after) => {
+                std::fs::write(&path, after).map_err(|e| format!("{file}: {e}"))?;
+                println!("formatted {file}");
+            }
+            (alejandra::format::Status::Changed(false), _) => {}
+            (alejandra::format::Status::Error(error), _) => return Err(format!("{file}: {error}")),
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,31 @@
+# Options shared by vm1.nix and vm2.nix: where the two hosts are and where their secrets
+# live, so the same files deploy to real machines (`nixos-rebuild switch --flake .#vm1`)
+# and to the NixOS VM tests.
+{lib, ...}: {
+  options.payrail.hosts = {
+    vm1Address = lib.mkOption {
+      type = lib.types.str;
+      default = "vm1";
+      description = "Address (or resolvable name) of the state host, as vm2 reaches it.";
+    };
+    vm2Address = lib.mkOption {
+      type = lib.types.str;
+      default = "vm2";
+      description = "Address (or resolvable name) of the app host, as vm1 reaches it.";
+    };
+    secretsDir = lib.mkOption {
+      type = lib.types.str;
+      default = "/run/secrets/payrail";
+      description = ''
+        Directory holding the secret files, put there out of band (sops-nix, agenix, or by
+        hand with mode 0400): `db-password` (MariaDB user `payrail`), `redis-password`,
+        `grafana-admin-password`, `grafana-secret-key`. Never in the Nix store.
+      '';
+    };
+    kafkaClusterId = lib.mkOption {
+      type = lib.types.str;
+      default = "pAyRaIlKrAfTcLuStEr001";
+      description = "KRaft cluster id (22 characters, base64url; `kafka-storage.sh random-uuid`).";
+    };
+  };
+}

@@ -1,0 +1,194 @@
+# vm1, the state host (shared/spec/system.md): MariaDB shard 1, Redis, Kafka (KRaft, one
+# broker), ingest #1, Prometheus and Grafana. Deploy: `nixos-rebuild switch --flake .#vm1`
+# on the machine, with its hardware configuration imported (see README, Deployment).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}: let
+  hosts = config.payrail.hosts;
+  secret = name: "${hosts.secretsDir}/${name}";
+  shard = number: host: port: {
+    inherit number host port;
+    database = "payrail";
+    user = "payrail";
+    password_file = "/run/credentials/payrail-ingest.service/db-password";
+  };
+in {
+  networking.hostName = lib.mkDefault "vm1";
+
+  services.mysql = {
+    enable = true;
+    package = pkgs.mariadb;
+    settings.mysqld = {
+      bind-address = "0.0.0.0";
+      port = 3306;
+      innodb_flush_log_at_trx_commit = 1;
+      innodb_buffer_pool_size = "1G";
+      innodb_log_file_size = "1G";
+      innodb_io_capacity = 2000;
+      innodb_io_capacity_max = 8000;
+      max_connections = 1000;
+      skip-name-resolve = true;
+    };
+    ensureDatabases = ["payrail"];
+  };
+  # The app's TCP account (ensureUsers are socket-auth only), password from the secret
+  # file; idempotent, so it also rotates the password.
+  systemd.services.payrail-mariadb-user = {
+    description = "payrail: the MariaDB account the services use over the network";
+    after = ["mysql.service"];
+    requires = ["mysql.service"];
+    wantedBy = ["multi-user.target"];
+    serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+      LoadCredential = ["db-password:${secret "db-password"}"];
+    };
+    path = [config.services.mysql.package];
+    script = ''
+      password=$(tr -d '\n' < "$CREDENTIALS_DIRECTORY/db-password")
+      mysql -u root <<SQL
+      CREATE USER IF NOT EXISTS 'payrail'@'%' IDENTIFIED BY '$password';
+      ALTER USER 'payrail'@'%' IDENTIFIED BY '$password';
+      GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON payrail.* TO 'payrail'@'%';
+      FLUSH PRIVILEGES;
+      SQL
+    '';
+  };
+
+  services.redis.servers.payrail = {
+    enable = true;
+    port = 6380;
+    bind = "0.0.0.0";
+    requirePassFile = secret "redis-password";
+    save = [];
+    appendOnly = false;
+  };
+
+  services.apache-kafka = {
+    enable = true;
+    clusterId = hosts.kafkaClusterId;
+    formatLogDirs = true;
+    settings = {
+      "node.id" = 1;
+      "process.roles" = ["broker" "controller"];
+      listeners = ["PLAINTEXT://:9092" "CONTROLLER://:9093"];
+      "advertised.listeners" = ["PLAINTEXT://${hosts.vm1Address}:9092"];
+      "listener.security.protocol.map" = ["PLAINTEXT:PLAINTEXT" "CONTROLLER:PLAINTEXT"];
+      "controller.listener.names" = ["CONTROLLER"];
+      "controller.quorum.voters" = ["1@127.0.0.1:9093"];
+      "offsets.topic.replication.factor" = 1;
+      "transaction.state.log.replication.factor" = 1;
+      "transaction.state.log.min.isr" = 1;
+      "log.dirs" = ["/var/lib/apache-kafka"];
+      # Topics are created by ingest at start (and below), with their partition counts.
+      "auto.create.topics.enable" = false;
+    };
+  };
+  systemd.services.apache-kafka.serviceConfig.StateDirectory = "apache-kafka";
+  # The topics of system.md, created once the broker answers (ingest also ensures them).
+  systemd.services.payrail-kafka-topics = {
+    description = "payrail: create the Kafka topics";
+    after = ["apache-kafka.service"];
+    requires = ["apache-kafka.service"];
+    wantedBy = ["multi-user.target"];
+    serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+    };
+    path = [config.services.apache-kafka.package];
+    script = ''
+      for _ in $(seq 60); do kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --list >/dev/null 2>&1 && break; sleep 1; done
+      for t in payment.authorized payment.capture-requested payment.captured payment.refund-requested payment.refunded payment.voided; do
+        kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1
+      done
+      for t in payment.dlq settlement.dlq refund.dlq; do
+        kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists --topic "$t" --partitions 3 --replication-factor 1
+      done
+    '';
+  };
+
+  services.payrail.ingest = {
+    enable = true;
+    openFirewall = true;
+    credentials = {
+      db-password = secret "db-password";
+      redis-password = secret "redis-password";
+    };
+    settings = {
+      listen = "0.0.0.0:8081";
+      instance = "ingest-1";
+      redis = {
+        url = "redis://127.0.0.1:6380/0";
+        password_file = "/run/credentials/payrail-ingest.service/redis-password";
+      };
+      pg.base_url = "http://${hosts.vm2Address}:8090";
+      kafka.bootstrap_servers = "127.0.0.1:9092";
+      shards = [(shard 1 "127.0.0.1" 3306) (shard 2 hosts.vm2Address 3306)];
+    };
+  };
+  systemd.services.payrail-ingest.after = ["mysql.service" "payrail-mariadb-user.service" "redis-payrail.service" "apache-kafka.service"];
+
+  services.prometheus = {
+    enable = true;
+    port = 9090;
+    globalConfig.scrape_interval = "5s";
+    scrapeConfigs = let
+      job = name: targets: {
+        job_name = name;
+        static_configs = [{inherit targets;}];
+      };
+    in [
+      (job "ingest" ["127.0.0.1:8081" "${hosts.vm2Address}:8082"])
+      (job "gateway" ["${hosts.vm2Address}:8080"])
+      (job "settlement-worker" ["${hosts.vm2Address}:8084"])
+      (job "refund-worker" ["${hosts.vm2Address}:8085"])
+      (job "ledger" ["${hosts.vm2Address}:8086"])
+    ];
+  };
+
+  services.grafana = {
+    enable = true;
+    settings = {
+      server = {
+        http_addr = "0.0.0.0";
+        http_port = 3000;
+      };
+      security = {
+        admin_password = "$__file{${secret "grafana-admin-password"}}";
+        secret_key = "$__file{${secret "grafana-secret-key"}}";
+      };
+      analytics.reporting_enabled = false;
+    };
+    provision = {
+      enable = true;
+      datasources.settings = {
+        apiVersion = 1;
+        datasources = [
+          {
+            name = "Prometheus";
+            type = "prometheus";
+            uid = "payrail-prometheus";
+            url = "http://127.0.0.1:9090";
+            access = "proxy";
+            isDefault = true;
+          }
+        ];
+      };
+      dashboards.settings = {
+        apiVersion = 1;
+        providers = [
+          {
+            name = "payrail";
+            options.path = ./nixos-modules/dashboards;
+          }
+        ];
+      };
+    };
+  };
+
+  # vm2 reaches MariaDB, Redis, Kafka and ingest here; operators reach Grafana and Prometheus.
+  networking.firewall.allowedTCPPorts = [3306 6380 9092 9090 3000];
+}
