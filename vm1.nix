@@ -4,7 +4,6 @@
 {
   config,
   lib,
-  pkgs,
   ...
 }: let
   hosts = config.payrail.hosts;
@@ -16,47 +15,9 @@
     password_file = "/run/credentials/payrail-ingest.service/db-password";
   };
 in {
-  networking.hostName = lib.mkDefault "vm1";
+  imports = [./nixos-modules/mariadb-shard.nix];
 
-  services.mysql = {
-    enable = true;
-    package = pkgs.mariadb;
-    settings.mysqld = {
-      bind-address = "0.0.0.0";
-      port = 3306;
-      innodb_flush_log_at_trx_commit = 1;
-      innodb_buffer_pool_size = "1G";
-      innodb_log_file_size = "1G";
-      innodb_io_capacity = 2000;
-      innodb_io_capacity_max = 8000;
-      max_connections = 1000;
-      skip-name-resolve = true;
-    };
-    ensureDatabases = ["payrail"];
-  };
-  # The app's TCP account (ensureUsers are socket-auth only), password from the secret
-  # file; idempotent, so it also rotates the password.
-  systemd.services.payrail-mariadb-user = {
-    description = "payrail: the MariaDB account the services use over the network";
-    after = ["mysql.service"];
-    requires = ["mysql.service"];
-    wantedBy = ["multi-user.target"];
-    serviceConfig = {
-      Type = "oneshot";
-      RemainAfterExit = true;
-      LoadCredential = ["db-password:${secret "db-password"}"];
-    };
-    path = [config.services.mysql.package];
-    script = ''
-      password=$(tr -d '\n' < "$CREDENTIALS_DIRECTORY/db-password")
-      mysql -u root <<SQL
-      CREATE USER IF NOT EXISTS 'payrail'@'%' IDENTIFIED BY '$password';
-      ALTER USER 'payrail'@'%' IDENTIFIED BY '$password';
-      GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON payrail.* TO 'payrail'@'%';
-      FLUSH PRIVILEGES;
-      SQL
-    '';
-  };
+  networking.hostName = lib.mkDefault "vm1";
 
   services.redis.servers.payrail = {
     enable = true;

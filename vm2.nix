@@ -4,7 +4,6 @@
 {
   config,
   lib,
-  pkgs,
   ...
 }: let
   hosts = config.payrail.hosts;
@@ -29,46 +28,22 @@
   ];
   kafka = {bootstrap_servers = "${hosts.vm1Address}:9092";};
   pg = "http://127.0.0.1:8090";
-in {
-  networking.hostName = lib.mkDefault "vm2";
-
-  services.mysql = {
+  worker = name: port: {
     enable = true;
-    package = pkgs.mariadb;
-    settings.mysqld = {
-      bind-address = "0.0.0.0";
-      port = 3306;
-      innodb_flush_log_at_trx_commit = 1;
-      innodb_buffer_pool_size = "1G";
-      innodb_log_file_size = "1G";
-      innodb_io_capacity = 2000;
-      innodb_io_capacity_max = 8000;
-      max_connections = 1000;
-      skip-name-resolve = true;
+    commands = ["replay-dlq"];
+    credentials.db-password = secret "db-password";
+    settings = {
+      listen = "0.0.0.0:${toString port}";
+      instance = name;
+      inherit kafka;
+      pg.base_url = pg;
+      shards = shards "payrail-${name}";
     };
-    ensureDatabases = ["payrail"];
   };
-  systemd.services.payrail-mariadb-user = {
-    description = "payrail: the MariaDB account the services use over the network";
-    after = ["mysql.service"];
-    requires = ["mysql.service"];
-    wantedBy = ["multi-user.target"];
-    serviceConfig = {
-      Type = "oneshot";
-      RemainAfterExit = true;
-      LoadCredential = ["db-password:${secret "db-password"}"];
-    };
-    path = [config.services.mysql.package];
-    script = ''
-      password=$(tr -d '\n' < "$CREDENTIALS_DIRECTORY/db-password")
-      mysql -u root <<SQL
-      CREATE USER IF NOT EXISTS 'payrail'@'%' IDENTIFIED BY '$password';
-      ALTER USER 'payrail'@'%' IDENTIFIED BY '$password';
-      GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON payrail.* TO 'payrail'@'%';
-      FLUSH PRIVILEGES;
-      SQL
-    '';
-  };
+in {
+  imports = [./nixos-modules/mariadb-shard.nix];
+
+  networking.hostName = lib.mkDefault "vm2";
 
   services.payrail.pg-mock = {
     enable = true;
@@ -113,31 +88,8 @@ in {
     };
   };
 
-  services.payrail.settlement-worker = {
-    enable = true;
-    commands = ["replay-dlq"];
-    credentials.db-password = secret "db-password";
-    settings = {
-      listen = "0.0.0.0:8084";
-      instance = "settlement-worker";
-      inherit kafka;
-      pg.base_url = pg;
-      shards = shards "payrail-settlement-worker";
-    };
-  };
-
-  services.payrail.refund-worker = {
-    enable = true;
-    commands = ["replay-dlq"];
-    credentials.db-password = secret "db-password";
-    settings = {
-      listen = "0.0.0.0:8085";
-      instance = "refund-worker";
-      inherit kafka;
-      pg.base_url = pg;
-      shards = shards "payrail-refund-worker";
-    };
-  };
+  services.payrail.settlement-worker = worker "settlement-worker" 8084;
+  services.payrail.refund-worker = worker "refund-worker" 8085;
 
   services.payrail.ledger = {
     enable = true;

@@ -33,16 +33,12 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = payrail_core::config::parse_args("gateway")?;
-    let config: config::Config = payrail_core::config::load(&args.config)?;
-    if args.check_only {
-        println!("gateway: config {} is valid", args.config.display());
+    let Some((args, config)) = payrail_core::config::startup::<config::Config>("gateway")? else {
         return Ok(());
-    }
+    };
     if let Some(other) = args.command {
         return Err(format!("unknown command {other} (the gateway has none)").into());
     }
-    payrail_core::telemetry::init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.runtime.tokio_worker_threads)
         .thread_name("gateway-io")

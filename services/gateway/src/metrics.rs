@@ -1,6 +1,7 @@
 //! The gateway's metrics. Label sets are bounded: routes are a fixed list, upstreams come
 //! from config, statuses are HTTP codes.
 
+use payrail_core::telemetry::register;
 use payrail_core::telemetry::LATENCY_BUCKETS;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -19,24 +20,9 @@ pub struct Metrics {
     pub cors_rejections: IntCounter,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
-    // Registration only fails on duplicate names, which the fixed list below rules out.
-    let _ = registry.register(Box::new(metric.clone()));
-    metric
-}
-
 impl Metrics {
     pub fn new(instance: &str) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(
-            Some("payrail".into()),
-            Some(
-                [
-                    ("service".to_owned(), "gateway".to_owned()),
-                    ("instance_name".to_owned(), instance.to_owned()),
-                ]
-                .into(),
-            ),
-        )?;
+        let registry = payrail_core::telemetry::registry("gateway", instance)?;
         let r = &registry;
         Ok(Self {
             requests: register(

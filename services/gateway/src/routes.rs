@@ -134,15 +134,19 @@ impl Gateway {
             );
             response.header("Access-Control-Max-Age", "600");
         } else {
-            self.metrics.cors_rejections.inc();
-            error_body::write(
-                response,
-                403,
-                "CORS_ORIGIN_NOT_ALLOWED",
-                "this origin is not in the gateway's CORS allow-list",
-                None,
-            );
+            self.refuse_origin(response);
         }
+    }
+
+    fn refuse_origin(&self, response: &mut Response) {
+        self.metrics.cors_rejections.inc();
+        error_body::write(
+            response,
+            403,
+            "CORS_ORIGIN_NOT_ALLOWED",
+            "this origin is not in the gateway's CORS allow-list",
+            None,
+        );
     }
 
     fn health(&self, response: &mut Response) {
@@ -285,14 +289,7 @@ impl Handler for Gateway {
         if request.method == "OPTIONS" {
             self.preflight(request, response);
         } else if !self.cors(request, response) {
-            self.metrics.cors_rejections.inc();
-            error_body::write(
-                response,
-                403,
-                "CORS_ORIGIN_NOT_ALLOWED",
-                "this origin is not in the gateway's CORS allow-list",
-                None,
-            );
+            self.refuse_origin(response);
         } else {
             match route {
                 Route::Payments => self.proxy(&self.payments, request, &request_id, response),

@@ -46,13 +46,9 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = payrail_core::config::parse_args("ingest")?;
-    let config: config::Config = payrail_core::config::load(&args.config)?;
-    if args.check_only {
-        println!("ingest: config {} is valid", args.config.display());
+    let Some((args, config)) = payrail_core::config::startup::<config::Config>("ingest")? else {
         return Ok(());
-    }
-    payrail_core::telemetry::init_tracing();
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.runtime.tokio_worker_threads)
         .thread_name("ingest-io")

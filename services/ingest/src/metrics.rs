@@ -1,6 +1,7 @@
 //! ingest's metrics. Label sets are bounded: routes are a fixed list, statuses are HTTP
 //! codes, shards are numbers from config.
 
+use payrail_core::telemetry::register;
 use payrail_core::telemetry::LATENCY_BUCKETS;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -30,24 +31,9 @@ pub struct Metrics {
     pub outbox_relay_leader: IntGaugeVec,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
-    // Registration only fails on duplicate names, which the fixed list below rules out.
-    let _ = registry.register(Box::new(metric.clone()));
-    metric
-}
-
 impl Metrics {
     pub fn new(instance: &str) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(
-            Some("payrail".into()),
-            Some(
-                [
-                    ("service".to_owned(), "ingest".to_owned()),
-                    ("instance_name".to_owned(), instance.to_owned()),
-                ]
-                .into(),
-            ),
-        )?;
+        let registry = payrail_core::telemetry::registry("ingest", instance)?;
         let r = &registry;
         Ok(Self {
             requests: register(

@@ -10,6 +10,7 @@ mod reconcile;
 
 use mimalloc::MiMalloc;
 use payrail_core::config::Validate;
+use payrail_core::telemetry::register;
 use payrail_db::{PoolConfig, ShardConfig, Shards};
 use payrail_http::{error_body, Handler, Request, Response};
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
@@ -82,37 +83,33 @@ pub struct Metrics {
 
 impl Metrics {
     fn new(instance: &str) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(
-            Some("payrail".into()),
-            Some(
-                [
-                    ("service".to_owned(), "ledger".to_owned()),
-                    ("instance_name".to_owned(), instance.to_owned()),
-                ]
-                .into(),
-            ),
-        )?;
-        let applied = IntCounter::new(
-            "ledger_events_applied_total",
-            "events written to the ledger",
-        )?;
-        let duplicates = IntCounter::new(
-            "ledger_events_duplicate_total",
-            "redelivered events skipped",
-        )?;
-        let poison = IntCounter::new("ledger_events_poison_total", "messages sent to payment.dlq")?;
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("ledger_batch_size", "events per ledger batch")
-                .buckets(vec![1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 500.0]),
-        )?;
-        for m in [
-            Box::new(applied.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duplicates.clone()),
-            Box::new(poison.clone()),
-            Box::new(batch_size.clone()),
-        ] {
-            registry.register(m)?;
-        }
+        let registry = payrail_core::telemetry::registry("ledger", instance)?;
+        let r = &registry;
+        let applied = register(
+            r,
+            IntCounter::new(
+                "ledger_events_applied_total",
+                "events written to the ledger",
+            )?,
+        );
+        let duplicates = register(
+            r,
+            IntCounter::new(
+                "ledger_events_duplicate_total",
+                "redelivered events skipped",
+            )?,
+        );
+        let poison = register(
+            r,
+            IntCounter::new("ledger_events_poison_total", "messages sent to payment.dlq")?,
+        );
+        let batch_size = register(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new("ledger_batch_size", "events per ledger batch")
+                    .buckets(vec![1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 500.0]),
+            )?,
+        );
         Ok(Self {
             registry,
             applied,
@@ -158,13 +155,9 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = payrail_core::config::parse_args("ledger")?;
-    let config: Config = payrail_core::config::load(&args.config)?;
-    if args.check_only {
-        println!("ledger: config {} is valid", args.config.display());
+    let Some((args, config)) = payrail_core::config::startup::<Config>("ledger")? else {
         return Ok(());
-    }
-    payrail_core::telemetry::init_tracing();
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ledger")

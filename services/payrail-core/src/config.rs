@@ -61,6 +61,22 @@ pub struct Args {
     pub command: Option<String>,
 }
 
+/// The start of every service's `main`: the command line, the config file (parsed and
+/// validated), `--check-config` answered, logging on. `None` when the config was only
+/// checked (the caller exits 0).
+pub fn startup<T: DeserializeOwned + Validate>(
+    service: &str,
+) -> Result<Option<(Args, T)>, Box<dyn std::error::Error>> {
+    let args = parse_args(service)?;
+    let config: T = load(&args.config)?;
+    if args.check_only {
+        println!("{service}: config {} is valid", args.config.display());
+        return Ok(None);
+    }
+    crate::telemetry::init_tracing();
+    Ok(Some((args, config)))
+}
+
 pub fn parse_args(service: &str) -> Result<Args, String> {
     let mut config = None;
     let mut check_only = false;

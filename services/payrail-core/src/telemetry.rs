@@ -13,6 +13,31 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// A registry whose metrics are named `payrail_*` and carry the `service` and
+/// `instance_name` labels.
+pub fn registry(service: &str, instance: &str) -> Result<Registry, prometheus::Error> {
+    Registry::new_custom(
+        Some("payrail".into()),
+        Some(
+            [
+                ("service".to_owned(), service.to_owned()),
+                ("instance_name".to_owned(), instance.to_owned()),
+            ]
+            .into(),
+        ),
+    )
+}
+
+/// Registers `metric` in `registry` and hands it back. Registration only fails on a
+/// duplicate name, which each service's fixed list of metrics rules out.
+pub fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> T {
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
 /// Renders every metric of `registry` in the Prometheus text format.
 pub fn render(registry: &Registry) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 * 1024);

@@ -1,5 +1,6 @@
 //! A worker's metrics.
 
+use payrail_core::telemetry::register;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
 pub struct Metrics {
@@ -10,23 +11,9 @@ pub struct Metrics {
     pub pg_duration: Histogram,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
-    let _ = registry.register(Box::new(metric.clone()));
-    metric
-}
-
 impl Metrics {
     pub fn new(service: &str, instance: &str) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(
-            Some("payrail".into()),
-            Some(
-                [
-                    ("service".to_owned(), service.to_owned()),
-                    ("instance_name".to_owned(), instance.to_owned()),
-                ]
-                .into(),
-            ),
-        )?;
+        let registry = payrail_core::telemetry::registry(service, instance)?;
         let r = &registry;
         Ok(Self {
             intake: register(

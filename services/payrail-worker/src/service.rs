@@ -60,13 +60,9 @@ impl<K: JobKind> Handler for Ops<K> {
 
 /// Runs the worker `K` until the process ends.
 pub fn run<K: JobKind>() -> Result<(), Box<dyn std::error::Error>> {
-    let args = payrail_core::config::parse_args(K::SERVICE)?;
-    let config: WorkerConfig = payrail_core::config::load(&args.config)?;
-    if args.check_only {
-        println!("{}: config {} is valid", K::SERVICE, args.config.display());
+    let Some((args, config)) = payrail_core::config::startup::<WorkerConfig>(K::SERVICE)? else {
         return Ok(());
-    }
-    payrail_core::telemetry::init_tracing();
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(K::SERVICE)

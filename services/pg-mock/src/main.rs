@@ -25,13 +25,9 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = payrail_core::config::parse_args("pg-mock")?;
-    let config: config::Config = payrail_core::config::load(&args.config)?;
-    if args.check_only {
-        println!("pg-mock: config {} is valid", args.config.display());
+    let Some((_, config)) = payrail_core::config::startup::<config::Config>("pg-mock")? else {
         return Ok(());
-    }
-    payrail_core::telemetry::init_tracing();
+    };
     may::config()
         .set_workers(config.worker_threads)
         .set_stack_size(config.coroutine_stack_words);
