@@ -73,7 +73,6 @@ in {
 
   services.payrail.ingest = {
     enable = true;
-    openFirewall = true;
     credentials = {
       db-password = secret "db-password";
       redis-password = secret "redis-password";
@@ -150,6 +149,12 @@ in {
     };
   };
 
-  # vm2 reaches MariaDB, Redis, Kafka and ingest here; operators reach Grafana and Prometheus.
-  networking.firewall.allowedTCPPorts = [3306 6380 9092 9090 3000];
+  # Operators reach Grafana and Prometheus; the ports vm2 needs accept only the private
+  # network (nftables rule below), not the world.
+  networking.firewall.allowedTCPPorts = [9090 3000];
+  networking.nftables.enable = true;
+  networking.firewall.extraInputRules = ''
+    # vm2 reaches MariaDB, Redis, Kafka and ingest #1 here.
+    ip saddr ${hosts.privateNetwork} tcp dport { 3306, 6380, 9092, 8081 } accept
+  '';
 }

@@ -59,7 +59,6 @@ in {
 
   services.payrail.ingest = {
     enable = true;
-    openFirewall = true;
     port = 8082;
     credentials = {
       db-password = secret "db-password";
@@ -104,6 +103,10 @@ in {
     };
   };
 
-  # vm1 reaches shard 2, pg-mock and ingest #2; Prometheus on vm1 scrapes the services.
-  networking.firewall.allowedTCPPorts = [3306 8084 8085 8086 8090];
+  # vm1 reaches shard 2, pg-mock and ingest #2, and Prometheus on vm1 scrapes the
+  # services: from the private network only. The gateway (:8080) is public.
+  networking.nftables.enable = true;
+  networking.firewall.extraInputRules = ''
+    ip saddr ${hosts.privateNetwork} tcp dport { 3306, 8082, 8084, 8085, 8086, 8090 } accept
+  '';
 }

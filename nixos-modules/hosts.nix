@@ -13,6 +13,16 @@
       default = "vm2";
       description = "Address (or resolvable name) of the app host, as vm1 reaches it.";
     };
+    privateNetwork = lib.mkOption {
+      type = lib.types.str;
+      default = "192.168.1.0/24";
+      example = "10.0.0.0/24";
+      description = ''
+        The network the two hosts talk over (CIDR). The ports one host serves the other
+        (MariaDB, Redis, Kafka, ingest, workers' metrics, pg-mock) accept connections from
+        here only; the default is the NixOS test network.
+      '';
+    };
     secretsDir = lib.mkOption {
       type = lib.types.str;
       default = "/run/secrets/payrail";

@@ -291,6 +291,37 @@ fn two_hosts_through_the_gateway() {
         failed_after, 0,
         "not recovered 10 s after the link came back"
     );
+    // Clients retry what failed during the cut with the same key: each completes, once,
+    // including those whose PG authorization went through while their commit could not
+    // (the retry repeats the PG call with the same request id after the 30 s lease).
+    let failed: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
+    let retried: Vec<(u16, Option<u64>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = failed
+            .chunks(failed.len().div_ceil(8).max(1))
+            .map(|chunk| {
+                let gateway = gateway.as_str();
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|s| load::retry_until_ok(gateway, s, Duration::from_secs(90)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    assert!(
+        retried.iter().all(|(status, _)| *status == 200),
+        "a request failed during the cut never succeeded on retry: {:?}",
+        retried
+            .iter()
+            .filter(|(status, _)| *status != 200)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
     for s in samples.iter().filter(|s| s.status == 200) {
         let id = s.payment_id.expect("a 200 carries the payment id");
         let reply = http::get(
@@ -335,6 +366,7 @@ fn two_hosts_through_the_gateway() {
 
     appliance.stop();
     mirror.destroy();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn appliance_pg_authorizations(layout: &Layout) -> i64 {
