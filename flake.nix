@@ -12,7 +12,7 @@
     inherit (nixpkgs) lib;
     build = pkgs.callPackage ./services/package.nix {src = ./.;};
     payrail = build.packages;
-    services = ["ingest" "gateway" "settlement-worker" "refund-worker" "ledger" "pg-mock"];
+    services = ["ingest" "gateway" "settlement-worker" "refund-worker" "ledger" "pg-mock" "monitoring"];
     # Each service module with its package defaulting to this flake's build.
     withPackage = name: {
       imports = [./nixos-modules/${name}.nix];

@@ -91,6 +91,33 @@ in {
   };
   systemd.services.payrail-ingest.after = ["mysql.service" "payrail-mariadb-user.service" "redis-payrail.service" "apache-kafka.service"];
 
+  services.payrail.monitoring = {
+    enable = true;
+    credentials = {
+      db-password = secret "db-password";
+      redis-password = secret "redis-password";
+      admin-token = secret "admin-token";
+    };
+    settings = {
+      listen = "0.0.0.0:8087";
+      token_file = "/run/credentials/payrail-monitoring.service/admin-token";
+      audit_log = "/var/lib/payrail-monitoring/audit.jsonl";
+      redis = {
+        url = "redis://127.0.0.1:6380/0";
+        password_file = "/run/credentials/payrail-monitoring.service/redis-password";
+      };
+      shards = let
+        shard = number: host: {
+          inherit number host;
+          port = 3306;
+          database = "payrail";
+          user = "payrail";
+          password_file = "/run/credentials/payrail-monitoring.service/db-password";
+        };
+      in [(shard 1 "127.0.0.1") (shard 2 hosts.vm2Address)];
+    };
+  };
+
   services.prometheus = {
     enable = true;
     port = 9090;
@@ -154,7 +181,7 @@ in {
   networking.firewall.allowedTCPPorts = [9090 3000];
   networking.nftables.enable = true;
   networking.firewall.extraInputRules = ''
-    # vm2 reaches MariaDB, Redis, Kafka and ingest #1 here.
-    ip saddr ${hosts.privateNetwork} tcp dport { 3306, 6380, 9092, 8081 } accept
+    # vm2 reaches MariaDB, Redis, Kafka, ingest #1 and monitoring here.
+    ip saddr ${hosts.privateNetwork} tcp dport { 3306, 6380, 9092, 8081, 8087 } accept
   '';
 }

@@ -83,6 +83,7 @@ in {
     settings = {
       listen = ["0.0.0.0:8080"];
       payments = ["http://${hosts.vm1Address}:8081" "http://127.0.0.1:8082"];
+      admin = ["http://${hosts.vm1Address}:8087"];
       cors_allowed_origins = [];
     };
   };

@@ -8,6 +8,7 @@
     ./refund-worker.nix
     ./ledger.nix
     ./pg-mock.nix
+    ./monitoring.nix
     ./hosts.nix
   ];
 }

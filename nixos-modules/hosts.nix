@@ -29,7 +29,8 @@
       description = ''
         Directory holding the secret files, put there out of band (sops-nix, agenix, or by
         hand with mode 0400): `db-password` (MariaDB user `payrail`), `redis-password`,
-        `grafana-admin-password`, `grafana-secret-key`. Never in the Nix store.
+        `grafana-admin-password`, `grafana-secret-key`, `admin-token` (the admin API's bearer
+        token). Never in the Nix store.
       '';
     };
     kafkaClusterId = lib.mkOption {

@@ -61,6 +61,7 @@
     "refund-worker"
     "ledger"
     "pg-mock"
+    "monitoring"
   ];
   one = name:
     runCommand "payrail-${name}-${workspace.version}" {meta.mainProgram = name;} ''

@@ -332,6 +332,28 @@ fn two_hosts_through_the_gateway() {
     }
     assert_reconciled(&appliance);
 
+    // The admin API through the gateway: every shard, token required.
+    let token = std::fs::read_to_string(appliance.admin_token_file()).expect("admin token");
+    let bearer = format!("Bearer {}", token.trim());
+    let stats = http::request(
+        &gateway,
+        "GET",
+        "/api/admin/stats",
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .expect("admin stats");
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    assert_eq!(
+        stats.json()["shards"]
+            .as_array()
+            .map(|s| s.iter().filter(|s| s["up"] == true).count()),
+        Some(2),
+        "{}",
+        stats.text()
+    );
+    assert_eq!(http::get(&gateway, "/api/admin/stats").status, 401);
+
     // 4. Every metric the Grafana dashboards query is exported by a running service.
     let mut exported = std::collections::BTreeSet::new();
     let mut addresses = vec![gateway.clone(), layout.ingest(1), layout.ingest(2)];

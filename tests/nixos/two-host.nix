@@ -12,6 +12,7 @@
       echo test-redis-password > /run/secrets/payrail/redis-password
       echo admin > /run/secrets/payrail/grafana-admin-password
       echo test-grafana-secret-key > /run/secrets/payrail/grafana-secret-key
+      echo test-admin-token > /run/secrets/payrail/admin-token
       chmod 0400 /run/secrets/payrail/*
     '';
   };
@@ -37,6 +38,7 @@ in {
     start_all()
     vm1.wait_for_unit("payrail-kafka-topics.service")
     vm1.wait_for_unit("payrail-ingest.service")
+    vm1.wait_for_unit("payrail-monitoring.service")
     vm2.wait_for_unit("payrail-gateway.service")
     for unit in ["payrail-ingest", "payrail-settlement-worker", "payrail-refund-worker", "payrail-ledger", "payrail-pg-mock"]:
         vm2.wait_for_unit(unit + ".service")
@@ -53,8 +55,12 @@ in {
         vm2.wait_until_succeeds("systemctl start payrail-ledger-reconcile.service", timeout=300)
         vm2.log(vm2.succeed("journalctl -u payrail-ledger-reconcile.service -n 5 --no-pager"))
 
+    with subtest("the admin API through the gateway"):
+        client.fail("curl -sf http://vm2:8080/api/admin/stats")
+        client.succeed("curl -sf -H 'Authorization: Bearer test-admin-token' http://vm2:8080/api/admin/stats | grep '\"up\":true'")
+
     with subtest("systemd-analyze security of every payrail unit"):
-        for machine, units in [(vm1, ["payrail-ingest"]), (vm2, ["payrail-gateway", "payrail-ingest", "payrail-settlement-worker", "payrail-refund-worker", "payrail-ledger", "payrail-pg-mock"])]:
+        for machine, units in [(vm1, ["payrail-ingest", "payrail-monitoring"]), (vm2, ["payrail-gateway", "payrail-ingest", "payrail-settlement-worker", "payrail-refund-worker", "payrail-ledger", "payrail-pg-mock"])]:
             for unit in units:
                 machine.log(machine.succeed(f"systemd-analyze security {unit}.service | tail -1"))
   '';

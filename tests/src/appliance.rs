@@ -1,7 +1,8 @@
 //! The whole appliance placed on two hosts as `system.md` places it, the same way
 //! `vm1.nix` and `vm2.nix` do:
 //!
-//! - vm1 (state host): MariaDB shard 1, Redis, the Kafka-protocol broker, ingest #1;
+//! - vm1 (state host): MariaDB shard 1, Redis, the Kafka-protocol broker, ingest #1,
+//!   monitoring (the admin API);
 //! - vm2 (app host): MariaDB shard 2, gateway, ingest #2, ledger, settlement-worker,
 //!   refund-worker, pg-mock.
 //!
@@ -35,6 +36,8 @@ pub const KAFKA_PORT: u16 = 9092;
 pub const PG_PORT: u16 = 8090;
 pub const GATEWAY_PORT: u16 = 8080;
 pub const INGEST_PORTS: [u16; 2] = [8081, 8082];
+/// The admin API (monitoring), on vm1.
+pub const MONITORING_PORT: u16 = 8087;
 /// `/health` and `/metrics` of the workers and the ledger (all on vm2).
 pub const WORKER_PORTS: [(&str, u16); 3] = [
     ("settlement-worker", 8084),
@@ -56,6 +59,9 @@ impl Layout {
     pub fn ingest(&self, number: usize) -> String {
         let host = if number == 1 { &self.vm1 } else { &self.vm2 };
         format!("{host}:{}", INGEST_PORTS[number - 1])
+    }
+    pub fn monitoring(&self) -> String {
+        format!("{}:{MONITORING_PORT}", self.vm1)
     }
     pub fn pg(&self) -> String {
         format!("{}:{PG_PORT}", self.vm2)
@@ -171,6 +177,30 @@ impl Appliance {
             };
             appliance.add(service, Some(proc), &mut on_start)?;
         }
+        let monitoring_dir = dir.join("monitoring");
+        std::fs::create_dir_all(&monitoring_dir).map_err(|e| e.to_string())?;
+        let token_file = appliance.admin_token_file();
+        if !token_file.exists() {
+            std::fs::write(&token_file, format!("{}\n", crate::random_hex(16)))
+                .map_err(|e| e.to_string())?;
+        }
+        let ingest1 = IngestSettings {
+            instance: "monitoring".into(),
+            listen: layout.monitoring(),
+            shards: layout.shards(),
+            db_password_file: password_file.to_owned(),
+            redis_url: format!("redis://{}:{REDIS_PORT}/0", layout.vm1),
+            redis_key_prefix: "payrail:".into(),
+            pg_url: String::new(),
+            extra_toml: String::new(),
+        };
+        let monitoring = services::start_monitoring(
+            &monitoring_dir,
+            &layout.monitoring(),
+            &token_file,
+            &ingest1,
+        )?;
+        appliance.add("monitoring", Some(monitoring), &mut on_start)?;
         let gateway_dir = dir.join("gateway");
         std::fs::create_dir_all(&gateway_dir).map_err(|e| e.to_string())?;
         let mut listen = vec![layout.gateway()];
@@ -182,6 +212,7 @@ impl Appliance {
                 format!("http://{}", layout.ingest(1)),
                 format!("http://{}", layout.ingest(2)),
             ],
+            &[format!("http://{}", layout.monitoring())],
             "",
         )?;
         appliance.add("gateway", Some(gateway), &mut on_start)?;
@@ -199,6 +230,11 @@ impl Appliance {
             self.procs.push((name.to_owned(), proc));
         }
         Ok(())
+    }
+
+    /// The admin API's bearer token (created on first start).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.dir.join("monitoring").join("admin-token")
     }
 
     pub fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {

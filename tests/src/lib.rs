@@ -96,3 +96,12 @@ pub fn dashboard_metrics() -> std::collections::BTreeSet<String> {
     }
     names
 }
+
+/// `bytes` random bytes from /dev/urandom as hex (test tokens and passwords).
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut buffer);
+    }
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -188,6 +188,7 @@ pub fn start_gateway(
     dir: &Path,
     listen: &[String],
     payments: &[String],
+    admin: &[String],
     extra_toml: &str,
 ) -> Result<Proc, String> {
     let quoted = |items: &[String]| {
@@ -201,9 +202,10 @@ pub fn start_gateway(
     std::fs::write(
         &config,
         format!(
-            "listen = [{}]\npayments = [{}]\ncors_allowed_origins = [\"http://127.0.0.1:8080\"]\n{extra_toml}\n",
+            "listen = [{}]\npayments = [{}]\nadmin = [{}]\ncors_allowed_origins = [\"http://127.0.0.1:8080\"]\n{extra_toml}\n",
             quoted(listen),
-            quoted(payments)
+            quoted(payments),
+            quoted(admin)
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -213,5 +215,35 @@ pub fn start_gateway(
         &listen[0],
         &config,
         &dir.join("gateway.log"),
+    )
+}
+
+/// Writes monitoring's config to `dir/monitoring.toml` and starts it. The admin token is
+/// read from `token_file`; writes are audit-logged to `dir/audit.jsonl`.
+pub fn start_monitoring(
+    dir: &Path,
+    listen: &str,
+    token_file: &Path,
+    ingest: &IngestSettings,
+) -> Result<Proc, String> {
+    let config = dir.join("monitoring.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\ntoken_file = \"{}\"\naudit_log = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n{}",
+            token_file.display(),
+            dir.join("audit.jsonl").display(),
+            ingest.redis_url,
+            ingest.redis_key_prefix,
+            shards_toml(&ingest.shards, &ingest.db_password_file)
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    launch(
+        "monitoring",
+        "monitoring",
+        listen,
+        &config,
+        &dir.join("monitoring.log"),
     )
 }

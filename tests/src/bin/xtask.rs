@@ -119,11 +119,7 @@ fn db_password(dir: &Path) -> Result<(PathBuf, String), String> {
     std::fs::create_dir_all(&secrets).map_err(|e| e.to_string())?;
     let file = secrets.join("db-password");
     if !file.exists() {
-        let mut bytes = [0u8; 12];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-            .map_err(|e| e.to_string())?;
-        let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let password = payrail_tests::random_hex(12);
         std::fs::write(&file, format!("{password}\n")).map_err(|e| e.to_string())?;
     }
     let password = std::fs::read_to_string(&file)
@@ -238,6 +234,9 @@ fn up() -> Result<(), String> {
         "  vm2: gateway :{GATEWAY_PORT} (also 127.0.0.1:{GATEWAY_PORT}), mariadb shard2 :3308, ingest-2 :{}, pg-mock :{PG_PORT}, settlement-worker :8084, refund-worker :8085, ledger :8086",
         INGEST_PORTS[1]
     );
+    println!(
+        "  vm1: monitoring (admin API) :8087, through the gateway at /api/admin/** with Authorization: Bearer $(cat .stack/monitoring/admin-token)"
+    );
     println!("  reconcile: target/release/ledger --config .stack/ledger/ledger.toml reconcile");
     println!("  cargo xtask status | cargo xtask down");
     Ok(())
@@ -285,6 +284,7 @@ fn status() -> Result<(), String> {
             "ingest-1" => Some(layout.ingest(1)),
             "ingest-2" => Some(layout.ingest(2)),
             "gateway" => Some(layout.gateway()),
+            "monitoring" => Some(layout.monitoring()),
             other => layout.worker(other),
         }
         .map(|addr| {
@@ -307,13 +307,14 @@ fn static_check() -> Result<(), String> {
         return Ok(());
     }
     const TARGET: &str = "x86_64-unknown-linux-gnu";
-    const SERVICES: [&str; 6] = [
+    const SERVICES: [&str; 7] = [
         "ingest",
         "gateway",
         "settlement-worker",
         "refund-worker",
         "ledger",
         "pg-mock",
+        "monitoring",
     ];
     let mut command = Command::new(env!("CARGO"));
     command

@@ -1,0 +1,209 @@
+//! The admin API of `shared/spec/api.md`: reads across every shard, and the writes an
+//! operator needs (rate-limit reset, idempotency cache clear), each audit-logged.
+//! Every answer uses a real status code: 401 without a valid token, 404 for an unknown
+//! route, 503 when the data cannot be read (no shard up, Redis down).
+
+use crate::config::Config;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Row, Value};
+use payrail_db::{epoch_ms, Shards};
+use serde_json::{json, Value as Json};
+use std::io::Write;
+
+pub struct Admin {
+    pub config: Config,
+    pub shards: Shards,
+    pub redis: redis::Client,
+}
+
+/// An answer: status and JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Json,
+}
+
+fn ok(body: Json) -> Answer {
+    Answer { status: 200, body }
+}
+
+fn error(status: u16, code: &str, message: &str) -> Answer {
+    Answer {
+        status,
+        body: json!({ "code": code, "message": message }),
+    }
+}
+
+impl Admin {
+    /// Payments by status and the outbox backlog, per shard. A shard that does not answer
+    /// is reported `up: false`; 503 only when none answers.
+    pub async fn stats(&self) -> Answer {
+        let mut shards = Vec::new();
+        let mut any_up = false;
+        for shard in self.shards.numbers() {
+            let result = self
+                .shards
+                .bounded(shard, async {
+                    let mut conn = self.shards.conn(shard).await?;
+                    let classify = |e| payrail_db::DbError::classify(shard, e);
+                    let rows: Vec<(String, i64)> = conn
+                        .query("SELECT status, COUNT(*) FROM payment GROUP BY status")
+                        .await
+                        .map_err(classify)?;
+                    let backlog: Option<i64> = conn
+                        .query_first("SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL")
+                        .await
+                        .map_err(classify)?;
+                    Ok((rows, backlog.unwrap_or(0)))
+                })
+                .await;
+            shards.push(match result {
+                Ok((rows, backlog)) => {
+                    any_up = true;
+                    let by_status: serde_json::Map<String, Json> =
+                        rows.into_iter().map(|(s, n)| (s, json!(n))).collect();
+                    json!({ "shard": shard, "up": true, "payments": by_status, "outboxBacklog": backlog })
+                }
+                Err(e) => json!({ "shard": shard, "up": false, "error": e.to_string() }),
+            });
+        }
+        if any_up {
+            ok(json!({ "shards": shards }))
+        } else {
+            error(503, "SHARD_UNAVAILABLE", "no shard answered")
+        }
+    }
+
+    /// The newest payments across every shard, optionally of one merchant.
+    pub async fn recent(&self, merchant_id: Option<&str>, limit: u64) -> Answer {
+        let mut payments: Vec<(i64, Json)> = Vec::new();
+        let mut any_up = false;
+        for shard in self.shards.numbers() {
+            let merchant = merchant_id.map(|m| m.as_bytes().to_vec());
+            let result = self
+                .shards
+                .bounded(shard, async {
+                    let mut conn = self.shards.conn(shard).await?;
+                    let sql = "SELECT payment_id, merchant_id, status, amount, currency, created_at FROM payment \
+                               WHERE (? IS NULL OR merchant_id = ?) ORDER BY created_at DESC LIMIT ?";
+                    let rows: Vec<Row> = conn
+                        .exec(sql, (merchant.clone(), merchant, limit))
+                        .await
+                        .map_err(|e| payrail_db::DbError::classify(shard, e))?;
+                    Ok(rows)
+                })
+                .await;
+            let Ok(rows) = result else { continue };
+            any_up = true;
+            for mut row in rows {
+                let created = row
+                    .take::<Value, _>(5)
+                    .map(|v| epoch_ms(&v))
+                    .unwrap_or_default();
+                let text = |v: Option<Vec<u8>>| {
+                    String::from_utf8(v.unwrap_or_default()).unwrap_or_default()
+                };
+                payments.push((
+                    created,
+                    json!({
+                        "paymentId": row.take::<u64, _>(0).unwrap_or_default(),
+                        "merchantId": text(row.take(1)),
+                        "status": text(row.take(2)),
+                        "amount": row.take::<i64, _>(3).unwrap_or_default(),
+                        "currency": text(row.take(4)),
+                        "createdAt": payrail_core::time::rfc3339(created),
+                        "shard": shard,
+                    }),
+                ));
+            }
+        }
+        if !any_up {
+            return error(503, "SHARD_UNAVAILABLE", "no shard answered");
+        }
+        payments.sort_by_key(|p| std::cmp::Reverse(p.0));
+        payments.truncate(limit as usize);
+        ok(json!({ "payments": payments.into_iter().map(|(_, p)| p).collect::<Vec<_>>() }))
+    }
+
+    /// Deletes a merchant's rate-limit counters (every action): its budget is whole again.
+    pub async fn reset_rate_limit(&self, merchant_id: &str, request_id: &str) -> Answer {
+        let prefix = &self.config.redis.key_prefix;
+        let keys: Vec<String> = ["authorize", "capture", "refund"]
+            .iter()
+            .map(|action| format!("{prefix}rl:{action}:{merchant_id}"))
+            .collect();
+        let result = async {
+            let mut conn = self.redis.get_multiplexed_async_connection().await?;
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<i64>(&mut conn)
+                .await
+        }
+        .await;
+        let answer = match result {
+            Ok(deleted) => ok(json!({ "merchantId": merchant_id, "countersDeleted": deleted })),
+            Err(e) => error(503, "UPSTREAM_UNAVAILABLE", &format!("redis: {e}")),
+        };
+        self.audit("rate-limit-reset", merchant_id, &answer, request_id);
+        answer
+    }
+
+    /// Clears the Redis idempotency cache layer (MariaDB keeps idempotency exact; the next
+    /// retry of a key is answered from MariaDB and refills the cache).
+    pub async fn clear_idempotency_cache(&self, request_id: &str) -> Answer {
+        let pattern = format!("{}idem:*", self.config.redis.key_prefix);
+        let result = async {
+            let mut conn = self.redis.get_multiplexed_async_connection().await?;
+            let mut cursor: u64 = 0;
+            let mut cleared: i64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await?;
+                if !keys.is_empty() {
+                    cleared += redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async::<i64>(&mut conn)
+                        .await?;
+                }
+                if next == 0 {
+                    break Ok::<_, redis::RedisError>(cleared);
+                }
+                cursor = next;
+            }
+        }
+        .await;
+        let answer = match result {
+            Ok(cleared) => ok(json!({ "cleared": cleared })),
+            Err(e) => error(503, "UPSTREAM_UNAVAILABLE", &format!("redis: {e}")),
+        };
+        self.audit("idempotency-cache-clear", "*", &answer, request_id);
+        answer
+    }
+
+    /// One JSON line per write: when, what, on what, the outcome, the request id. A small
+    /// synchronous append: admin writes are rare, and an audit line must not be dropped.
+    fn audit(&self, action: &str, target: &str, answer: &Answer, request_id: &str) {
+        let line = json!({
+            "at": payrail_core::time::rfc3339(payrail_core::time::now_ms()),
+            "actor": "admin-token",
+            "action": action,
+            "target": target,
+            "status": answer.status,
+            "requestId": request_id,
+        });
+        tracing::info!(%line, "admin write");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.config.audit_log)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            tracing::error!(error = %e, "audit log not written");
+        }
+    }
+}
