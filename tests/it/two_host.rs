@@ -54,28 +54,11 @@ fn drained(appliance: &Appliance) -> bool {
     })
 }
 
-fn reconcile(appliance: &Appliance) -> (bool, String) {
-    let output = std::process::Command::new(payrail_tests::bin_dir().join("ledger"))
-        .arg("--config")
-        .arg(appliance.dir.join("ledger/ledger.toml"))
-        .arg("reconcile")
-        .output()
-        .expect("ledger reconcile runs");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
 fn assert_reconciled(appliance: &Appliance) {
     assert!(drained(appliance), "the pipeline did not drain");
     let mut last = String::new();
     let ok = wait_until(Duration::from_secs(60), || {
-        let (ok, report) = reconcile(appliance);
+        let (ok, report) = appliance.reconcile();
         last = report;
         ok
     });
@@ -208,9 +191,12 @@ fn two_hosts_through_the_gateway() {
     // (its key reserved, maybe authorized at the PG) completes once the reservation's
     // lease runs out (30 s): the PG call repeats with the same request id, so the PG
     // keeps one authorization and the payment is written once.
-    for failed in &errors {
-        let (status, _) = load::retry_until_ok(&gateway, failed, Duration::from_secs(60));
-        assert_eq!(status, 200, "a retried request never succeeded: {failed:?}");
+    let retried = load::retry_all(&gateway, &errors, Duration::from_secs(60));
+    for (failed, (status, _)) in errors.iter().zip(&retried) {
+        assert_eq!(
+            *status, 200,
+            "a retried request never succeeded: {failed:?}"
+        );
     }
     let after_db = payments_in_db(&appliance);
     assert_eq!(
@@ -295,24 +281,7 @@ fn two_hosts_through_the_gateway() {
     // including those whose PG authorization went through while their commit could not
     // (the retry repeats the PG call with the same request id after the 30 s lease).
     let failed: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
-    let retried: Vec<(u16, Option<u64>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = failed
-            .chunks(failed.len().div_ceil(8).max(1))
-            .map(|chunk| {
-                let gateway = gateway.as_str();
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|s| load::retry_until_ok(gateway, s, Duration::from_secs(90)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let retried = load::retry_all(&gateway, &failed, Duration::from_secs(90));
     assert!(
         retried.iter().all(|(status, _)| *status == 200),
         "a request failed during the cut never succeeded on retry: {:?}",

@@ -232,6 +232,11 @@ impl Appliance {
         Ok(())
     }
 
+    /// Runs `ledger reconcile` against this appliance: (clean?, report).
+    pub fn reconcile(&self) -> (bool, String) {
+        services::reconcile(&self.dir.join("ledger/ledger.toml"))
+    }
+
     /// The admin API's bearer token (created on first start).
     pub fn admin_token_file(&self) -> PathBuf {
         self.dir.join("monitoring").join("admin-token")

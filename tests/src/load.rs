@@ -112,3 +112,25 @@ pub fn retry_until_ok(addr: &str, sample: &Sample, timeout: Duration) -> (u16, O
     });
     last
 }
+
+/// [`retry_until_ok`] for every sample, over eight threads (the retries of one fault wait
+/// for the same lease, so they wait together). Answers in the order of `samples`.
+pub fn retry_all(addr: &str, samples: &[&Sample], timeout: Duration) -> Vec<(u16, Option<u64>)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = samples
+            .chunks(samples.len().div_ceil(8).max(1))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|s| retry_until_ok(addr, s, timeout))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}

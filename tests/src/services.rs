@@ -247,3 +247,21 @@ pub fn start_monitoring(
         &dir.join("monitoring.log"),
     )
 }
+
+/// Runs `ledger --config <config> reconcile`: (clean?, its report).
+pub fn reconcile(ledger_config: &Path) -> (bool, String) {
+    let output = std::process::Command::new(crate::bin_dir().join("ledger"))
+        .arg("--config")
+        .arg(ledger_config)
+        .arg("reconcile")
+        .output()
+        .unwrap_or_else(|e| panic!("ledger reconcile: {e}"));
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}

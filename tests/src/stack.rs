@@ -267,20 +267,7 @@ impl TestStack {
             .iter()
             .find(|(p, _)| p.name == "ledger")
             .unwrap_or_else(|| panic!("no ledger in this stack"));
-        let output = std::process::Command::new(crate::bin_dir().join("ledger"))
-            .arg("--config")
-            .arg(config)
-            .arg("reconcile")
-            .output()
-            .unwrap_or_else(|e| panic!("ledger reconcile: {e}"));
-        (
-            output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
+        services::reconcile(config)
     }
 
     /// Payments per status over every shard.
