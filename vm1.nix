@@ -4,6 +4,7 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }: let
   hosts = config.payrail.hosts;
@@ -102,6 +103,48 @@ in {
       listen = "0.0.0.0:8087";
       token_file = "/run/credentials/payrail-monitoring.service/admin-token";
       audit_log = "/var/lib/payrail-monitoring/audit.jsonl";
+      state_dir = "/var/lib/payrail-monitoring/state";
+      kafka.bootstrap_servers = "127.0.0.1:9092";
+      instances = let
+        instance = name: address: {
+          inherit name;
+          url = "http://${address}";
+        };
+      in [
+        (instance "ingest-1" "127.0.0.1:8081")
+        (instance "ingest-2" "${hosts.vm2Address}:8082")
+        (instance "gateway" "${hosts.vm2Address}:8080")
+        (instance "settlement-worker" "${hosts.vm2Address}:8084")
+        (instance "refund-worker" "${hosts.vm2Address}:8085")
+        (instance "ledger" "${hosts.vm2Address}:8086")
+      ];
+      # The three-way reconciliation, run from here against both shards and pg-mock with
+      # monitoring's own credentials.
+      reconcile_command = let
+        ledgerConfig = (pkgs.formats.toml {}).generate "ledger-reconcile.toml" {
+          listen = "127.0.0.1:0";
+          instance = "monitoring-reconcile";
+          pg_base_url = "http://${hosts.vm2Address}:8090";
+          kafka.bootstrap_servers = "127.0.0.1:9092";
+          shards = let
+            shard = number: host: {
+              inherit number host;
+              port = 3306;
+              database = "payrail";
+              user = "payrail";
+              password_file = "/run/credentials/payrail-monitoring.service/db-password";
+            };
+          in [(shard 1 "127.0.0.1") (shard 2 hosts.vm2Address)];
+        };
+      in [(lib.getExe config.services.payrail.ledger.package) "--config" "${ledgerConfig}" "reconcile"];
+      # The k6 runner: the repo's scenarios against the gateway on vm2. The drill is not
+      # configured here: stopping Kafka needs rights the hardened unit does not have
+      # (set `drill` with a stop/resume command the unit may run, e.g. through polkit).
+      k6 = {
+        binary = lib.getExe pkgs.k6;
+        scenarios_dir = "${./k6}";
+        base_url = "http://${hosts.vm2Address}:8080";
+      };
       redis = {
         url = "redis://127.0.0.1:6380/0";
         password_file = "/run/credentials/payrail-monitoring.service/redis-password";

@@ -62,6 +62,7 @@
     "ledger"
     "pg-mock"
     "monitoring"
+    "mcp"
   ];
   one = name:
     runCommand "payrail-${name}-${workspace.version}" {meta.mainProgram = name;} ''

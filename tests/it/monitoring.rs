@@ -8,19 +8,7 @@ use payrail_tests::{authorize_body, free_port, http, services};
 const TOKEN: &str = "test-admin-token";
 
 fn admin(addr: &str, method: &str, path: &str, token: Option<&str>) -> http::Reply {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer
-        .as_deref()
-        .map(|b| vec![("Authorization", b)])
-        .unwrap_or_default();
-    http::request(
-        addr,
-        method,
-        path,
-        &headers,
-        if method == "POST" { Some(b"") } else { None },
-    )
-    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    http::admin(addr, method, path, token, None)
 }
 
 #[test]
@@ -39,7 +27,7 @@ fn admin_api_reads_every_shard_and_audits_its_writes() {
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
     let audit = dir.join("audit.jsonl");
     let listen = format!("127.0.0.1:{}", free_port());
-    let _monitoring = services::start_monitoring(&dir, &listen, &token_file, &settings)
+    let _monitoring = services::start_monitoring(&dir, &listen, &token_file, &settings, "")
         .expect("monitoring starts");
 
     // Payments on both shards (odd merchant numbers → shard 2, even → shard 1).

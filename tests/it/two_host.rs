@@ -11,7 +11,9 @@
 //! 3. the vm1 link cut for 10 s under load (the broker on vm1 keeps its data in memory and
 //!    stays up; only the link goes): no 500, clear 503/504 for what needs vm1,
 //!    vm2's shard keeps answering 200, full recovery, nothing lost, reconciliation clean;
-//! 4. every metric the Grafana dashboards query is exported by a running service.
+//! 4. every metric the Grafana dashboards query is exported by a running service, and
+//!    Prometheus (scraping every service) answers every panel's query with data; the
+//!    admin dashboard page is served through the gateway.
 
 use payrail_tests::appliance::{Appliance, Layout};
 use payrail_tests::hosts::TwoHost;
@@ -354,6 +356,27 @@ fn two_hosts_through_the_gateway() {
         missing.is_empty(),
         "dashboards query metrics no service exports: {missing:?}"
     );
+    // …and Prometheus, scraping every service as vm1.nix's does, answers every panel's
+    // query with data after the load.
+    let prometheus = layout.prometheus();
+    let queries = payrail_tests::dashboard_queries();
+    assert!(queries.len() >= 15, "{queries:?}");
+    let mut empty = Vec::new();
+    let answered = wait_until(Duration::from_secs(30), || {
+        empty = queries
+            .iter()
+            .filter(|(_, _, expr)| {
+                services::prometheus_query(&prometheus, expr).map_or(true, |r| r.is_empty())
+            })
+            .map(|(file, title, expr)| format!("{file} / {title}: {expr}"))
+            .collect();
+        empty.is_empty()
+    });
+    assert!(answered, "panels without data in Prometheus: {empty:#?}");
+    // The admin dashboard is served through the gateway.
+    let page = http::get(&gateway, "/admin");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("payrail admin"), "the dashboard page");
 
     appliance.stop();
     mirror.destroy();

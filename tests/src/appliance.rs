@@ -2,7 +2,7 @@
 //! `vm1.nix` and `vm2.nix` do:
 //!
 //! - vm1 (state host): MariaDB shard 1, Redis, the Kafka-protocol broker, ingest #1,
-//!   monitoring (the admin API);
+//!   monitoring (the admin API and dashboard), Prometheus;
 //! - vm2 (app host): MariaDB shard 2, gateway, ingest #2, ledger, settlement-worker,
 //!   refund-worker, pg-mock.
 //!
@@ -38,6 +38,8 @@ pub const GATEWAY_PORT: u16 = 8080;
 pub const INGEST_PORTS: [u16; 2] = [8081, 8082];
 /// The admin API (monitoring), on vm1.
 pub const MONITORING_PORT: u16 = 8087;
+/// Prometheus, on vm1 as in vm1.nix.
+pub const PROMETHEUS_PORT: u16 = 9090;
 /// `/health` and `/metrics` of the workers and the ledger (all on vm2).
 pub const WORKER_PORTS: [(&str, u16); 3] = [
     ("settlement-worker", 8084),
@@ -59,6 +61,9 @@ impl Layout {
     pub fn ingest(&self, number: usize) -> String {
         let host = if number == 1 { &self.vm1 } else { &self.vm2 };
         format!("{host}:{}", INGEST_PORTS[number - 1])
+    }
+    pub fn prometheus(&self) -> String {
+        format!("{}:{PROMETHEUS_PORT}", self.vm1)
     }
     pub fn monitoring(&self) -> String {
         format!("{}:{MONITORING_PORT}", self.vm1)
@@ -85,6 +90,40 @@ impl Layout {
             })
             .collect()
     }
+}
+
+/// monitoring's tables for this layout: the broker, every instance to scrape, the
+/// reconcile command, the k6 runner (the repo's scenarios, against the gateway) and the
+/// drill (SIGSTOP / SIGCONT of the broker process).
+fn monitoring_toml(layout: &Layout, dir: &Path, broker_pid: u32) -> String {
+    let mut instances: Vec<(String, String)> = (1..=2)
+        .map(|n| (format!("ingest-{n}"), layout.ingest(n)))
+        .collect();
+    instances.push(("gateway".into(), layout.gateway()));
+    instances.extend(
+        WORKER_PORTS
+            .iter()
+            .filter_map(|(s, _)| Some(((*s).to_owned(), layout.worker(s)?))),
+    );
+    let instances: Vec<String> = instances
+        .into_iter()
+        .map(|(name, addr)| format!("{{ name = \"{name}\", url = \"http://{addr}\" }}"))
+        .collect();
+    let ledger = crate::bin_dir().join("ledger");
+    format!(
+        "reconcile_command = [\"{}\", \"--config\", \"{}\", \"reconcile\"]\n\
+         instances = [{}]\n\n\
+         [kafka]\nbootstrap_servers = \"{}\"\n\n\
+         [k6]\nscenarios_dir = \"{}\"\nbase_url = \"http://{}\"\n\n\
+         [drill]\nstop_broker = [\"kill\", \"-STOP\", \"{broker_pid}\"]\nresume_broker = [\"kill\", \"-CONT\", \"{broker_pid}\"]\nbase_url = \"http://{}\"\n",
+        ledger.display(),
+        dir.join("ledger/ledger.toml").display(),
+        instances.join(", "),
+        layout.kafka(),
+        crate::repo_root().join("k6").display(),
+        layout.gateway(),
+        layout.gateway(),
+    )
 }
 
 pub struct Appliance {
@@ -194,11 +233,18 @@ impl Appliance {
             pg_url: String::new(),
             extra_toml: String::new(),
         };
+        let broker_pid = appliance
+            .procs
+            .iter()
+            .find(|(n, _)| n == "tansu")
+            .and_then(|(_, p)| p.pid())
+            .unwrap_or(0);
         let monitoring = services::start_monitoring(
             &monitoring_dir,
             &layout.monitoring(),
             &token_file,
             &ingest1,
+            &monitoring_toml(&layout, dir, broker_pid),
         )?;
         appliance.add("monitoring", Some(monitoring), &mut on_start)?;
         let gateway_dir = dir.join("gateway");
@@ -216,6 +262,18 @@ impl Appliance {
             "",
         )?;
         appliance.add("gateway", Some(gateway), &mut on_start)?;
+        let mut targets: Vec<(String, String)> = (1..=2)
+            .map(|n| ("ingest".to_owned(), layout.ingest(n)))
+            .collect();
+        targets.push(("gateway".into(), layout.gateway()));
+        targets.extend(
+            WORKER_PORTS
+                .iter()
+                .filter_map(|(s, _)| Some(((*s).to_owned(), layout.worker(s)?))),
+        );
+        let prometheus =
+            services::start_prometheus(&dir.join("prometheus"), &layout.prometheus(), &targets)?;
+        appliance.add("prometheus", Some(prometheus), &mut on_start)?;
         Ok(appliance)
     }
 

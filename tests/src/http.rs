@@ -128,3 +128,28 @@ pub fn post(addr: &str, path: &str, body: &serde_json::Value) -> Reply {
 pub fn get(addr: &str, path: &str) -> Reply {
     request(addr, "GET", path, &[], None).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
 }
+
+/// An admin API call: `Authorization: Bearer <token>` when a token is given, a JSON body
+/// for POST (empty when none). Panics if the connection fails.
+pub fn admin(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Reply {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
+    if let Some(b) = bearer.as_deref() {
+        headers.push(("Authorization", b));
+    }
+    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    request(
+        addr,
+        method,
+        path,
+        &headers,
+        (method == "POST").then_some(bytes.as_slice()),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
+}

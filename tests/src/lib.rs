@@ -15,6 +15,7 @@ pub mod http;
 pub mod kafka;
 pub mod load;
 pub mod mariadb;
+pub mod mcp;
 pub mod process;
 pub mod redis;
 pub mod services;
@@ -95,6 +96,27 @@ pub fn dashboard_metrics() -> std::collections::BTreeSet<String> {
         }
     }
     names
+}
+
+/// Every panel query of the Grafana dashboards: (dashboard file, panel title, expr).
+pub fn dashboard_queries() -> Vec<(String, String, String)> {
+    let dir = repo_root().join("nixos-modules/dashboards");
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let file = entry.file_name().to_string_lossy().into_owned();
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    let title = panel["title"].as_str().unwrap_or("").to_owned();
+                    queries.push((file.clone(), title, expr.to_owned()));
+                }
+            }
+        }
+    }
+    queries.sort();
+    queries
 }
 
 /// `bytes` random bytes from /dev/urandom as hex (test tokens and passwords).

@@ -220,19 +220,22 @@ pub fn start_gateway(
 
 /// Writes monitoring's config to `dir/monitoring.toml` and starts it. The admin token is
 /// read from `token_file`; writes are audit-logged to `dir/audit.jsonl`.
+/// `extra_toml` holds the optional tables (kafka, instances, k6, drill, ...).
 pub fn start_monitoring(
     dir: &Path,
     listen: &str,
     token_file: &Path,
     ingest: &IngestSettings,
+    extra_toml: &str,
 ) -> Result<Proc, String> {
     let config = dir.join("monitoring.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\ntoken_file = \"{}\"\naudit_log = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n{}",
+            "listen = \"{listen}\"\ntoken_file = \"{}\"\naudit_log = \"{}\"\nstate_dir = \"{}\"\n{extra_toml}\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n{}",
             token_file.display(),
             dir.join("audit.jsonl").display(),
+            dir.join("state").display(),
             ingest.redis_url,
             ingest.redis_key_prefix,
             shards_toml(&ingest.shards, &ingest.db_password_file)
@@ -264,4 +267,75 @@ pub fn reconcile(ledger_config: &Path) -> (bool, String) {
             String::from_utf8_lossy(&output.stderr)
         ),
     )
+}
+
+/// Starts Prometheus (Debian's `prometheus`) on `listen`, scraping each (job, address)
+/// every second, as vm1.nix's does every 5 s; waits until it is ready.
+pub fn start_prometheus(
+    dir: &Path,
+    listen: &str,
+    targets: &[(String, String)],
+) -> Result<Proc, String> {
+    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+    let mut config = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (job, address) in targets {
+        config.push_str(&format!(
+            "  - job_name: \"{job}\"\n    static_configs:\n      - targets: [\"{address}\"]\n"
+        ));
+    }
+    let file = dir.join("prometheus.yml");
+    std::fs::write(&file, config).map_err(|e| e.to_string())?;
+    let mut command = crate::hosts::command(listen, "prometheus");
+    command
+        .arg(format!("--config.file={}", file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .arg("--storage.tsdb.retention.time=1d");
+    let proc = Proc::spawn("prometheus", command, &dir.join("prometheus.log"))
+        .map_err(|e| format!("prometheus: {e} (apt-get install prometheus)"))?;
+    let ready = crate::wait_until(Duration::from_secs(60), || {
+        crate::http::request(listen, "GET", "/-/ready", &[], None).is_ok_and(|r| r.status == 200)
+    });
+    if !ready {
+        return Err(format!(
+            "prometheus not ready; see {}",
+            dir.join("prometheus.log").display()
+        ));
+    }
+    Ok(proc)
+}
+
+/// Runs a PromQL instant query; the result vector.
+pub fn prometheus_query(listen: &str, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+    let encoded: String = expr
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let reply = crate::http::request(
+        listen,
+        "GET",
+        &format!("/api/v1/query?query={encoded}"),
+        &[],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let body = reply.json();
+    if body["status"] != "success" {
+        return Err(format!("{expr}: {body}"));
+    }
+    Ok(body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }

@@ -1,4 +1,5 @@
-//! The gateway's routes: `/api/payments/**` → ingest, `/api/admin/**` → monitoring,
+//! The gateway's routes: `/api/payments/**` → ingest, `/api/admin/**` and the admin
+//! dashboard `/admin` → monitoring,
 //! `/health` and `/metrics` of its own. CORS and request ids for all of them.
 
 use crate::config::Config;
@@ -41,7 +42,7 @@ impl Route {
         };
         if under("/api/payments") {
             Route::Payments
-        } else if under("/api/admin") {
+        } else if under("/api/admin") || under("/admin") {
             Route::Admin
         } else if path == "/health" {
             Route::Health

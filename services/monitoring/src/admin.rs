@@ -124,6 +124,156 @@ impl Admin {
         ok(json!({ "payments": payments.into_iter().map(|(_, p)| p).collect::<Vec<_>>() }))
     }
 
+    /// Runs `read` on every shard and collects the shards that answered; 503 when none
+    /// did. A shard that fails is listed under `unavailableShards`.
+    async fn each_shard<T, F, Fut>(&self, read: F) -> Result<(Vec<(u16, T)>, Vec<u16>), Answer>
+    where
+        F: Fn(u16, mysql_async::Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, mysql_async::Error>>,
+    {
+        let mut answered = Vec::new();
+        let mut down = Vec::new();
+        for shard in self.shards.numbers() {
+            let result = self
+                .shards
+                .bounded(shard, async {
+                    let conn = self.shards.conn(shard).await?;
+                    read(shard, conn)
+                        .await
+                        .map_err(|e| payrail_db::DbError::classify(shard, e))
+                })
+                .await;
+            match result {
+                Ok(value) => answered.push((shard, value)),
+                Err(_) => down.push(shard),
+            }
+        }
+        if answered.is_empty() {
+            return Err(error(503, "SHARD_UNAVAILABLE", "no shard answered"));
+        }
+        Ok((answered, down))
+    }
+
+    /// Settlement and refund jobs: outcomes, success rate of the finished ones, and how
+    /// many attempts they took (the retry distribution).
+    pub async fn jobs(&self) -> Answer {
+        let read = |_, mut conn: mysql_async::Conn| async move {
+            let mut out = Vec::new();
+            for table in ["settlement_request", "refund_request"] {
+                let rows: Vec<(String, i64, i64)> = conn
+                    .query(format!(
+                        "SELECT status, attempts, COUNT(*) FROM {table} GROUP BY status, attempts"
+                    ))
+                    .await?;
+                out.push((table, rows));
+            }
+            Ok(out)
+        };
+        let (answered, down) = match self.each_shard(read).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
+        };
+        let mut body = serde_json::Map::new();
+        for (kind, table) in [
+            ("settlement", "settlement_request"),
+            ("refund", "refund_request"),
+        ] {
+            let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
+            let mut attempts: std::collections::BTreeMap<i64, i64> = Default::default();
+            for (_, tables) in &answered {
+                for (t, rows) in tables {
+                    if *t != table {
+                        continue;
+                    }
+                    for (status, tries, count) in rows {
+                        *by_status.entry(status.clone()).or_default() += count;
+                        if status != "PENDING" {
+                            *attempts.entry(*tries).or_default() += count;
+                        }
+                    }
+                }
+            }
+            let succeeded = by_status.get("SUCCEEDED").copied().unwrap_or(0);
+            let failed = by_status.get("FAILED").copied().unwrap_or(0);
+            let finished = succeeded + failed;
+            body.insert(
+                kind.into(),
+                json!({
+                    "byStatus": by_status,
+                    "successRate": (finished > 0).then(|| succeeded as f64 / finished as f64),
+                    "attempts": attempts.iter().map(|(a, n)| json!({ "attempts": a, "jobs": n })).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        body.insert("unavailableShards".into(), json!(down));
+        ok(Json::Object(body))
+    }
+
+    /// Payments created per minute over the last `minutes` minutes, all shards together.
+    pub async fn throughput(&self, minutes: u32) -> Answer {
+        let read = |_, mut conn: mysql_async::Conn| async move {
+            let rows: Vec<(String, i64)> = conn
+                .exec(
+                    "SELECT DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:00Z'), COUNT(*) FROM payment \
+                     WHERE created_at >= UTC_TIMESTAMP(3) - INTERVAL ? MINUTE GROUP BY 1",
+                    (minutes,),
+                )
+                .await?;
+            Ok(rows)
+        };
+        let (answered, down) = match self.each_shard(read).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
+        };
+        let mut per_minute: std::collections::BTreeMap<String, i64> = Default::default();
+        for (_, rows) in answered {
+            for (minute, count) in rows {
+                *per_minute.entry(minute).or_default() += count;
+            }
+        }
+        ok(json!({
+            "minutes": per_minute.into_iter().map(|(m, n)| json!({ "minute": m, "payments": n })).collect::<Vec<_>>(),
+            "unavailableShards": down,
+        }))
+    }
+
+    /// The outbox per shard: unpublished events, the age of the oldest one, and the
+    /// publish lag (commit → broker ack) of the last minute's events.
+    pub async fn outbox(&self) -> Answer {
+        let read = |_, mut conn: mysql_async::Conn| async move {
+            let row: Option<(i64, Option<f64>)> = conn
+                .query_first(
+                    "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(3)) / 1000 \
+                     FROM outbox_event WHERE published_at IS NULL",
+                )
+                .await?;
+            let lag: Option<(Option<f64>, Option<f64>, i64)> = conn
+                .query_first(
+                    "SELECT AVG(TIMESTAMPDIFF(MICROSECOND, created_at, published_at)) / 1000, \
+                     MAX(TIMESTAMPDIFF(MICROSECOND, created_at, published_at)) / 1000, COUNT(*) \
+                     FROM outbox_event WHERE published_at >= UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE",
+                )
+                .await?;
+            Ok((row.unwrap_or((0, None)), lag.unwrap_or((None, None, 0))))
+        };
+        let (answered, down) = match self.each_shard(read).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
+        };
+        let shards: Vec<Json> = answered
+            .into_iter()
+            .map(|(shard, ((backlog, oldest), (avg, max, published)))| {
+                json!({
+                    "shard": shard,
+                    "backlog": backlog,
+                    "oldestUnpublishedMs": oldest,
+                    "lastMinute": { "published": published, "avgLagMs": avg, "maxLagMs": max },
+                })
+            })
+            .collect();
+        ok(json!({ "shards": shards, "unavailableShards": down }))
+    }
+
     /// Deletes a merchant's rate-limit counters (every action): its budget is whole again.
     pub async fn reset_rate_limit(&self, merchant_id: &str, request_id: &str) -> Answer {
         let prefix = &self.config.redis.key_prefix;
@@ -187,7 +337,7 @@ impl Admin {
 
     /// One JSON line per write: when, what, on what, the outcome, the request id. A small
     /// synchronous append: admin writes are rare, and an audit line must not be dropped.
-    fn audit(&self, action: &str, target: &str, answer: &Answer, request_id: &str) {
+    pub fn audit(&self, action: &str, target: &str, answer: &Answer, request_id: &str) {
         let line = json!({
             "at": payrail_core::time::rfc3339(payrail_core::time::now_ms()),
             "actor": "admin-token",

@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Header a DLQ replay puts on the message it re-sends: the worker intake re-arms the
+/// failed job it names (a job that succeeded meanwhile is left alone).
+pub const REPLAY_HEADER: &str = "payrail-dlq-replay";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {

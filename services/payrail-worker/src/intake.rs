@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Header a DLQ replay puts on the message it re-sends.
-pub const REPLAY_HEADER: &str = "payrail-dlq-replay";
+pub use payrail_kafka::dlq::REPLAY_HEADER;
 
 /// One message's job, with where it came from.
 struct Arrival {

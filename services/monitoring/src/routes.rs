@@ -1,0 +1,439 @@
+//! The HTTP routes of monitoring. `/health` and the dashboard page are public (the page
+//! asks for the token and sends it with every API call); everything under `/api/admin`
+//! needs `Authorization: Bearer <admin token>`. Writes are audit-logged.
+
+use crate::admin::{Admin, Answer};
+use crate::config::Config;
+use crate::drill::Drills;
+use crate::kafka::{Kafka, KafkaError, DLQ_TOPICS};
+use crate::llm::Llm;
+use crate::loadtest::{LoadTests, StartError};
+use crate::report;
+use crate::scrape::Scraper;
+use payrail_http::{error_body, Bridge, Handler, Request, Response};
+use serde_json::{json, Value as Json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The dashboard: one page, no build step (plain HTML, CSS and JavaScript).
+const DASHBOARD: &[u8] = include_bytes!("../static/dashboard.html");
+
+/// Everything the routes operate on.
+pub struct Ops {
+    pub config: Config,
+    pub admin: Arc<Admin>,
+    pub kafka: Option<Arc<Kafka>>,
+    pub scraper: Arc<Scraper>,
+    pub loadtests: Option<Arc<LoadTests>>,
+    pub drills: Option<Arc<Drills>>,
+    pub llm: Llm,
+}
+
+pub struct Routes {
+    pub ops: Arc<Ops>,
+    pub token: String,
+    pub bridge: Bridge,
+}
+
+/// Compares without an early exit, so response timing does not reveal the token.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn answer(status: u16, body: Json) -> Answer {
+    Answer { status, body }
+}
+
+fn fail(status: u16, code: &str, message: impl std::fmt::Display) -> Answer {
+    answer(
+        status,
+        json!({ "code": code, "message": message.to_string() }),
+    )
+}
+
+fn not_configured(what: &str) -> Answer {
+    fail(
+        503,
+        "NOT_CONFIGURED",
+        format!("{what} is not configured on this monitoring instance"),
+    )
+}
+
+fn kafka_error(e: KafkaError) -> Answer {
+    match e {
+        KafkaError::Unavailable(m) => fail(503, "UPSTREAM_UNAVAILABLE", m),
+        KafkaError::NotFound(m) => fail(404, "NOT_FOUND", m),
+        KafkaError::NotReplayable(m) => fail(422, "NOT_REPLAYABLE", m),
+    }
+}
+
+fn json_body(request: &Request<'_>) -> Result<Json, Answer> {
+    if request.body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(request.body)
+        .map_err(|e| fail(400, "VALIDATION_ERROR", format!("body is not JSON: {e}")))
+}
+
+impl Handler for Routes {
+    fn handle(&self, request: &Request<'_>, response: &mut Response) {
+        match request.path {
+            "/health" => {
+                response.json(200, b"{\"status\":\"UP\"}");
+                return;
+            }
+            "/" | "/admin" | "/admin/" => {
+                response.content_type("text/html; charset=utf-8");
+                response.header("Cache-Control", "no-store");
+                response.header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'");
+                response.status(200);
+                response.body_mut().extend_from_slice(DASHBOARD);
+                return;
+            }
+            _ => {}
+        }
+        let authorized = request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .is_some_and(|t| token_matches(t, self.token.as_bytes()));
+        if !authorized {
+            error_body::write(
+                response,
+                401,
+                "UNAUTHORIZED",
+                "send Authorization: Bearer <admin token>",
+                None,
+            );
+            response.header("WWW-Authenticate", "Bearer");
+            return;
+        }
+        let result = match self.route(request) {
+            Ok(answer) => answer,
+            Err(answer) => answer,
+        };
+        response.json(result.status, result.body.to_string().as_bytes());
+    }
+}
+
+impl Routes {
+    /// Runs `future` on tokio; the bridge's own failure (overload, timeout) is a 503.
+    fn call<F>(&self, future: F) -> Answer
+    where
+        F: std::future::Future<Output = Answer> + Send + 'static,
+    {
+        self.bridge
+            .call(future)
+            .unwrap_or_else(|e| fail(503, "UPSTREAM_UNAVAILABLE", e))
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Answer, Answer> {
+        let ops = self.ops.clone();
+        let request_id = request.request_id.unwrap_or("-").to_owned();
+        let segments: Vec<&str> = request.path.trim_end_matches('/').split('/').collect();
+        let Some(["", "api", "admin", rest @ ..]) = segments.get(..).map(|s| s) else {
+            return Err(fail(404, "NOT_FOUND", "no such admin route"));
+        };
+        let number = |name: &str, default: u64, max: u64| {
+            request
+                .query_param(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+                .clamp(1, max)
+        };
+        Ok(match (request.method, rest) {
+            ("GET", ["stats"]) => self.call(async move { ops.admin.stats().await }),
+            ("GET", ["payments"]) => {
+                let merchant = request.query_param("merchantId").map(str::to_owned);
+                let limit = number("limit", 50, 500);
+                self.call(async move { ops.admin.recent(merchant.as_deref(), limit).await })
+            }
+            ("GET", ["jobs"]) => self.call(async move { ops.admin.jobs().await }),
+            ("GET", ["throughput"]) => {
+                let minutes = number("minutes", 60, 1440) as u32;
+                self.call(async move { ops.admin.throughput(minutes).await })
+            }
+            ("GET", ["outbox"]) => self.call(async move { ops.admin.outbox().await }),
+            ("GET", ["breakers"]) => answer(200, ops.scraper.breakers()),
+            ("GET", ["metrics", "live"]) => {
+                let since = request
+                    .query_param("since")
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0);
+                answer(200, json!({ "points": ops.scraper.points(since) }))
+            }
+            ("GET", ["kafka"]) => {
+                let Some(kafka) = ops.kafka.clone() else {
+                    return Err(not_configured("kafka"));
+                };
+                self.call(async move {
+                    kafka
+                        .offsets()
+                        .await
+                        .map_or_else(kafka_error, |b| answer(200, b))
+                })
+            }
+            ("GET", ["dlq"]) => answer(200, json!({ "topics": DLQ_TOPICS })),
+            ("GET", ["dlq", topic]) => {
+                let topic = dlq_topic(topic)?;
+                let Some(kafka) = ops.kafka.clone() else {
+                    return Err(not_configured("kafka"));
+                };
+                let limit = number("limit", 50, 500) as usize;
+                self.call(async move {
+                    kafka
+                        .dead_letters(topic, limit)
+                        .await
+                        .map_or_else(kafka_error, |b| answer(200, b))
+                })
+            }
+            ("POST", ["dlq", topic, "replay"]) => {
+                let topic = dlq_topic(topic)?;
+                let body = json_body(request)?;
+                let (Some(partition), Some(offset)) = (
+                    body["partition"]
+                        .as_i64()
+                        .and_then(|p| i32::try_from(p).ok()),
+                    body["offset"].as_i64(),
+                ) else {
+                    return Err(fail(
+                        400,
+                        "VALIDATION_ERROR",
+                        "send {\"partition\": n, \"offset\": n}",
+                    ));
+                };
+                let Some(kafka) = ops.kafka.clone() else {
+                    return Err(not_configured("kafka"));
+                };
+                self.call(async move {
+                    let result = kafka
+                        .replay(topic, partition, offset)
+                        .await
+                        .map_or_else(kafka_error, |b| answer(200, b));
+                    let target = format!("{topic}/{partition}@{offset}");
+                    ops.admin.audit("dlq-replay", &target, &result, &request_id);
+                    result
+                })
+            }
+            ("GET", ["reconciliation"]) => {
+                let command = ops.config.reconcile_command.clone();
+                if command.is_empty() {
+                    return Err(not_configured("reconcile_command"));
+                }
+                self.call(async move { reconciliation(&command).await })
+            }
+            ("GET", ["loadtests"]) => {
+                let Some(runs) = ops.loadtests.clone() else {
+                    return Err(not_configured("k6"));
+                };
+                answer(
+                    200,
+                    json!({ "scenarios": runs.scenarios(), "runs": runs.list() }),
+                )
+            }
+            ("GET", ["loadtests", id]) => {
+                let Some(runs) = ops.loadtests.clone() else {
+                    return Err(not_configured("k6"));
+                };
+                runs.get(id).map_or_else(
+                    || fail(404, "NOT_FOUND", "no such load test"),
+                    |r| answer(200, r),
+                )
+            }
+            ("POST", ["loadtests"]) => {
+                let Some(runs) = ops.loadtests.clone() else {
+                    return Err(not_configured("k6"));
+                };
+                let body = json_body(request)?;
+                let scenario = body["scenario"].as_str().unwrap_or_default().to_owned();
+                let rate = body["rate"]
+                    .as_u64()
+                    .and_then(|r| u32::try_from(r).ok())
+                    .unwrap_or(0);
+                let duration = body["durationSeconds"]
+                    .as_u64()
+                    .and_then(|d| u32::try_from(d).ok())
+                    .unwrap_or(0);
+                // Spawning k6 needs the runtime's reactor: do it on tokio.
+                self.call(async move {
+                    let result = match runs.start(&scenario, rate, duration) {
+                        Ok(record) => answer(202, record),
+                        Err(StartError::Invalid(m)) => fail(400, "VALIDATION_ERROR", m),
+                        Err(StartError::Busy(m)) => fail(409, "LOAD_TEST_RUNNING", m),
+                        Err(StartError::Failed(m)) => fail(503, "K6_UNAVAILABLE", m),
+                    };
+                    let target = format!("{scenario} rate={rate} duration={duration}s");
+                    ops.admin
+                        .audit("load-test-start", &target, &result, &request_id);
+                    result
+                })
+            }
+            ("GET", ["drills"]) => {
+                let Some(drills) = ops.drills.clone() else {
+                    return Err(not_configured("drill"));
+                };
+                answer(200, json!({ "drills": drills.history.list() }))
+            }
+            ("GET", ["drills", id]) => {
+                let Some(drills) = ops.drills.clone() else {
+                    return Err(not_configured("drill"));
+                };
+                drills.get(id).map_or_else(
+                    || fail(404, "NOT_FOUND", "no such drill"),
+                    |r| answer(200, r),
+                )
+            }
+            ("POST", ["drills"]) => {
+                let Some(drills) = ops.drills.clone() else {
+                    return Err(not_configured("drill"));
+                };
+                self.call(async move {
+                    let result = match drills.start() {
+                        Some(record) => answer(202, record),
+                        None => fail(409, "DRILL_RUNNING", "a drill is already running"),
+                    };
+                    ops.admin
+                        .audit("drill-start", "broker", &result, &request_id);
+                    result
+                })
+            }
+            ("GET", ["reports", "loadtests", id]) => {
+                let Some(runs) = ops.loadtests.clone() else {
+                    return Err(not_configured("k6"));
+                };
+                let Some(run) = runs.get(id) else {
+                    return Err(fail(404, "NOT_FOUND", "no such load test"));
+                };
+                if run["status"] == "RUNNING" {
+                    return Err(fail(409, "LOAD_TEST_RUNNING", "the run has not finished"));
+                }
+                let from = run["startedAtMs"].as_i64().unwrap_or(0);
+                let to = run["finishedAtMs"].as_i64().unwrap_or(i64::MAX);
+                self.call(async move {
+                    let mut context = context(&ops, from).await;
+                    context
+                        .points
+                        .retain(|p| p["t"].as_i64().is_some_and(|t| t <= to));
+                    let mut body = report::load_test(&run, &context);
+                    body["llm"] = ops.llm.summarize(&body).await;
+                    answer(200, body)
+                })
+            }
+            ("GET", ["reports", "drills", id]) => {
+                let Some(drills) = ops.drills.clone() else {
+                    return Err(not_configured("drill"));
+                };
+                let Some(record) = drills.get(id) else {
+                    return Err(fail(404, "NOT_FOUND", "no such drill"));
+                };
+                self.call(async move {
+                    let mut body = report::drill(&record);
+                    body["llm"] = ops.llm.summarize(&body).await;
+                    answer(200, body)
+                })
+            }
+            ("GET", ["reports", "live"]) => self.call(async move {
+                let since = payrail_core::time::now_ms() - 60_000;
+                let context = context(&ops, since).await;
+                let mut body = report::live(&context);
+                body["llm"] = ops.llm.summarize(&body).await;
+                answer(200, body)
+            }),
+            ("POST", ["rate-limits", merchant, "reset"]) => {
+                if payrail_core::validate::merchant_id(merchant).is_err() {
+                    return Err(fail(400, "VALIDATION_ERROR", "not a valid merchantId"));
+                }
+                let merchant = (*merchant).to_owned();
+                self.call(async move { ops.admin.reset_rate_limit(&merchant, &request_id).await })
+            }
+            ("POST", ["idempotency-cache", "clear"]) => {
+                self.call(async move { ops.admin.clear_idempotency_cache(&request_id).await })
+            }
+            _ => fail(404, "NOT_FOUND", "no such admin route"),
+        })
+    }
+}
+
+fn dlq_topic(name: &str) -> Result<&'static str, Answer> {
+    DLQ_TOPICS
+        .iter()
+        .find(|t| **t == name)
+        .copied()
+        .ok_or_else(|| {
+            fail(
+                404,
+                "NOT_FOUND",
+                format!("not a DLQ topic (known: {})", DLQ_TOPICS.join(", ")),
+            )
+        })
+}
+
+/// The state of the system for a report: points since `since_ms`, breakers, backlog, lag.
+async fn context(ops: &Ops, since_ms: i64) -> report::Context {
+    let stats = ops.admin.stats().await;
+    let outbox_backlog = (stats.status == 200).then(|| {
+        stats.body["shards"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|x| x["outboxBacklog"].as_i64()).sum())
+            .unwrap_or(0)
+    });
+    let mut consumer_lag = Vec::new();
+    if let Some(kafka) = &ops.kafka {
+        if let Ok(offsets) = kafka.offsets().await {
+            for group in offsets["groups"].as_array().into_iter().flatten() {
+                consumer_lag.push((
+                    group["group"].as_str().unwrap_or_default().to_owned(),
+                    group["lag"].as_i64().unwrap_or(0),
+                ));
+            }
+        }
+    }
+    report::Context {
+        points: ops.scraper.points(since_ms),
+        breakers: ops.scraper.breakers(),
+        outbox_backlog,
+        consumer_lag,
+    }
+}
+
+/// Runs the reconcile command: its report lines, and whether everything reconciled
+/// (exit 0). A command that cannot run, or runs too long, is a 503.
+async fn reconciliation(command: &[String]) -> Answer {
+    let Some((program, args)) = command.split_first() else {
+        return not_configured("reconcile_command");
+    };
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(Duration::from_secs(50), run).await {
+        Err(_) => return fail(503, "RECONCILE_TIMEOUT", "reconciliation took over 50 s"),
+        Ok(Err(e)) => return fail(503, "RECONCILE_UNAVAILABLE", format!("{program}: {e}")),
+        Ok(Ok(output)) => output,
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    match output.status.code() {
+        Some(0) | Some(1) => answer(
+            200,
+            json!({
+                "clean": output.status.success(),
+                "report": lines,
+                "checkedAt": payrail_core::time::rfc3339(payrail_core::time::now_ms()),
+            }),
+        ),
+        _ => fail(
+            503,
+            "RECONCILE_UNAVAILABLE",
+            format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ),
+    }
+}
