@@ -330,6 +330,11 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
 
     // 3. The k6 run is in the history with its summary; it and its report survive a restart.
     let runs = get(&listen, "/api/admin/loadtests");
+    assert_eq!(
+        runs["runs"].as_array().map(Vec::len),
+        Some(1),
+        "one run: {runs}"
+    );
     let run = runs["runs"][0].clone();
     assert_eq!(run["scenario"], "authorize", "{runs}");
     assert_eq!(run["status"], "PASSED", "{runs}");

@@ -280,9 +280,16 @@ pub fn start_prometheus(
     let mut config = String::from(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
     );
+    let mut jobs: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for (job, address) in targets {
+        jobs.entry(job.as_str())
+            .or_default()
+            .push(format!("\"{address}\""));
+    }
+    for (job, addresses) in jobs {
         config.push_str(&format!(
-            "  - job_name: \"{job}\"\n    static_configs:\n      - targets: [\"{address}\"]\n"
+            "  - job_name: \"{job}\"\n    static_configs:\n      - targets: [{}]\n",
+            addresses.join(", ")
         ));
     }
     let file = dir.join("prometheus.yml");

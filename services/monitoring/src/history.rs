@@ -57,7 +57,11 @@ impl History {
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    // `<id>.json` only: side files (`<id>.summary.json`) are not records.
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.strip_suffix(".json").is_some_and(valid_id)
+                    })
                     .filter_map(|e| std::fs::read(e.path()).ok())
                     .filter_map(|b| serde_json::from_slice(&b).ok())
                     .collect()
@@ -76,4 +80,34 @@ pub fn valid_id(id: &str) -> bool {
 
 pub fn new_id(kind: &str) -> String {
     format!("{kind}-{}", payrail_core::time::now_ms())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_records_not_side_files_and_marks_dead_runs_interrupted() {
+        let dir = std::env::temp_dir().join(format!("payrail-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let history = History::open(&dir).expect("open");
+        history.save(&serde_json::json!({ "id": "k6-1", "status": "PASSED" }));
+        history.save(&serde_json::json!({ "id": "k6-2", "status": "RUNNING" }));
+        std::fs::write(history.path("k6-1", ".summary.json"), b"{}").expect("side file");
+        let reopened = History::open(&dir).expect("reopen");
+        let ids: Vec<String> = reopened
+            .list()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["status"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(ids, ["k6-2 INTERRUPTED", "k6-1 PASSED"]);
+        assert!(reopened.get("../k6-1").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
