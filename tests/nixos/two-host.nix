@@ -58,6 +58,18 @@ in {
     with subtest("the admin API through the gateway"):
         client.fail("curl -sf http://vm2:8080/api/admin/stats")
         client.succeed("curl -sf -H 'Authorization: Bearer test-admin-token' http://vm2:8080/api/admin/stats | grep '\"up\":true'")
+        auth = "-H 'Authorization: Bearer test-admin-token'"
+        client.succeed("curl -sf http://vm2:8080/admin | grep 'payrail admin'")
+        client.succeed(f"curl -sf {auth} http://vm2:8080/api/admin/kafka | grep settlement-worker")
+        client.succeed(f"curl -sf {auth} http://vm2:8080/api/admin/breakers | grep kafka-publisher")
+        client.succeed(f"curl -sf {auth} http://vm2:8080/api/admin/reconciliation | grep '\"clean\":true'")
+        client.succeed(f"curl -sf {auth} http://vm2:8080/api/admin/dlq/settlement.dlq | grep '\"total\":0'")
+
+    with subtest("the k6 runner on monitoring keeps its history"):
+        client.succeed(f"curl -sf {auth} -X POST -d '{{\"scenario\":\"authorize\",\"rate\":20,\"durationSeconds\":5}}' http://vm2:8080/api/admin/loadtests")
+        client.wait_until_succeeds(f"curl -sf {auth} http://vm2:8080/api/admin/loadtests | grep PASSED", timeout=120)
+        vm1.succeed("systemctl restart payrail-monitoring.service")
+        client.wait_until_succeeds(f"curl -sf {auth} http://vm2:8080/api/admin/loadtests | grep PASSED", timeout=60)
 
     with subtest("systemd-analyze security of every payrail unit"):
         for machine, units in [(vm1, ["payrail-ingest", "payrail-monitoring"]), (vm2, ["payrail-gateway", "payrail-ingest", "payrail-settlement-worker", "payrail-refund-worker", "payrail-ledger", "payrail-pg-mock"])]:

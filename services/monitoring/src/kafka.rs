@@ -246,17 +246,16 @@ fn dead_letters_blocking(
         let deadline = std::time::Instant::now() + TIMEOUT;
         while remaining > 0 && std::time::Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => {
+                Some(Ok(message))
                     if ends
                         .get(&message.partition())
-                        .is_some_and(|end| message.offset() < *end)
-                    {
-                        remaining -= 1;
-                        letters.push(letter_json(&message));
-                    }
+                        .is_some_and(|end| message.offset() < *end) =>
+                {
+                    remaining -= 1;
+                    letters.push(letter_json(&message));
                 }
                 Some(Err(e)) => return Err(unavailable(e)),
-                None => {}
+                Some(Ok(_)) | None => {}
             }
         }
     }

@@ -135,7 +135,7 @@ impl Routes {
         let ops = self.ops.clone();
         let request_id = request.request_id.unwrap_or("-").to_owned();
         let segments: Vec<&str> = request.path.trim_end_matches('/').split('/').collect();
-        let Some(["", "api", "admin", rest @ ..]) = segments.get(..).map(|s| s) else {
+        let ["", "api", "admin", rest @ ..] = segments.as_slice() else {
             return Err(fail(404, "NOT_FOUND", "no such admin route"));
         };
         let number = |name: &str, default: u64, max: u64| {

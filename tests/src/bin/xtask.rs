@@ -233,6 +233,12 @@ fn up() -> Result<(), String> {
     println!("       -H 'Content-Type: application/json' \\");
     println!("       -d '{{\"merchantId\":\"MERCHANT-123\",\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"order-1\"}}'");
     println!();
+    println!(
+        "  admin dashboard: http://127.0.0.1:8080/admin (token: {})",
+        dir.join("monitoring/admin-token").display()
+    );
+    println!("  Prometheus: http://{}", layout.prometheus());
+    println!();
     match &mirror {
         Some(m) => println!(
             "  two-host mirror: vm1 = netns {} ({}), vm2 = this host ({}), load client = netns {} ({})",
@@ -321,7 +327,7 @@ fn static_check() -> Result<(), String> {
         return Ok(());
     }
     const TARGET: &str = "x86_64-unknown-linux-gnu";
-    const SERVICES: [&str; 7] = [
+    const SERVICES: [&str; 8] = [
         "ingest",
         "gateway",
         "settlement-worker",
@@ -329,6 +335,7 @@ fn static_check() -> Result<(), String> {
         "ledger",
         "pg-mock",
         "monitoring",
+        "mcp",
     ];
     let mut command = Command::new(env!("CARGO"));
     command
