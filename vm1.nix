@@ -15,6 +15,16 @@
     user = "payrail";
     password_file = "/run/credentials/payrail-ingest.service/db-password";
   };
+  # Both shards as monitoring (and the reconciliation it runs) reach them.
+  monitoringShards = let
+    shard = number: host: {
+      inherit number host;
+      port = 3306;
+      database = "payrail";
+      user = "payrail";
+      password_file = "/run/credentials/payrail-monitoring.service/db-password";
+    };
+  in [(shard 1 "127.0.0.1") (shard 2 hosts.vm2Address)];
 in {
   imports = [./nixos-modules/mariadb-shard.nix];
 
@@ -126,15 +136,7 @@ in {
           instance = "monitoring-reconcile";
           pg_base_url = "http://${hosts.vm2Address}:8090";
           kafka.bootstrap_servers = "127.0.0.1:9092";
-          shards = let
-            shard = number: host: {
-              inherit number host;
-              port = 3306;
-              database = "payrail";
-              user = "payrail";
-              password_file = "/run/credentials/payrail-monitoring.service/db-password";
-            };
-          in [(shard 1 "127.0.0.1") (shard 2 hosts.vm2Address)];
+          shards = monitoringShards;
         };
       in [(lib.getExe config.services.payrail.ledger.package) "--config" "${ledgerConfig}" "reconcile"];
       # The k6 runner: the repo's scenarios against the gateway on vm2. The drill is not
@@ -149,15 +151,7 @@ in {
         url = "redis://127.0.0.1:6380/0";
         password_file = "/run/credentials/payrail-monitoring.service/redis-password";
       };
-      shards = let
-        shard = number: host: {
-          inherit number host;
-          port = 3306;
-          database = "payrail";
-          user = "payrail";
-          password_file = "/run/credentials/payrail-monitoring.service/db-password";
-        };
-      in [(shard 1 "127.0.0.1") (shard 2 hosts.vm2Address)];
+      shards = monitoringShards;
     };
   };
 

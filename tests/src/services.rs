@@ -319,16 +319,7 @@ pub fn start_prometheus(
 
 /// Runs a PromQL instant query; the result vector.
 pub fn prometheus_query(listen: &str, expr: &str) -> Result<Vec<serde_json::Value>, String> {
-    let encoded: String = expr
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = payrail_core::url::encode_component(expr);
     let reply = crate::http::request(
         listen,
         "GET",

@@ -84,19 +84,6 @@ fn answer(result: Result<Json, String>) -> CallToolResult {
     }
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 impl Payrail {
     async fn get(&self, path: &str) -> Result<Json, String> {
         let request = hyper::Request::get(format!("{}{path}", self.base))
@@ -150,7 +137,10 @@ impl Payrail {
         let limit = q.limit.unwrap_or(20).clamp(1, 500);
         let mut path = format!("/api/admin/payments?limit={limit}");
         if let Some(m) = q.merchant_id {
-            path.push_str(&format!("&merchantId={}", encode(&m)));
+            path.push_str(&format!(
+                "&merchantId={}",
+                payrail_core::url::encode_component(&m)
+            ));
         }
         answer(self.get(&path).await)
     }
@@ -192,7 +182,7 @@ impl Payrail {
         answer(
             self.get(&format!(
                 "/api/admin/dlq/{}?limit={limit}",
-                encode(&q.topic)
+                payrail_core::url::encode_component(&q.topic)
             ))
             .await,
         )

@@ -5,11 +5,11 @@
 //! The consumers used here never join their group and never commit: they only read the
 //! groups' committed offsets (`OffsetFetch`) and the partitions' watermarks.
 
-use payrail_kafka::dlq::{DeadLetter, REPLAY_HEADER};
+use payrail_kafka::dlq::DeadLetter;
 use payrail_kafka::{topics, KafkaConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value as Json};
 use std::sync::Arc;
@@ -119,14 +119,7 @@ impl Kafka {
                 letter.original_topic
             )));
         }
-        let headers = OwnedHeaders::new().insert(Header {
-            key: REPLAY_HEADER,
-            value: Some("1"),
-        });
-        let record = FutureRecord::to(&letter.original_topic)
-            .key(&key)
-            .payload(&letter.payload)
-            .headers(headers);
+        let record = payrail_kafka::dlq::replay_record(&letter, &key);
         let delivery = self
             .producer
             .send(record, Duration::from_secs(10))

@@ -5,7 +5,7 @@
 //! - [`validate`]: field rules of the REST API contract.
 //! - [`status`]: the payment state machine's states.
 //! - [`event`]: event types and payloads. [`json`]: JSON string escaping.
-//! - [`time`]: RFC 3339 timestamps with milliseconds, UTC.
+//! - [`time`]: RFC 3339 timestamps with milliseconds, UTC. [`url`]: percent-encoding.
 //! - [`breaker`]: a time-window circuit breaker counting successes, failures and slow calls.
 //! - [`config`]: TOML config files with `deny_unknown_fields` and `--check-config`.
 //! - [`telemetry`]: tracing setup and the Prometheus text endpoint.
@@ -19,4 +19,5 @@ pub mod shard;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod url;
 pub mod validate;

@@ -21,6 +21,22 @@ pub struct DeadLetter {
     pub retry_count: u32,
 }
 
+/// The record a replay re-sends: the dead letter's original payload to its original topic,
+/// under `key`, with [`REPLAY_HEADER`].
+pub fn replay_record<'a>(
+    letter: &'a DeadLetter,
+    key: &'a str,
+) -> rdkafka::producer::FutureRecord<'a, str, str> {
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: REPLAY_HEADER,
+        value: Some("1"),
+    });
+    rdkafka::producer::FutureRecord::to(&letter.original_topic)
+        .key(key)
+        .payload(letter.payload.as_str())
+        .headers(headers)
+}
+
 /// Sends `message` to `dlq_topic` as a dead letter, retrying until the broker takes it
 /// (the caller commits the message's offset only afterwards, so nothing is lost).
 pub async fn send(

@@ -4,12 +4,11 @@
 //! nothing. Progress is the consumer group `<service>-dlq-replay`.
 
 use crate::config::WorkerConfig;
-use crate::intake::REPLAY_HEADER;
 use crate::job::JobKind;
 use payrail_kafka::dlq::DeadLetter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use std::time::Duration;
 
 /// Returns how many messages were replayed; stops after `idle` without new messages.
@@ -44,14 +43,7 @@ pub async fn replay<K: JobKind>(config: &WorkerConfig, idle: Duration) -> Result
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
-                let headers = OwnedHeaders::new().insert(Header {
-                    key: REPLAY_HEADER,
-                    value: Some("1"),
-                });
-                let record = FutureRecord::to(&letter.original_topic)
-                    .key(&key)
-                    .payload(&letter.payload)
-                    .headers(headers);
+                let record = payrail_kafka::dlq::replay_record(&letter, &key);
                 producer
                     .send(record, Duration::from_secs(10))
                     .await
