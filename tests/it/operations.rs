@@ -51,10 +51,16 @@ fn start_monitoring(stack: &TestStack, name: &str, listen: &str, drill: &str) ->
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
     let ingest = &stack.settings[0];
     let ledger_config = &stack.workers[2].1;
-    let mut instances = vec![format!(
-        "{{ name = \"ingest-1\", url = \"http://{}\" }}",
-        ingest.listen
-    )];
+    let mut instances: Vec<String> = stack
+        .settings
+        .iter()
+        .map(|s| {
+            format!(
+                "{{ name = \"{}\", url = \"http://{}\" }}",
+                s.instance, s.listen
+            )
+        })
+        .collect();
     for settings in &stack.worker_settings {
         instances.push(format!(
             "{{ name = \"{}\", url = \"http://{}\" }}",
@@ -121,6 +127,8 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
     let stack = TestStack::start_with(
         "operations",
         Options {
+            // Two instances: the drill must follow the breakers that opened, not any.
+            ingest_instances: 2,
             workers: true,
             worker_toml:
                 "[retry]\nattempts_max = 2\nbackoff_initial_ms = 50\nbackoff_max_ms = 100\n".into(),
@@ -384,6 +392,13 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
         "{statuses:#?}"
     );
     assert_eq!(record["traffic"]["failed"], 0, "{record}");
+    let left_open = record["steps"][6]["detail"]["breakers"]
+        .as_object()
+        .is_some_and(|b| b.values().any(|s| s == "OPEN"));
+    assert!(
+        !left_open,
+        "step 7 passes only once every opened breaker left OPEN: {record}"
+    );
     let drill_report = get(
         &listen,
         &format!(

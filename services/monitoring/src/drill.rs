@@ -13,6 +13,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,16 +122,28 @@ impl Drills {
         self.scraper.breaker_states(&self.config.breaker)
     }
 
-    /// Polls the scraped breaker states until `done` holds for any instance (`any`) or
-    /// every instance; gives up after `within`.
-    async fn wait_for(&self, within: Duration, any: bool, done: impl Fn(&str) -> bool) -> bool {
+    /// Polls the scraped breaker states of `instances` (every instance with the breaker
+    /// when `None`) until `done` holds for any of them (`any`) or for all; gives up after
+    /// `within`.
+    async fn wait_for(
+        &self,
+        within: Duration,
+        instances: Option<&BTreeSet<String>>,
+        any: bool,
+        done: impl Fn(&str) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let states = self.states();
+            let states: Vec<String> = self
+                .states()
+                .into_iter()
+                .filter(|(name, _)| instances.is_none_or(|set| set.contains(name)))
+                .map(|(_, state)| state)
+                .collect();
             let hit = if any {
-                states.values().any(|s| done(s))
+                states.iter().any(|s| done(s))
             } else {
-                !states.is_empty() && states.values().all(|s| done(s))
+                !states.is_empty() && states.iter().all(|s| done(s))
             };
             if hit {
                 return true;
@@ -271,20 +284,21 @@ impl Drills {
             return false;
         }
         self.step(2, "PASSED", self.config.stop_broker.join(" "));
-        let passed = self.outage_steps(traffic).await;
+        let opened = self.outage_steps(traffic).await;
         // 6. (also on failure) Resume the broker.
         let resumed = Self::command(&self.config.resume_broker).await;
-        if !passed {
+        let Some(opened) = opened else {
             if let Err(e) = resumed {
                 tracing::error!(error = %e, "drill: the broker could not be resumed");
             }
             return false;
-        }
-        self.recovery_steps(resumed, traffic, stop).await
+        };
+        self.recovery_steps(resumed, &opened, traffic, stop).await
     }
 
-    /// Steps 3–5, while the broker is down.
-    async fn outage_steps(&self, traffic: &Traffic) -> bool {
+    /// Steps 3–5, while the broker is down; the instances whose breaker opened, `None`
+    /// when a step failed.
+    async fn outage_steps(&self, traffic: &Traffic) -> Option<BTreeSet<String>> {
         // 3. Payments are still accepted: the outbox keeps their events.
         let before = traffic.ok.load(Ordering::Acquire);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -296,7 +310,7 @@ impl Drills {
                 "FAILED",
                 json!({ "accepted": accepted, "failed": failed }),
             );
-            return false;
+            return None;
         }
         self.step(
             3,
@@ -307,18 +321,31 @@ impl Drills {
         // 4. The publisher's breaker opens.
         let started = Instant::now();
         let opened = self
-            .wait_for(Duration::from_secs(self.config.open_within_s), true, |s| {
-                s == "OPEN"
-            })
+            .wait_for(
+                Duration::from_secs(self.config.open_within_s),
+                None,
+                true,
+                |s| s == "OPEN",
+            )
             .await;
         if !opened {
             self.step(4, "FAILED", json!({
                 "reason": format!("the breaker never opened within {} s", self.config.open_within_s),
                 "breakers": self.states(),
             }));
-            return false;
+            return None;
         }
-        self.step(4, "PASSED", json!({ "openedAfterMs": started.elapsed().as_millis() as u64, "breakers": self.states() }));
+        let states = self.states();
+        let opened: BTreeSet<String> = states
+            .iter()
+            .filter(|(_, s)| *s == "OPEN")
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.step(
+            4,
+            "PASSED",
+            json!({ "openedAfterMs": started.elapsed().as_millis() as u64, "breakers": states }),
+        );
 
         // 5. Fast failure: with the breaker open nothing waits on the broker; payments
         // are answered at once and their events wait in the outbox.
@@ -344,13 +371,14 @@ impl Drills {
                 "outboxBacklogAfter": backlog_after,
             }),
         );
-        fast && backlog_after > backlog_before
+        (fast && backlog_after > backlog_before).then_some(opened)
     }
 
     /// Steps 6–9, once the broker is back.
     async fn recovery_steps(
         &self,
         resumed: Result<(), String>,
+        opened: &BTreeSet<String>,
         traffic: &Traffic,
         stop: &AtomicBool,
     ) -> bool {
@@ -369,13 +397,23 @@ impl Drills {
         // scrape interval: then the probes' success is what step 8 checks).
         let started = Instant::now();
         let within = Duration::from_secs(self.config.close_within_s);
-        let half_open = self.wait_for(within, true, |s| s != "OPEN").await;
+        // Every breaker that opened leaves OPEN; whether HALF_OPEN was seen on the way is
+        // recorded (it can be shorter than a scrape interval).
+        let observed = std::sync::atomic::AtomicBool::new(false);
+        let half_open = self
+            .wait_for(within, Some(opened), false, |s| {
+                if s == "HALF_OPEN" {
+                    observed.store(true, Ordering::Relaxed);
+                }
+                s != "OPEN"
+            })
+            .await;
         let seen = self.states();
         if !half_open {
             self.step(7, "FAILED", json!({ "breakers": seen }));
             return false;
         }
-        let observed = seen.values().any(|s| s == "HALF_OPEN");
+        let observed = observed.load(Ordering::Relaxed);
         self.step(
             7,
             "PASSED",
@@ -411,7 +449,7 @@ impl Drills {
         // drill's own traffic stops first, so "drained" can be exact.
         stop.store(true, Ordering::Release);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let closed = self.wait_for(within, false, |s| s == "CLOSED").await;
+        let closed = self.wait_for(within, None, false, |s| s == "CLOSED").await;
         let deadline = Instant::now() + within;
         let mut backlog = self.backlog().await;
         while backlog != Some(0) && Instant::now() < deadline {
