@@ -22,15 +22,20 @@ pub struct Answer {
     pub body: Json,
 }
 
-fn ok(body: Json) -> Answer {
-    Answer { status: 200, body }
+pub fn answer(status: u16, body: Json) -> Answer {
+    Answer { status, body }
 }
 
-fn error(status: u16, code: &str, message: &str) -> Answer {
-    Answer {
+pub fn ok(body: Json) -> Answer {
+    answer(200, body)
+}
+
+/// An error answer in the API's error shape.
+pub fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Answer {
+    answer(
         status,
-        body: json!({ "code": code, "message": message }),
-    }
+        json!({ "code": code, "message": message.to_string() }),
+    )
 }
 
 impl Admin {
@@ -152,6 +157,17 @@ impl Admin {
             return Err(error(503, "SHARD_UNAVAILABLE", "no shard answered"));
         }
         Ok((answered, down))
+    }
+
+    /// Unpublished outbox events over the shards that answered; `None` when none did.
+    pub async fn outbox_backlog(&self) -> Option<i64> {
+        let stats = self.stats().await;
+        (stats.status == 200).then(|| {
+            stats.body["shards"]
+                .as_array()
+                .map(|s| s.iter().filter_map(|x| x["outboxBacklog"].as_i64()).sum())
+                .unwrap_or(0)
+        })
     }
 
     /// Settlement and refund jobs: outcomes, success rate of the finished ones, and how
@@ -291,7 +307,7 @@ impl Admin {
         .await;
         let answer = match result {
             Ok(deleted) => ok(json!({ "merchantId": merchant_id, "countersDeleted": deleted })),
-            Err(e) => error(503, "UPSTREAM_UNAVAILABLE", &format!("redis: {e}")),
+            Err(e) => error(503, "UPSTREAM_UNAVAILABLE", format!("redis: {e}")),
         };
         self.audit("rate-limit-reset", merchant_id, &answer, request_id);
         answer
@@ -329,7 +345,7 @@ impl Admin {
         .await;
         let answer = match result {
             Ok(cleared) => ok(json!({ "cleared": cleared })),
-            Err(e) => error(503, "UPSTREAM_UNAVAILABLE", &format!("redis: {e}")),
+            Err(e) => error(503, "UPSTREAM_UNAVAILABLE", format!("redis: {e}")),
         };
         self.audit("idempotency-cache-clear", "*", &answer, request_id);
         answer

@@ -154,13 +154,7 @@ impl Drills {
     }
 
     async fn backlog(&self) -> Option<i64> {
-        let stats = self.admin.stats().await;
-        (stats.status == 200).then(|| {
-            stats.body["shards"]
-                .as_array()
-                .map(|s| s.iter().filter_map(|x| x["outboxBacklog"].as_i64()).sum())
-                .unwrap_or(0)
-        })
+        self.admin.outbox_backlog().await
     }
 
     async fn authorize(&self, n: u64) -> Result<u64, String> {

@@ -2,7 +2,7 @@
 //! asks for the token and sends it with every API call); everything under `/api/admin`
 //! needs `Authorization: Bearer <admin token>`. Writes are audit-logged.
 
-use crate::admin::{Admin, Answer};
+use crate::admin::{answer, error as fail, Admin, Answer};
 use crate::config::Config;
 use crate::drill::Drills;
 use crate::kafka::{Kafka, KafkaError, DLQ_TOPICS};
@@ -43,17 +43,6 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
             .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
-}
-
-fn answer(status: u16, body: Json) -> Answer {
-    Answer { status, body }
-}
-
-fn fail(status: u16, code: &str, message: impl std::fmt::Display) -> Answer {
-    answer(
-        status,
-        json!({ "code": code, "message": message.to_string() }),
-    )
 }
 
 fn not_configured(what: &str) -> Answer {
@@ -374,13 +363,7 @@ fn dlq_topic(name: &str) -> Result<&'static str, Answer> {
 
 /// The state of the system for a report: points since `since_ms`, breakers, backlog, lag.
 async fn context(ops: &Ops, since_ms: i64) -> report::Context {
-    let stats = ops.admin.stats().await;
-    let outbox_backlog = (stats.status == 200).then(|| {
-        stats.body["shards"]
-            .as_array()
-            .map(|s| s.iter().filter_map(|x| x["outboxBacklog"].as_i64()).sum())
-            .unwrap_or(0)
-    });
+    let outbox_backlog = ops.admin.outbox_backlog().await;
     let mut consumer_lag = Vec::new();
     if let Some(kafka) = &ops.kafka {
         if let Ok(offsets) = kafka.offsets().await {
