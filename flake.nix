@@ -1,7 +1,7 @@
 {
   description = "payrail: a payment processing appliance of statically linked Rust services";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = {
     self,
@@ -28,24 +28,44 @@
         default = {
           imports = map withPackage services ++ [./nixos-modules/hosts.nix];
         };
+        # A whole host: every service module plus that host's placement (vm1.nix, the state
+        # host; vm2.nix, the app host). A real machine's flake imports one of these with its
+        # own hardware configuration (templates/deploy).
+        vm1 = {imports = [self.nixosModules.default ./vm1.nix];};
+        vm2 = {imports = [self.nixosModules.default ./vm2.nix];};
+        qemu-guest = ./nixos-modules/profiles/qemu-guest.nix;
       };
 
-    # `nixos-rebuild switch --flake .#vm1` on the state host, `.#vm2` on the app host.
-    # `/etc/nixos/hardware-configuration.nix` is the machine's own (nixos-generate-config).
+    # Examples, evaluated purely by `nix flake check`: both hosts as QEMU guests on a
+    # 10.0.0.0/24 private network. Real machines: `nix flake init -t <payrail>` (below).
     nixosConfigurations = let
-      host = file:
+      host = role:
         lib.nixosSystem {
           inherit system;
           modules = [
-            self.nixosModules.default
-            file
-            /etc/nixos/hardware-configuration.nix
-            {system.stateVersion = "25.11";}
+            self.nixosModules.${role}
+            self.nixosModules.qemu-guest
+            {
+              networking.hostName = role;
+              payrail.hosts = {
+                vm1Address = "10.0.0.1";
+                vm2Address = "10.0.0.2";
+                privateNetwork = "10.0.0.0/24";
+              };
+              system.stateVersion = "26.05";
+            }
           ];
         };
     in {
-      vm1 = host ./vm1.nix;
-      vm2 = host ./vm2.nix;
+      vm1 = host "vm1";
+      vm2 = host "vm2";
+    };
+
+    # The flake a real deployment keeps: payrail's host modules, the machine's hardware
+    # configuration and its addresses.
+    templates.default = {
+      path = ./templates/deploy;
+      description = "payrail on two NixOS machines (state host vm1, app host vm2)";
     };
 
     checks.${system} =

@@ -6,8 +6,8 @@
   lib,
   ...
 }: let
-  hosts = config.payrail.hosts;
-  secret = name: "${hosts.secretsDir}/${name}";
+  hosts = config.payrail.hosts.effective;
+  secret = name: hosts.secrets.${name};
   shards = unit: [
     {
       number = 1;

@@ -1,26 +1,38 @@
 # Options shared by vm1.nix and vm2.nix: where the two hosts are and where their secrets
 # live, so the same files deploy to real machines (`nixos-rebuild switch --flake .#vm1`)
-# and to the NixOS VM tests.
-{lib, ...}: {
+# and to the NixOS VM tests. The addresses and the private network have no default: a
+# deployment that forgets one fails an assertion naming the option, instead of inheriting
+# the VM test's network (where the nftables rule would block every peer). The host files
+# read the options through `payrail.hosts.effective`, where an unset one is a placeholder
+# string, so evaluation reaches that assertion.
+{
+  config,
+  lib,
+  ...
+}: let
+  cfg = config.payrail.hosts;
+  required = description:
+    lib.mkOption {
+      inherit description;
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+    };
+  requiredNames = ["vm1Address" "vm2Address" "privateNetwork"];
+  payrailEnabled = lib.any (s: s.enable or false) (lib.attrValues (config.services.payrail or {}));
+  # The secret files every host reads, by credential name.
+  secretNames = ["db-password" "redis-password" "admin-token" "grafana-admin-password" "grafana-secret-key"];
+in {
   options.payrail.hosts = {
-    vm1Address = lib.mkOption {
-      type = lib.types.str;
-      default = "vm1";
-      description = "Address (or resolvable name) of the state host, as vm2 reaches it.";
-    };
-    vm2Address = lib.mkOption {
-      type = lib.types.str;
-      default = "vm2";
-      description = "Address (or resolvable name) of the app host, as vm1 reaches it.";
-    };
+    vm1Address = required "Address (or resolvable name) of the state host, as vm2 reaches it. Required.";
+    vm2Address = required "Address (or resolvable name) of the app host, as vm1 reaches it. Required.";
     privateNetwork = lib.mkOption {
-      type = lib.types.str;
-      default = "192.168.1.0/24";
+      type = lib.types.nullOr lib.types.str;
+      default = null;
       example = "10.0.0.0/24";
       description = ''
         The network the two hosts talk over (CIDR). The ports one host serves the other
         (MariaDB, Redis, Kafka, ingest, workers' metrics, pg-mock) accept connections from
-        here only; the default is the NixOS test network.
+        here only. Required.
       '';
     };
     secretsDir = lib.mkOption {
@@ -28,9 +40,20 @@
       default = "/run/secrets/payrail";
       description = ''
         Directory holding the secret files, put there out of band (sops-nix, agenix, or by
-        hand with mode 0400): `db-password` (MariaDB user `payrail`), `redis-password`,
-        `grafana-admin-password`, `grafana-secret-key`, `admin-token` (the admin API's bearer
-        token). Never in the Nix store.
+        hand with mode 0400), read by systemd's LoadCredential as root, so any owner works:
+        `db-password` (MariaDB user `payrail`), `redis-password`, `grafana-admin-password`,
+        `grafana-secret-key`, `admin-token` (the admin API's bearer token). Never in the
+        Nix store. Each file can be pointed elsewhere with `payrail.hosts.secrets.<name>`.
+      '';
+    };
+    secrets = lib.mkOption {
+      type = lib.types.attrsOf lib.types.str;
+      default = {};
+      example = {db-password = "/run/agenix/payrail-db-password";};
+      description = ''
+        Plain file paths of the secrets by name (${lib.concatStringsSep ", " secretNames}),
+        each defaulting to `secretsDir/<name>`: a sops-nix `config.sops.secrets.<x>.path` or
+        an agenix `config.age.secrets.<x>.path` fits here.
       '';
     };
     kafkaClusterId = lib.mkOption {
@@ -38,5 +61,29 @@
       default = "pAyRaIlKrAfTcLuStEr001";
       description = "KRaft cluster id (22 characters, base64url; `kafka-storage.sh random-uuid`).";
     };
+  };
+
+  options.payrail.hosts.effective = lib.mkOption {
+    type = lib.types.attrsOf lib.types.anything;
+    readOnly = true;
+    internal = true;
+    description = "payrail.hosts with an unset required option as a placeholder (the assertion fails).";
+  };
+
+  config = {
+    payrail.hosts = {
+      secrets = lib.genAttrs secretNames (name: lib.mkDefault "${cfg.secretsDir}/${name}");
+      effective =
+        removeAttrs cfg ["effective"]
+        // lib.genAttrs requiredNames (name:
+          if cfg.${name} == null
+          then "unset-payrail.hosts.${name}"
+          else cfg.${name});
+    };
+    assertions = lib.optionals payrailEnabled (map (name: {
+        assertion = cfg.${name} != null;
+        message = "payrail.hosts.${name} must be set: the appliance has no default for it (README, Deployment)";
+      })
+      requiredNames);
   };
 }
