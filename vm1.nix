@@ -7,8 +7,8 @@
   pkgs,
   ...
 }: let
-  hosts = config.payrail.hosts;
-  secret = name: "${hosts.secretsDir}/${name}";
+  hosts = config.payrail.hosts.effective;
+  secret = name: hosts.secrets.${name};
   shard = number: host: port: {
     inherit number host port;
     database = "payrail";
@@ -58,6 +58,9 @@ in {
       # Topics are created by ingest at start (and below), with their partition counts.
       "auto.create.topics.enable" = false;
     };
+    # The JVM's default heap is a quarter of the RAM; on a 4 GiB host that shares with
+    # MariaDB (1 GiB pool), Grafana and Prometheus it is set explicitly.
+    jvmOptions = lib.mkDefault ["-Xms1g" "-Xmx1g"];
   };
   systemd.services.apache-kafka.serviceConfig.StateDirectory = "apache-kafka";
   # The topics of system.md, created once the broker answers (ingest also ensures them).
@@ -66,13 +69,22 @@ in {
     after = ["apache-kafka.service"];
     requires = ["apache-kafka.service"];
     wantedBy = ["multi-user.target"];
+    # Until Kafka answers: each try waits up to 60 s, fails, and systemd starts it again.
+    startLimitIntervalSec = 0;
     serviceConfig = {
       Type = "oneshot";
       RemainAfterExit = true;
+      Restart = "on-failure";
+      RestartSec = 5;
     };
     path = [config.services.apache-kafka.package];
     script = ''
-      for _ in $(seq 60); do kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --list >/dev/null 2>&1 && break; sleep 1; done
+      ready=
+      for _ in $(seq 30); do
+        if kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --list >/dev/null 2>&1; then ready=1; break; fi
+        sleep 2
+      done
+      [ -n "$ready" ] || { echo "Kafka does not answer on 127.0.0.1:9092 yet"; exit 1; }
       for t in payment.authorized payment.capture-requested payment.captured payment.refund-requested payment.refunded payment.voided; do
         kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1
       done
@@ -180,9 +192,11 @@ in {
         http_addr = "0.0.0.0";
         http_port = 3000;
       };
+      # Read from Grafana's own credentials directory (LoadCredential below): the secret
+      # files themselves are root's, 0400, and the grafana user cannot open them.
       security = {
-        admin_password = "$__file{${secret "grafana-admin-password"}}";
-        secret_key = "$__file{${secret "grafana-secret-key"}}";
+        admin_password = "$__file{/run/credentials/grafana.service/admin-password}";
+        secret_key = "$__file{/run/credentials/grafana.service/secret-key}";
       };
       analytics.reporting_enabled = false;
     };
@@ -212,6 +226,11 @@ in {
       };
     };
   };
+
+  systemd.services.grafana.serviceConfig.LoadCredential = [
+    "admin-password:${secret "grafana-admin-password"}"
+    "secret-key:${secret "grafana-secret-key"}"
+  ];
 
   # Operators reach Grafana and Prometheus; the ports vm2 needs accept only the private
   # network (nftables rule below), not the world.

@@ -3,6 +3,7 @@
 # its password read from the secret file (ensureUsers are socket-auth only).
 {
   config,
+  lib,
   pkgs,
   ...
 }: {
@@ -13,8 +14,9 @@
       bind-address = "0.0.0.0";
       port = 3306;
       innodb_flush_log_at_trx_commit = 1;
-      innodb_buffer_pool_size = "1G";
-      innodb_log_file_size = "1G";
+      # Sized for a 4 GiB host beside its other services; the VM test lowers them.
+      innodb_buffer_pool_size = lib.mkDefault "1G";
+      innodb_log_file_size = lib.mkDefault "512M";
       innodb_io_capacity = 2000;
       innodb_io_capacity_max = 8000;
       max_connections = 1000;
@@ -31,7 +33,7 @@
     serviceConfig = {
       Type = "oneshot";
       RemainAfterExit = true;
-      LoadCredential = ["db-password:${config.payrail.hosts.secretsDir}/db-password"];
+      LoadCredential = ["db-password:${config.payrail.hosts.secrets.db-password}"];
     };
     path = [config.services.mysql.package];
     script = ''

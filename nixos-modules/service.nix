@@ -17,12 +17,63 @@
 }: let
   cfg = config.services.payrail.${name};
   format = pkgs.formats.toml {};
-  rawConfig = format.generate "${name}.toml" cfg.settings;
+  mainUnit = "payrail-${name}";
+  credentialsDir = unit: "/run/credentials/${unit}.service/";
+  # Settings name secret files in the main unit's credentials directory. A command unit
+  # has its own (systemd gives each unit its own, readable only by that unit's user), so
+  # its config is the same settings with that prefix pointed at its own directory.
+  settingsFor = unit: let
+    retarget = v:
+      if lib.isString v
+      then builtins.replaceStrings [(credentialsDir mainUnit)] [(credentialsDir unit)] v
+      else if lib.isList v
+      then map retarget v
+      else if lib.isAttrs v
+      then lib.mapAttrs (_: retarget) v
+      else v;
+  in
+    retarget cfg.settings;
+  units = [mainUnit] ++ map (command: "${mainUnit}-${command}") cfg.commands;
   # A bad setting fails `nixos-rebuild`, not the boot.
-  checkedConfig = pkgs.runCommand "${name}-checked.toml" {} ''
-    ${lib.getExe cfg.package} --config ${rawConfig} --check-config
-    cp ${rawConfig} $out
-  '';
+  checkedConfig = unit: let
+    raw = format.generate "${unit}.toml" (settingsFor unit);
+  in
+    pkgs.runCommand "${unit}-checked.toml" {} ''
+      ${lib.getExe cfg.package} --config ${raw} --check-config
+      cp ${raw} $out
+    '';
+  # Hardening, shared by the service and its command units: the network and the state
+  # directory, nothing else.
+  hardening = {
+    DynamicUser = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    PrivateUsers = true;
+    NoNewPrivileges = true;
+    CapabilityBoundingSet = [""];
+    AmbientCapabilities = [""];
+    MemoryDenyWriteExecute = true;
+    LockPersonality = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectKernelLogs = true;
+    ProtectKernelModules = true;
+    ProtectKernelTunables = true;
+    ProtectControlGroups = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX"];
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    RemoveIPC = true;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
+    UMask = "0077";
+  };
+  loadCredential = lib.mapAttrsToList (id: path: "${id}:${path}") cfg.credentials;
 in {
   options.services.payrail.${name} = {
     enable = lib.mkEnableOption "payrail ${name}: ${description}";
@@ -65,72 +116,58 @@ in {
       default = false;
       description = "Open `port` in the firewall.";
     };
+    unitSettings = lib.mkOption {
+      type = lib.types.attrsOf lib.types.anything;
+      readOnly = true;
+      internal = true;
+      description = "The settings each unit's config file holds, by unit name (for checks).";
+    };
   };
 
-  config = lib.mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = lib.all (p: !(lib.hasPrefix builtins.storeDir (toString p))) (lib.attrValues cfg.credentials);
-        message = "services.payrail.${name}.credentials must not be store paths: the store is world-readable";
-      }
-    ];
-    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [cfg.port];
-    systemd.services =
-      lib.genAttrs' cfg.commands (command:
-        lib.nameValuePair "payrail-${name}-${command}" {
-          description = "payrail ${name} ${command}";
-          serviceConfig = {
-            Type = "oneshot";
-            ExecStart = "${lib.getExe cfg.package} --config ${checkedConfig} ${command}";
-            LoadCredential = lib.mapAttrsToList (id: path: "${id}:${path}") cfg.credentials;
-            DynamicUser = true;
-            ProtectSystem = "strict";
-            NoNewPrivileges = true;
-          };
-        })
-      // {
-        "payrail-${name}" = {
-          inherit description;
-          wantedBy = ["multi-user.target"];
-          after = ["network-online.target"];
-          wants = ["network-online.target"];
-          serviceConfig = {
-            ExecStart = "${lib.getExe cfg.package} --config ${checkedConfig}";
-            LoadCredential = lib.mapAttrsToList (id: path: "${id}:${path}") cfg.credentials;
-            Restart = "on-failure";
-            RestartSec = 2;
-            DynamicUser = true;
-            StateDirectory = "payrail-${name}";
-            LimitNOFILE = 65536;
-            # Hardening: the services need the network and their state directory, nothing else.
-            ProtectSystem = "strict";
-            ProtectHome = true;
-            PrivateTmp = true;
-            PrivateDevices = true;
-            PrivateUsers = true;
-            NoNewPrivileges = true;
-            CapabilityBoundingSet = [""];
-            AmbientCapabilities = [""];
-            MemoryDenyWriteExecute = true;
-            LockPersonality = true;
-            ProtectClock = true;
-            ProtectHostname = true;
-            ProtectKernelLogs = true;
-            ProtectKernelModules = true;
-            ProtectKernelTunables = true;
-            ProtectControlGroups = true;
-            ProtectProc = "invisible";
-            ProcSubset = "pid";
-            RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX"];
-            RestrictNamespaces = true;
-            RestrictRealtime = true;
-            RestrictSUIDSGID = true;
-            RemoveIPC = true;
-            SystemCallArchitectures = "native";
-            SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
-            UMask = "0077";
+  config = lib.mkMerge [
+    {services.payrail.${name}.unitSettings = lib.genAttrs units settingsFor;}
+    (lib.mkIf cfg.enable {
+      assertions = [
+        {
+          assertion = lib.all (p: !(lib.hasPrefix builtins.storeDir (toString p))) (lib.attrValues cfg.credentials);
+          message = "services.payrail.${name}.credentials must not be store paths: the store is world-readable";
+        }
+      ];
+      networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [cfg.port];
+      systemd.services =
+        lib.genAttrs' cfg.commands (command: let
+          unit = "${mainUnit}-${command}";
+        in
+          lib.nameValuePair unit {
+            description = "payrail ${name} ${command}";
+            after = ["network-online.target"];
+            wants = ["network-online.target"];
+            serviceConfig =
+              hardening
+              // {
+                Type = "oneshot";
+                ExecStart = "${lib.getExe cfg.package} --config ${checkedConfig unit} ${command}";
+                LoadCredential = loadCredential;
+              };
+          })
+        // {
+          ${mainUnit} = {
+            inherit description;
+            wantedBy = ["multi-user.target"];
+            after = ["network-online.target"];
+            wants = ["network-online.target"];
+            serviceConfig =
+              hardening
+              // {
+                ExecStart = "${lib.getExe cfg.package} --config ${checkedConfig mainUnit}";
+                LoadCredential = loadCredential;
+                Restart = "on-failure";
+                RestartSec = 2;
+                StateDirectory = mainUnit;
+                LimitNOFILE = 65536;
+              };
           };
         };
-      };
-  };
+    })
+  ];
 }
