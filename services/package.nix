@@ -25,14 +25,34 @@
       (src + "/tests")
     ];
   };
+  # The vendored crates may be symlinks into the (read-only) store: rdkafka-sys is
+  # replaced by a writable copy, then its shebangs point into the store.
+  preBuild = ''
+    for crate in $(find "$NIX_BUILD_TOP" -maxdepth 2 -name 'rdkafka-sys-*'); do
+      if [ -L "$crate" ]; then
+        target=$(readlink -f "$crate")
+        rm "$crate"
+        cp -r "$target" "$crate"
+        chmod -R u+w "$crate"
+      fi
+      patchShebangs "$crate/librdkafka"
+    done
+  '';
   workspace = pkgsStatic.rustPlatform.buildRustPackage {
     pname = "payrail";
     inherit version;
     src = source;
     cargoLock.lockFile = src + "/Cargo.lock";
     cargoBuildFlags = map (p: "--package=${p}") services;
-    # The bundled librdkafka is built by its own configure script.
+    # The bundled librdkafka is built by its own configure script (rdkafka-sys without
+    # `cmake-build`, the same Cargo features as `cargo build` outside Nix). The script and
+    # the `lds-gen.py` it runs start with `#!/usr/bin/env ...`, and the sandbox has no
+    # /usr/bin/env: patch the vendored copy before cargo's build script copies it into
+    # OUT_DIR. (The CMake path is no way out at librdkafka 2.12.1: its config.h defines
+    # WITH_OAUTHBEARER_OIDC as 0, rdkafka_conf.c tests it with #ifdef and so includes
+    # curl/curl.h even without curl.)
     nativeBuildInputs = with pkgsStatic.buildPackages; [pkg-config perl python3];
+    inherit preBuild;
     # The tests need MariaDB, Redis and a broker; they run in `checks` and in CI.
     doCheck = false;
     meta = {
@@ -50,6 +70,7 @@
       src = source;
       cargoLock.lockFile = src + "/Cargo.lock";
       nativeBuildInputs = [pkg-config perl python3 clippy];
+      inherit preBuild;
       buildPhase = "runHook preBuild; ${command}; runHook postBuild";
       installPhase = "touch $out";
       doCheck = false;
