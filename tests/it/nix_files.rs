@@ -1,5 +1,6 @@
 //! The Nix code, checked as far as this machine can (nixpkgs cannot be fetched here, so
-//! nothing is built or evaluated): every `.nix` file parses with `nix-instantiate --parse`,
+//! nothing is built; evaluation runs through ../shared/nix-eval where it exists): every
+//! `.nix` file parses with `nix-instantiate --parse`,
 //! is formatted as alejandra formats it, and has no dead bindings (deadnix); every Grafana
 //! dashboard is valid JSON with Prometheus targets. (That every metric a dashboard queries
 //! is exported by a running service is checked in `two_host.rs`, which runs the stack.)
@@ -122,4 +123,159 @@ fn dashboards_are_valid_grafana_json_with_prometheus_queries() {
             "dashboard {wanted} is missing: {titles:?}"
         );
     }
+}
+
+/// The evaluation kit beside the checkout (`../shared/nix-eval`), when this machine has it.
+fn nix_eval_kit() -> Option<PathBuf> {
+    let kit = repo_root().join("../shared/nix-eval");
+    if kit.join("run").exists() {
+        Some(kit)
+    } else {
+        eprintln!(
+            "skipped: no evaluation kit at {} (the flake, hosts and VM test are evaluated only where it exists)",
+            kit.display()
+        );
+        None
+    }
+}
+
+/// `../shared/nix-eval/run .`: the flake's outputs, both hosts and the two-host test's nodes
+/// evaluate with nixpkgs' real `lib`, no assertion fails, and a pure (restricted) evaluation
+/// as `nix flake check` does it passes.
+#[test]
+fn the_flake_hosts_and_vm_test_evaluate_purely() {
+    let Some(kit) = nix_eval_kit() else { return };
+    let output = std::process::Command::new("bash")
+        .arg(kit.join("run"))
+        .arg(repo_root())
+        .output()
+        .expect("bash runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("ok    pure (restrict-eval)"), "{text}");
+}
+
+fn unit_facts(kit: &Path) -> serde_json::Value {
+    let output = std::process::Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--readonly-mode", "--json"])
+        .arg(repo_root().join("tests/nixos/unit-facts.nix"))
+        .arg("--arg")
+        .arg("harness")
+        .arg(kit.join("harness"))
+        .arg("--arg")
+        .arg("proj")
+        .arg(repo_root())
+        .output()
+        .expect("nix-instantiate runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// Every string in a config that names a file in a credentials directory, anywhere inside.
+fn credential_paths(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Some(at) = s.find("/run/credentials/") {
+                let path = &s[at..];
+                out.push(path.split('}').next().unwrap_or(path).to_owned());
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| credential_paths(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| credential_paths(v, out)),
+        _ => {}
+    }
+}
+
+/// On both example hosts: every payrail unit runs a binary the package builds, and every
+/// secret a unit's config names lies in that unit's own credentials directory and is
+/// loaded by that unit's LoadCredential (a oneshot reading another unit's directory, or
+/// Grafana reading root's secret files, fails at run time, never at evaluation).
+#[test]
+fn every_unit_runs_a_built_binary_and_loads_the_credentials_its_config_names() {
+    let Some(kit) = nix_eval_kit() else { return };
+    let facts = unit_facts(&kit);
+    let package = std::fs::read_to_string(repo_root().join("services/package.nix"))
+        .expect("services/package.nix");
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for host in ["vm1", "vm2"] {
+        let units = facts[host]["units"].as_object().expect("units");
+        let loaded = |unit: &str| -> Vec<String> {
+            units[unit]["loadCredential"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|c| c.as_str()?.split_once(':').map(|(id, _)| id.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut configs: Vec<(String, serde_json::Value)> = facts[host]["settings"]
+            .as_object()
+            .expect("settings")
+            .iter()
+            .map(|(u, s)| (u.clone(), s.clone()))
+            .collect();
+        if !facts[host]["grafana"]
+            .as_object()
+            .is_none_or(|g| g.is_empty())
+        {
+            configs.push(("grafana".to_owned(), facts[host]["grafana"].clone()));
+        }
+        for (unit, settings) in &configs {
+            if !units.contains_key(unit) {
+                problems.push(format!("{host}: config for {unit}, which is not a unit"));
+                continue;
+            }
+            let mut paths = Vec::new();
+            credential_paths(settings, &mut paths);
+            for path in paths {
+                checked += 1;
+                let rest = &path["/run/credentials/".len()..];
+                let (dir, id) = rest.split_once('/').unwrap_or((rest, ""));
+                if dir != format!("{unit}.service") {
+                    problems.push(format!(
+                        "{host}: {unit} reads {path}, another unit's directory"
+                    ));
+                } else if !loaded(unit).iter().any(|l| l == id) {
+                    problems.push(format!(
+                        "{host}: {unit} reads {path} but loads no credential {id}"
+                    ));
+                }
+            }
+        }
+        for (unit, facts) in units {
+            let exec = facts["execStart"].as_str().unwrap_or("");
+            let Some(program) = exec
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.split_once("/bin/"))
+                .map(|(_, b)| b.to_owned())
+            else {
+                continue;
+            };
+            if exec.contains("-payrail-") && !exec.contains("fake-") {
+                checked += 1;
+                let built = package.contains(&format!("\"{program}\""))
+                    && repo_root()
+                        .join(format!("services/{program}/Cargo.toml"))
+                        .exists();
+                if !built {
+                    problems.push(format!(
+                        "{host}: {unit} runs {program}, which the package does not build"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked >= 30, "only {checked} facts checked: {facts}");
 }

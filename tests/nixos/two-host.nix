@@ -16,8 +16,19 @@
       chmod 0400 /run/secrets/payrail/*
     '';
   };
+  # Sized for what each node runs: vm1 holds MariaDB (512 MiB pool here), Kafka (512 MiB
+  # heap), Redis, Grafana, Prometheus, ingest and monitoring; vm2 MariaDB and six services.
   vm = file: {
-    imports = [self.nixosModules.default file testSecrets];
+    imports = [self.nixosModules.default file self.nixosModules.qemu-guest testSecrets];
+    payrail.hosts = {
+      vm1Address = "vm1";
+      vm2Address = "vm2";
+      privateNetwork = "192.168.1.0/24";
+    };
+    services.mysql.settings.mysqld = {
+      innodb_buffer_pool_size = "512M";
+      innodb_log_file_size = "256M";
+    };
     virtualisation = {
       memorySize = 4096;
       cores = 2;
@@ -27,11 +38,19 @@
 in {
   name = "payrail-two-host";
   nodes = {
-    vm1 = vm ../../vm1.nix;
+    vm1 = {
+      imports = [(vm ../../vm1.nix)];
+      services.apache-kafka.jvmOptions = ["-Xms512m" "-Xmx512m"];
+    };
     vm2 = vm ../../vm2.nix;
+    # k6 at 1,000 RPS needs about a core and a few hundred MiB of its own.
     client = {pkgs, ...}: {
       environment.systemPackages = [pkgs.k6 pkgs.curl];
       environment.etc."payrail-k6".source = ../../k6;
+      virtualisation = {
+        memorySize = 2048;
+        cores = 2;
+      };
     };
   };
   testScript = ''
@@ -71,9 +90,23 @@ in {
         vm1.succeed("systemctl restart payrail-monitoring.service")
         client.wait_until_succeeds(f"curl -sf {auth} http://vm2:8080/api/admin/loadtests | grep PASSED", timeout=60)
 
-    with subtest("systemd-analyze security of every payrail unit"):
+    with subtest("Grafana answers a dashboard query through its datasource"):
+        vm1.wait_for_unit("grafana.service")
+        vm1.wait_for_open_port(3000)
+        query = "sum(rate(payrail_gateway_requests_total[1m]))"
+        vm1.wait_until_succeeds(
+            "curl -sf -u admin:admin -G http://127.0.0.1:3000/api/datasources/proxy/uid/payrail-prometheus/api/v1/query"
+            f" --data-urlencode 'query={query}' | grep '\"status\":\"success\"'",
+            timeout=120,
+        )
+        vm1.succeed("curl -sf -u admin:admin 'http://127.0.0.1:3000/api/search?query=payrail' | grep -i overview")
+
+    with subtest("systemd-analyze security of every payrail unit: exposure at most 2.0"):
         for machine, units in [(vm1, ["payrail-ingest", "payrail-monitoring"]), (vm2, ["payrail-gateway", "payrail-ingest", "payrail-settlement-worker", "payrail-refund-worker", "payrail-ledger", "payrail-pg-mock"])]:
             for unit in units:
-                machine.log(machine.succeed(f"systemd-analyze security {unit}.service | tail -1"))
+                line = machine.succeed(f"systemd-analyze security {unit}.service | tail -1").strip()
+                machine.log(line)
+                exposure = float(line.split(":")[-1].split()[0])
+                assert exposure <= 2.0, f"{unit}: {line}"
   '';
 }

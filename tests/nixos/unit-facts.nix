@@ -1,0 +1,28 @@
+# Facts about every unit of both example hosts, from the evaluation kit's flake evaluation
+# (../shared/nix-eval), for tests/it/nix_files.rs: what each unit runs, which credentials
+# it loads, and the credential paths its config file names.
+# nix-instantiate --eval --strict --json unit-facts.nix --arg harness .../harness --arg proj .
+{
+  harness,
+  proj,
+}: let
+  flake = import (harness + "/flake-eval.nix") {inherit proj;};
+  lib = import (harness + "/../nixpkgs-lib/lib");
+  facts = host: let
+    c = flake.outputs.nixosConfigurations.${host}.config;
+    payrailUnits = lib.filterAttrs (name: _: lib.hasPrefix "payrail-" name) c.systemd.services;
+  in {
+    units =
+      lib.mapAttrs (_: s: {
+        execStart = toString (s.serviceConfig.ExecStart or "");
+        loadCredential = map toString (s.serviceConfig.LoadCredential or []);
+      })
+      (payrailUnits // lib.optionalAttrs c.services.grafana.enable {inherit (c.systemd.services) grafana;});
+    # Unit name -> the settings its config file holds.
+    settings = lib.concatMapAttrs (_: s: s.unitSettings) (lib.filterAttrs (_: s: s.enable) c.services.payrail);
+    grafana = lib.optionalAttrs c.services.grafana.enable c.services.grafana.settings.security;
+  };
+in {
+  vm1 = facts "vm1";
+  vm2 = facts "vm2";
+}
