@@ -9,7 +9,10 @@ use payrail_kafka::dlq::DeadLetter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long the group may take to assign the DLQ's partitions before the replay gives up.
+const ASSIGNMENT_MAX: Duration = Duration::from_secs(30);
 
 /// Returns how many messages were replayed; stops after `idle` without new messages.
 pub async fn replay<K: JobKind>(config: &WorkerConfig, idle: Duration) -> Result<usize, String> {
@@ -28,11 +31,35 @@ pub async fn replay<K: JobKind>(config: &WorkerConfig, idle: Duration) -> Result
         .create()
         .map_err(|e| format!("producer: {e}"))?;
     let mut replayed = 0;
+    // The idle clock starts once the group has handed us the partitions: a broker delays
+    // the first rebalance of an empty group (Kafka's group.initial.rebalance.delay.ms,
+    // 3 s by default), which is as long as `idle` itself.
+    let started = Instant::now();
+    let mut quiet_since: Option<Instant> = None;
     loop {
-        let message = match tokio::time::timeout(idle, consumer.recv()).await {
-            Err(_) => break,
+        let wait = match quiet_since {
+            Some(since) => idle.saturating_sub(since.elapsed()),
+            None => Duration::from_millis(200),
+        };
+        let message = match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) if quiet_since.is_some() => break,
+            Err(_) => {
+                let assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
+                if assigned {
+                    quiet_since = Some(Instant::now());
+                } else if started.elapsed() > ASSIGNMENT_MAX {
+                    return Err(format!(
+                        "no partition of {} assigned within {ASSIGNMENT_MAX:?}",
+                        K::DLQ_TOPIC
+                    ));
+                }
+                continue;
+            }
             Ok(Err(error)) => return Err(format!("receive: {error}")),
-            Ok(Ok(message)) => message,
+            Ok(Ok(message)) => {
+                quiet_since = Some(Instant::now());
+                message
+            }
         };
         let letter: Option<DeadLetter> = message
             .payload()
