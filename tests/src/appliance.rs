@@ -169,13 +169,13 @@ impl Appliance {
         let redis = Redis::start(&dir.join("redis"), REDIS_PORT, &layout.vm1)?;
         appliance.add("redis", redis.into_proc(), &mut on_start)?;
         let broker = Broker::start_with(
-            &dir.join("tansu"),
+            &dir.join("broker"),
             KAFKA_PORT,
             &layout.vm1,
             &layout.vm1,
             layout.kafka_storage,
         )?;
-        appliance.add("tansu", broker.into_proc(), &mut on_start)?;
+        appliance.add("broker", broker.into_proc(), &mut on_start)?;
         let pg_dir = dir.join("pg-mock");
         std::fs::create_dir_all(&pg_dir).map_err(|e| e.to_string())?;
         let pg = services::start_pg_mock(&pg_dir, &layout.pg(), &layout.pg_behaviour)?;
@@ -236,7 +236,7 @@ impl Appliance {
         let broker_pid = appliance
             .procs
             .iter()
-            .find(|(n, _)| n == "tansu")
+            .find(|(n, _)| n == "broker")
             .and_then(|(_, p)| p.pid())
             .unwrap_or(0);
         let monitoring = services::start_monitoring(

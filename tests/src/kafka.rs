@@ -1,5 +1,5 @@
-//! A Kafka-protocol broker of our own (tansu, durable SQLite storage in its own dir) and
-//! a consumer that reads a topic from the beginning.
+//! A Kafka-protocol broker of our own (nisshi, tansu's successor, durable SQLite storage
+//! in its own dir) and a consumer that reads a topic from the beginning.
 
 use crate::process::Proc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,7 +15,7 @@ pub struct Broker {
 }
 
 /// The broker's storage: durable SQLite in its directory, or with
-/// `PAYRAIL_KAFKA_STORAGE=memory` tansu's in-memory engine (not durable; for benchmarks
+/// `PAYRAIL_KAFKA_STORAGE=memory` the broker's in-memory engine (not durable; for benchmarks
 /// that should measure payrail rather than the stand-in broker's SQLite engine).
 pub fn storage_engine() -> &'static str {
     match std::env::var("PAYRAIL_KAFKA_STORAGE").as_deref() {
@@ -24,19 +24,25 @@ pub fn storage_engine() -> &'static str {
     }
 }
 
-pub const SQLITE: &str = "sqlite://tansu.db";
-pub const MEMORY: &str = "memory://tansu/";
+pub const SQLITE: &str = "sqlite://broker.db";
+pub const MEMORY: &str = "memory://nisshi/";
 
-/// `tansu` from PATH or `~/.cargo/bin`.
-pub fn tansu_binary() -> PathBuf {
+/// The broker the stack and the tests run, and the version `cargo xtask` installs.
+/// nisshi 0.8.1 (tansu's successor): tansu 0.6's SQLite engine sustained ~470 events/s
+/// and panicked on resumed idempotent producers after restarts (issue 11).
+pub const BROKER: &str = "nisshi";
+pub const BROKER_VERSION: &str = "0.8.1";
+
+/// `nisshi` from `~/.cargo/bin` or PATH.
+pub fn broker_binary() -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
-    let cargo_bin = home.join(".cargo/bin/tansu");
+    let cargo_bin = home.join(".cargo/bin").join(BROKER);
     if cargo_bin.exists() {
         cargo_bin
     } else {
-        PathBuf::from("tansu")
+        PathBuf::from(BROKER)
     }
 }
 
@@ -65,7 +71,7 @@ impl Broker {
     }
 
     fn launch(&mut self, bind: &str, advertised: &str) -> Result<(), String> {
-        let mut command = crate::hosts::command(bind, tansu_binary());
+        let mut command = crate::hosts::command(bind, broker_binary());
         command
             .arg("broker")
             .arg("--listener-url")
@@ -77,13 +83,11 @@ impl Broker {
             .current_dir(&self.dir);
         self.proc = Some(
             Proc::spawn(
-                &format!("tansu:{}", self.port),
+                &format!("{BROKER}:{}", self.port),
                 command,
-                &self.dir.join("tansu.log"),
+                &self.dir.join("broker.log"),
             )
-            .map_err(|e| {
-                format!("tansu: {e} (cargo install tansu --locked --features libsql,dynostore)")
-            })?,
+            .map_err(|e| format!("{BROKER}: {e} (cargo xtask up installs it)"))?,
         );
         let port = self.port;
         if crate::wait_until(Duration::from_secs(30), || {
@@ -92,8 +96,8 @@ impl Broker {
             Ok(())
         } else {
             Err(format!(
-                "tansu on port {port} did not start; see {}",
-                self.dir.join("tansu.log").display()
+                "{BROKER} on port {port} did not start; see {}",
+                self.dir.join("broker.log").display()
             ))
         }
     }

@@ -3,7 +3,7 @@
 //! - [`process`]: child processes with log files, stopped on drop (or detached for `up`).
 //! - [`mariadb`]: a MariaDB server of our own (data dir, port, durable settings).
 //! - [`redis`]: a Redis server of our own.
-//! - [`kafka`]: a Kafka-protocol broker of our own (tansu) and a test consumer.
+//! - [`kafka`]: a Kafka-protocol broker of our own (nisshi) and a test consumer.
 //! - [`services`]: config files and processes for pg-mock and ingest.
 //! - [`http`]: a small blocking HTTP/1.1 client that can also send malformed bytes.
 //! - [`stack`]: a per-test stack: its own databases on the shared shards, its own Redis,

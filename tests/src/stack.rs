@@ -135,7 +135,7 @@ impl TestStack {
             .unwrap_or_else(|e| panic!("{e}"));
         let broker = (options.kafka || options.workers).then(|| {
             crate::kafka::Broker::start(
-                &dir.join("tansu"),
+                &dir.join("broker"),
                 crate::free_port(),
                 "127.0.0.1",
                 "127.0.0.1",

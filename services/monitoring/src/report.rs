@@ -80,7 +80,7 @@ fn hints(context: &Context, p95_over: bool, hints: &mut Vec<String>, advice: &mu
         hints.push(format!(
             "outbox backlog {backlog} events: the relay or the broker is behind"
         ));
-        advice.push("check the broker's throughput (tansu on SQLite sustains ~470 events/s here) and relay.batch_size_max".into());
+        advice.push("check the broker's throughput and relay.batch_size_max".into());
     }
     for (group, lag) in context.consumer_lag.iter().filter(|(_, lag)| *lag > 1_000) {
         hints.push(format!("consumer group {group} lags {lag} messages"));

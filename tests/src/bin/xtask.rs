@@ -1,6 +1,6 @@
 //! `cargo xtask`: the local stack and the test runner.
 //!
-//! - `up`: installs what is missing (Debian packages, k6, tansu), builds the release
+//! - `up`: installs what is missing (Debian packages, k6, nisshi), builds the release
 //!   binaries and starts the whole appliance as this project's own processes with state
 //!   under `.stack/`: on the two-host mirror (vm1 a network namespace, vm2 this host; see
 //!   `payrail_tests::hosts`) when namespaces are available, else on 127.0.0.1. Waits until
@@ -100,16 +100,19 @@ fn prerequisites() -> Result<(), String> {
     {
         run(Command::new("groupadd").args(["--system", "nixbld"]))?;
     }
-    if !payrail_tests::kafka::tansu_binary().exists() && !have("tansu") {
+    if !payrail_tests::kafka::broker_binary().exists() && !have(payrail_tests::kafka::BROKER) {
         // The Kafka-protocol broker of the local stack and the tests (Apache Kafka itself
-        // cannot be installed here; production uses it unchanged). About 11 minutes on 2 cores.
-        eprintln!("xtask: installing tansu (cargo install, about 11 minutes)");
+        // cannot be installed here; production uses it unchanged). About 20 minutes on 2
+        // cores, cached in ~/.cargo/bin. It declares rustc 1.96 (through rama 0.4) but
+        // builds on 1.95.
+        eprintln!("xtask: installing nisshi (cargo install, about 20 minutes)");
         run(Command::new(env!("CARGO")).args([
             "install",
-            "tansu",
+            payrail_tests::kafka::BROKER,
             "--locked",
-            "--features",
-            "libsql,dynostore",
+            "--version",
+            payrail_tests::kafka::BROKER_VERSION,
+            "--ignore-rust-version",
         ]))?;
     }
     let browser = repo_root().join("tests/browser");
@@ -257,7 +260,7 @@ fn up() -> Result<(), String> {
         None => println!("  single-namespace layout: every service on 127.0.0.1"),
     }
     println!(
-        "  vm1: mariadb shard1 :3307, redis :{REDIS_PORT}, kafka (tansu) :{KAFKA_PORT}, ingest-1 :{}",
+        "  vm1: mariadb shard1 :3307, redis :{REDIS_PORT}, kafka (nisshi) :{KAFKA_PORT}, ingest-1 :{}",
         INGEST_PORTS[0]
     );
     println!(
