@@ -10,6 +10,8 @@
 //!   pg-mock and ingest instances, all on free loopback ports.
 
 pub mod appliance;
+pub mod bench;
+pub mod bench_report;
 pub mod hosts;
 pub mod http;
 pub mod kafka;

@@ -6,6 +6,8 @@
 //!   `payrail_tests::hosts`) when namespaces are available, else on 127.0.0.1. Waits until
 //!   healthy and prints how to call the API through the gateway on 127.0.0.1:8080.
 //! - `down`: stops exactly what `up` started. `status`: what runs.
+//! - `bench [--quick]`: the benchmark (`payrail_tests::bench`) on the running stack (started
+//!   first when none runs); results and report in `k6/results/bench-<UTC time>.*`.
 //! - `fmt-nix`: formats every `.nix` file as alejandra does (the test checks it).
 //! - `test [cargo test args]`: every test: unit tests and integration tests against real
 //!   MariaDB, Redis and a Kafka-protocol broker.
@@ -33,7 +35,8 @@ fn main() -> ExitCode {
         "status" => status(),
         "test" => test(),
         "fmt-nix" => fmt_nix(),
-        _ => Err("usage: cargo xtask up|down|status|test|fmt-nix".to_owned()),
+        "bench" => bench(),
+        _ => Err("usage: cargo xtask up|down|status|test|bench [--quick]|fmt-nix".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -420,6 +423,56 @@ fn test() -> Result<(), String> {
         }
     }
     result
+}
+
+/// `cargo xtask bench [--quick]` on the local stack: `up` first when nothing runs.
+fn bench() -> Result<(), String> {
+    let quick = std::env::args().skip(2).any(|a| a == "--quick");
+    if !read_pids().iter().any(|(_, pid)| pid_alive(*pid)) {
+        up()?;
+    }
+    let layout = saved_layout();
+    let mirror = (layout.vm1 != "127.0.0.1").then(|| TwoHost::attach(MIRROR_NAME, MIRROR_SUBNET));
+    let dir = stack_dir();
+    let token = std::fs::read_to_string(dir.join("monitoring/admin-token"))
+        .map_err(|e| format!("admin token: {e}"))?
+        .trim()
+        .to_owned();
+    let target = payrail_tests::bench::Target {
+        gateway: layout.gateway(),
+        procs: read_pids()
+            .into_iter()
+            .filter(|(_, p)| pid_alive(*p))
+            .collect(),
+        client: mirror.as_ref(),
+        admin_token: token,
+        ledger_config: dir.join("ledger/ledger.toml"),
+        config: vec![
+            (
+                "layout".into(),
+                if mirror.is_some() {
+                    "two-host mirror (vm1 netns, vm2 host, k6 in the client netns)"
+                } else {
+                    "single namespace"
+                }
+                .into(),
+            ),
+            ("broker storage".into(), layout.kafka_storage.into()),
+            ("pg-mock latency".into(), "5–15 ms uniform".into()),
+            (
+                "MariaDB".into(),
+                "2 shards, innodb_flush_log_at_trx_commit = 1".into(),
+            ),
+        ],
+    };
+    let options = payrail_tests::bench::Options {
+        quick,
+        out_dir: repo_root().join("k6/results"),
+    };
+    let file = payrail_tests::bench::run(&target, &options)?;
+    println!("bench: {}", file.display());
+    println!("report: {}", file.with_extension("md").display());
+    Ok(())
 }
 
 /// Formats every `.nix` file of the repository in place (alejandra's style).
