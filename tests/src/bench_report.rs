@@ -319,11 +319,14 @@ pub fn write(dir: &Path, stamp: &str, r: &Value, previous: Option<&Value>) -> Re
     let _ = writeln!(md, "\n### The reference system's published figures\n\n| figure | reference (Java/Spring, two 4-core VMs) | payrail, this run |\n|---|---|---|");
     let seed = &phases["seedAuthorize"];
     let ours = [
-        format!(
-            "max {}/s on {} cores, everything co-located with k6",
-            phases["maxRate"]["highestPassing"], m["cores"]
-        ),
-        format!("{} ms at 1,050/s", f(&seed["latencyMs"]["p95"])),
+        match phases["maxRate"]["highestPassing"].as_u64() {
+            Some(rate) => format!("max {rate}/s on {} cores, co-located with k6", m["cores"]),
+            None => "not measured in this run".into(),
+        },
+        match seed["latencyMs"]["p95"].as_f64() {
+            Some(p95) => format!("{p95:.1} ms at 1,050/s"),
+            None => "not measured in this run".into(),
+        },
         format!(
             "{} it/s, p95 {} ms, p99 {} ms",
             flow["rate"],

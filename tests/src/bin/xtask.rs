@@ -98,8 +98,8 @@ fn prerequisites() -> Result<(), String> {
     if have("nix-instantiate")
         && !Command::new("getent")
             .args(["group", "nixbld"])
-            .status()
-            .is_ok_and(|s| s.success())
+            .output()
+            .is_ok_and(|o| o.status.success())
     {
         run(Command::new("groupadd").args(["--system", "nixbld"]))?;
     }
