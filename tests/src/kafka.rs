@@ -132,6 +132,21 @@ impl Broker {
     }
 }
 
+/// Whether a broker answers the Kafka protocol (a metadata request) within `timeout`:
+/// the number of topics it reports. A process can run and not answer (a stopped or wedged
+/// broker), which a pid check does not see.
+pub fn answers(bootstrap: &str, timeout: Duration) -> Result<usize, String> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "0")
+        .create()
+        .map_err(|e| e.to_string())?;
+    consumer
+        .fetch_metadata(None, timeout)
+        .map(|m| m.topics().len())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Clone)]
 pub struct Received {
     pub key: String,

@@ -329,6 +329,15 @@ fn status() -> Result<(), String> {
                 .unwrap_or_else(|e| e.to_string())
         })
         .unwrap_or_default();
+        // The broker has no /health: ask it the Kafka protocol's metadata instead.
+        let health = if name == "broker" && state == "running" {
+            match payrail_tests::kafka::answers(&layout.kafka(), Duration::from_secs(3)) {
+                Ok(topics) => format!("answers ({topics} topics)"),
+                Err(e) => format!("NOT ANSWERING within 3 s: {e}"),
+            }
+        } else {
+            health
+        };
         println!("{name:16} pid {pid:<8} {state:8} {health}");
     }
     Ok(())
