@@ -17,6 +17,13 @@ use crate::redis::Redis;
 use crate::services::{self, IngestSettings, ShardAddress, WorkerSettings};
 use std::path::{Path, PathBuf};
 
+/// Every process's pid by name, as [`Appliance::start`] reports them.
+pub type Pids = Vec<(String, u32)>;
+
+/// pg-mock's behaviour on the local stack and the mirrored tests: the reference's uniform
+/// 5–15 ms per call.
+pub const PG_BEHAVIOUR: &str = "latency_min_ms = 5\nlatency_max_ms = 15";
+
 /// Where each service listens. Ports are the same on every layout; hosts differ.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -288,6 +295,38 @@ impl Appliance {
             self.procs.push((name.to_owned(), proc));
         }
         Ok(())
+    }
+
+    /// A test's own appliance on a new two-host mirror (namespaces `name`, subnet
+    /// 10.77.`subnet`.0/24), state under `target/<dir_name>-<pid>`, pg-mock at 5–15 ms, the
+    /// broker on `kafka_storage`. Returns the mirror, the appliance and every process's pid
+    /// by name (the shards included).
+    pub fn start_on_mirror(
+        name: &str,
+        subnet: u8,
+        dir_name: &str,
+        kafka_storage: &'static str,
+    ) -> Result<(crate::hosts::TwoHost, Self, Pids), String> {
+        let mirror = crate::hosts::TwoHost::create(name, subnet)?;
+        let dir = crate::repo_root().join(format!("target/{dir_name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let password = format!("{dir_name}-test");
+        let password_file = dir.join("db-password");
+        std::fs::write(&password_file, format!("{password}\n")).map_err(|e| e.to_string())?;
+        let layout = Layout {
+            vm1: mirror.vm1.clone(),
+            vm2: mirror.vm2.clone(),
+            gateway_extra_listen: Vec::new(),
+            pg_behaviour: PG_BEHAVIOUR.into(),
+            kafka_storage,
+        };
+        let mut pids = Vec::new();
+        let appliance = Self::start(&dir, layout, &password, &password_file, |name, pid| {
+            pids.push((name.to_owned(), pid));
+            Ok(())
+        })?;
+        Ok((mirror, appliance, pids))
     }
 
     /// Runs `ledger reconcile` against this appliance: (clean?, report).

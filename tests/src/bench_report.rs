@@ -137,23 +137,15 @@ pub fn write(dir: &Path, stamp: &str, r: &Value, previous: Option<&Value>) -> Re
     let phases = &r["phases"];
     let mut md = String::new();
     let m = &r["machine"];
+    let (title, flag) = if r["quick"] == Value::Bool(true) {
+        (" (quick: a smoke run, not figures)", " --quick")
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(md, "# payrail benchmark {stamp}{title}\n");
     let _ = writeln!(
         md,
-        "# payrail benchmark {stamp}{}\n",
-        if r["quick"] == Value::Bool(true) {
-            " (quick: a smoke run, not figures)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        md,
-        "`cargo xtask bench{}`, {} s.\n",
-        if r["quick"] == Value::Bool(true) {
-            " --quick"
-        } else {
-            ""
-        },
+        "`cargo xtask bench{flag}`, {} s.\n",
         r["durationSeconds"]
     );
     let _ = writeln!(md, "## Machine\n\n| | |\n|---|---|");

@@ -214,14 +214,14 @@ fn up() -> Result<(), String> {
             vm1: m.vm1.clone(),
             vm2: m.vm2.clone(),
             gateway_extra_listen: vec![format!("127.0.0.1:{GATEWAY_PORT}")],
-            pg_behaviour: "latency_min_ms = 5\nlatency_max_ms = 15".into(),
+            pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
             kafka_storage: payrail_tests::kafka::storage_engine(),
         },
         None => Layout {
             vm1: "127.0.0.1".into(),
             vm2: "127.0.0.1".into(),
             gateway_extra_listen: Vec::new(),
-            pg_behaviour: "latency_min_ms = 5\nlatency_max_ms = 15".into(),
+            pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
             kafka_storage: payrail_tests::kafka::storage_engine(),
         },
     };
