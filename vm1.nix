@@ -85,10 +85,10 @@ in {
         sleep 2
       done
       [ -n "$ready" ] || { echo "Kafka does not answer on 127.0.0.1:9092 yet"; exit 1; }
-      for t in payment.authorized payment.capture-requested payment.captured payment.refund-requested payment.refunded payment.voided; do
+      for t in payment.authorized payment.capture-requested payment.captured payment.refund-requested payment.refunded payment.voided payment.void-requested payment.capture-failed; do
         kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists --topic "$t" --partitions 6 --replication-factor 1
       done
-      for t in payment.dlq settlement.dlq refund.dlq; do
+      for t in payment.dlq settlement.dlq refund.dlq void.dlq; do
         kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists --topic "$t" --partitions 3 --replication-factor 1
       done
     '';

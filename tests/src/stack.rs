@@ -250,7 +250,7 @@ impl TestStack {
     /// Waits until the ledger applied every ledger-relevant event in the outbox, then runs
     /// the reconciliation and asserts it is clean.
     pub fn assert_reconciled(&self) {
-        let events = "SELECT COUNT(*) FROM outbox_event WHERE topic IN ('payment.authorized', 'payment.captured', 'payment.voided', 'payment.refunded')";
+        let events = "SELECT COUNT(*) FROM outbox_event WHERE topic IN ('payment.authorized', 'payment.captured', 'payment.capture-failed', 'payment.voided', 'payment.refunded')";
         let caught_up = crate::wait_until(std::time::Duration::from_secs(60), || {
             self.outbox_backlog() == 0
                 && self.count_all("SELECT COUNT(*) FROM ledger_event") == self.count_all(events)

@@ -52,6 +52,17 @@ fn in_use(payment_id: u64) -> Outcome {
     .retry_after(1)
 }
 
+/// 503 `PG_OUTCOME_UNKNOWN`: the PG's answer was lost and is being resolved.
+pub fn unknown_outcome(payment_id: u64) -> Outcome {
+    Outcome::error(
+        503,
+        "PG_OUTCOME_UNKNOWN",
+        "the payment gateway's answer was lost; the outcome is being resolved: retry with the same idempotency key for the definitive answer",
+        Some(payment_id),
+    )
+    .retry_after(1)
+}
+
 /// Decides what an existing record means for this request. `None`: the caller owns the
 /// record now and goes on with the payment id inside.
 async fn resolve(
@@ -84,6 +95,10 @@ async fn resolve(
             )
             .await;
         return Err(replay(app, "mariadb", status, &body));
+    }
+    if record.state == "RESOLVING" {
+        // The resolver is asking the PG (or voiding what nobody came back for).
+        return Err(unknown_outcome(record.payment_id));
     }
     if !record.lease_expired {
         return Err(in_use(record.payment_id));
@@ -218,6 +233,29 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
                 .inc();
             reply
         }
+        Err(error) if error.outcome_unknown() => {
+            // The PG may have authorized: a state, not a guess. The client's retry with
+            // this key asks the PG again (same request id, so at most one authorization);
+            // if it never comes, the resolver asks and voids what nobody is waiting for.
+            app.metrics
+                .pg_calls
+                .with_label_values(&["authorize", "unknown"])
+                .inc();
+            app.metrics
+                .pg_unknown_outcomes
+                .with_label_values(&["authorize"])
+                .inc();
+            tracing::warn!(payment_id, %error, "pg authorization outcome unknown");
+            idempotency::mark_unknown(
+                &app.shards,
+                shard,
+                &input.merchant_id,
+                &input.idempotency_key,
+                owner,
+            )
+            .await;
+            return unknown_outcome(payment_id);
+        }
         Err(error) => {
             app.metrics
                 .pg_calls
@@ -243,123 +281,26 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
     };
 
     // 4. One transaction: payment, history, outbox, idempotency record.
-    let now = payrail_core::time::now_ms();
-    let approved = reply.decision == PgDecision::Approved;
-    let status = match (approved, automatic) {
-        (false, _) => PaymentStatus::Declined,
-        (true, false) => PaymentStatus::Authorized,
-        (true, true) => PaymentStatus::CaptureRequested,
-    };
-    let view = PaymentView {
+    let decided = Decided {
         payment_id,
-        merchant_id: input.merchant_id.clone(),
-        status,
+        merchant_id: &input.merchant_id,
+        idempotency_key: &input.idempotency_key,
         amount: input.amount,
-        captured_amount: if status == PaymentStatus::CaptureRequested {
-            input.amount
+        currency: &input.currency,
+        automatic,
+        fingerprint: &fingerprint,
+        owner,
+        pg: if reply.decision == PgDecision::Approved {
+            PgOutcome::Approved
         } else {
-            0
+            PgOutcome::Declined
         },
-        refunded_amount: 0,
-        currency: input.currency.clone(),
-        approval_number: approved.then(|| reply.approval_number.clone()),
-        created_at_ms: now,
-        updated_at_ms: now,
+        approval_number: &reply.approval_number,
+        transaction_id: &reply.transaction_id,
+        decline_reason: reply.decline_reason.as_deref(),
     };
-    let mut history = Vec::with_capacity(2);
-    let mut kinds: Vec<(&'static str, &'static str)> = Vec::with_capacity(2);
-    if approved {
-        history.push(PaymentStatus::Authorized.as_str());
-        kinds.push((outbox::TOPIC_AUTHORIZED, outbox::TYPE_AUTHORIZED));
-        if automatic {
-            history.push(PaymentStatus::CaptureRequested.as_str());
-            kinds.push((
-                outbox::TOPIC_CAPTURE_REQUESTED,
-                outbox::TYPE_CAPTURE_REQUESTED,
-            ));
-        }
-    } else {
-        history.push(PaymentStatus::Declined.as_str());
-    }
-    let mut event_ids = Vec::with_capacity(kinds.len());
-    if !kinds.is_empty() {
-        if let Err(error) = app
-            .sequences
-            .next_ids(&app.shards, shard, Kind::Event, kinds.len(), &mut event_ids)
-            .await
-        {
-            return Outcome::from_db(&error);
-        }
-    }
-    let extra = [
-        ("approvalNumber", Extra::Text(&reply.approval_number)),
-        ("transactionId", Extra::Text(&reply.transaction_id)),
-    ];
-    let events: Vec<EventRow> = kinds
-        .iter()
-        .zip(&event_ids)
-        .map(|(&(topic, event_type), &event_id)| EventRow {
-            event_id,
-            topic,
-            event_type,
-            payload: outbox::payload(event_id, event_type, &view, input.amount, now, &extra),
-        })
-        .collect();
-    let (response_status, body) = if approved {
-        let mut body = Vec::with_capacity(384);
-        let message = if automatic {
-            "authorized and capture requested"
-        } else {
-            "authorized"
-        };
-        render::payment(
-            &mut body,
-            &view,
-            &Extras {
-                refunds: None,
-                history: None,
-                ledger: None,
-                message,
-            },
-        );
-        (200, body)
-    } else {
-        let message = format!(
-            "the issuer declined the authorization: {}",
-            reply.decline_reason.as_deref().unwrap_or("declined")
-        );
-        let outcome = Outcome::error_with(
-            402,
-            "PAYMENT_DECLINED",
-            &message,
-            Some(payment_id),
-            &[],
-            Some("DECLINED"),
-        );
-        (402, outcome.body)
-    };
-    let finalize = FinalizeOp {
-        payment: PaymentRow {
-            payment_id,
-            merchant_id: input.merchant_id.clone(),
-            status: status.as_str(),
-            amount: input.amount,
-            captured_amount: view.captured_amount,
-            currency: input.currency.clone(),
-            idempotency_key: input.idempotency_key.clone(),
-            approval_number: view.approval_number.clone(),
-            pg_transaction_id: Some(reply.transaction_id.clone()),
-            at_ms: now,
-        },
-        history,
-        events,
-        fingerprint: fingerprint.clone(),
-        owner_token: owner,
-        response_status,
-        response_body: body.clone(),
-    };
-    match app.group_commit.finalize(shard, finalize).await {
-        Ok(()) => {}
+    let (response_status, body) = match commit(&app, shard, &decided).await {
+        Ok(answer) => answer,
         Err(DbError::Duplicate { .. }) => {
             // Another owner (after a lease takeover) finished first: answer what it stored.
             return match idempotency::read(
@@ -381,7 +322,7 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
             };
         }
         Err(error) => return Outcome::from_db(&error),
-    }
+    };
 
     // Committed: now (and only now) cache the answer.
     let cached = encode_cached(&fingerprint, response_status, &body);
@@ -398,4 +339,192 @@ pub async fn authorize(app: Arc<App>, input: AuthorizeInput) -> Outcome {
             .await;
     });
     Outcome::with_status(response_status, body)
+}
+
+/// What the PG decided for an authorization, as far as the payment row is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgOutcome {
+    Approved,
+    Declined,
+    /// The resolver found no PG record: the request never reached the PG.
+    NotApplied,
+    /// The resolver found an approval nobody came back for, and voided it at the PG.
+    ApprovedThenVoided,
+    /// The resolver found an approval nobody came back for, and the PG refused the void.
+    ApprovedVoidRefused,
+}
+
+/// One authorization's decision, ready to be committed.
+pub struct Decided<'a> {
+    pub payment_id: u64,
+    pub merchant_id: &'a str,
+    pub idempotency_key: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub automatic: bool,
+    pub fingerprint: &'a str,
+    /// The idempotency record's owner token (the request's, or the resolver's).
+    pub owner: i64,
+    pub pg: PgOutcome,
+    pub approval_number: &'a str,
+    pub transaction_id: &'a str,
+    pub decline_reason: Option<&'a str>,
+}
+
+/// Writes the payment, its history, its outbox events and the completed idempotency record
+/// in one group-commit transaction, and returns the answer stored with the key. The
+/// authorize path and the resolver both end here, so a client's retry gets the same answer
+/// whoever decided.
+pub async fn commit(app: &App, shard: u16, d: &Decided<'_>) -> Result<(u16, Vec<u8>), DbError> {
+    let now = payrail_core::time::now_ms();
+    let approved = matches!(
+        d.pg,
+        PgOutcome::Approved | PgOutcome::ApprovedThenVoided | PgOutcome::ApprovedVoidRefused
+    );
+    let status = match d.pg {
+        PgOutcome::Declined => PaymentStatus::Declined,
+        PgOutcome::NotApplied => PaymentStatus::Failed,
+        PgOutcome::ApprovedThenVoided => PaymentStatus::Voided,
+        PgOutcome::ApprovedVoidRefused => PaymentStatus::VoidFailed,
+        PgOutcome::Approved if d.automatic => PaymentStatus::CaptureRequested,
+        PgOutcome::Approved => PaymentStatus::Authorized,
+    };
+    let view = PaymentView {
+        payment_id: d.payment_id,
+        merchant_id: d.merchant_id.to_owned(),
+        status,
+        amount: d.amount,
+        captured_amount: 0,
+        capture_requested_amount: if status == PaymentStatus::CaptureRequested {
+            d.amount
+        } else {
+            0
+        },
+        refunded_amount: 0,
+        currency: d.currency.to_owned(),
+        approval_number: approved.then(|| d.approval_number.to_owned()),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let mut history = Vec::with_capacity(2);
+    let mut kinds: Vec<(&'static str, &'static str)> = Vec::with_capacity(2);
+    if approved {
+        history.push(PaymentStatus::Authorized.as_str());
+        kinds.push((outbox::TOPIC_AUTHORIZED, outbox::TYPE_AUTHORIZED));
+    }
+    match status {
+        PaymentStatus::CaptureRequested => kinds.push((
+            outbox::TOPIC_CAPTURE_REQUESTED,
+            outbox::TYPE_CAPTURE_REQUESTED,
+        )),
+        PaymentStatus::Voided => kinds.push((outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED)),
+        _ => {}
+    }
+    if status != PaymentStatus::Authorized {
+        history.push(status.as_str());
+    }
+    let mut event_ids = Vec::with_capacity(kinds.len());
+    if !kinds.is_empty() {
+        app.sequences
+            .next_ids(&app.shards, shard, Kind::Event, kinds.len(), &mut event_ids)
+            .await?;
+    }
+    let extra = [
+        ("approvalNumber", Extra::Text(d.approval_number)),
+        ("transactionId", Extra::Text(d.transaction_id)),
+        ("reason", Extra::Text(outbox::VOID_REASON_ABANDONED)),
+    ];
+    let events: Vec<EventRow> = kinds
+        .iter()
+        .zip(&event_ids)
+        .map(|(&(topic, event_type), &event_id)| {
+            // The authorized event names the authorization; a void event also says why.
+            let extra = if event_type == outbox::TYPE_VOIDED {
+                &extra[..]
+            } else {
+                &extra[..2]
+            };
+            // Before the void, the authorized event carries the AUTHORIZED state.
+            let mut event_view = view.clone();
+            if event_type == outbox::TYPE_AUTHORIZED {
+                event_view.status = PaymentStatus::Authorized;
+            }
+            EventRow {
+                event_id,
+                topic,
+                event_type,
+                payload: outbox::payload(event_id, event_type, &event_view, d.amount, now, extra),
+            }
+        })
+        .collect();
+    let (response_status, body) = match d.pg {
+        PgOutcome::Declined => {
+            let message = format!(
+                "the issuer declined the authorization: {}",
+                d.decline_reason.unwrap_or("declined")
+            );
+            let outcome = Outcome::error_with(
+                402,
+                "PAYMENT_DECLINED",
+                &message,
+                Some(d.payment_id),
+                &[],
+                Some("DECLINED"),
+            );
+            (402, outcome.body)
+        }
+        PgOutcome::NotApplied => {
+            let outcome = Outcome::error_with(
+                402,
+                "PAYMENT_FAILED",
+                "the authorization never reached the payment gateway and nothing was authorized; use a new idempotency key to try again",
+                Some(d.payment_id),
+                &[],
+                Some("FAILED"),
+            );
+            (402, outcome.body)
+        }
+        _ => {
+            let mut body = Vec::with_capacity(384);
+            let message = match status {
+                PaymentStatus::CaptureRequested => "authorized and capture requested",
+                PaymentStatus::Voided => "authorized, then voided: the answer was lost and the client did not come back in time",
+                PaymentStatus::VoidFailed => "authorized; the answer was lost and the payment gateway refused to void it",
+                _ => "authorized",
+            };
+            render::payment(
+                &mut body,
+                &view,
+                &Extras {
+                    refunds: None,
+                    history: None,
+                    ledger: None,
+                    message,
+                },
+            );
+            (200, body)
+        }
+    };
+    let finalize = FinalizeOp {
+        payment: PaymentRow {
+            payment_id: d.payment_id,
+            merchant_id: d.merchant_id.to_owned(),
+            status: status.as_str(),
+            amount: d.amount,
+            capture_requested_amount: view.capture_requested_amount,
+            currency: d.currency.to_owned(),
+            idempotency_key: d.idempotency_key.to_owned(),
+            approval_number: view.approval_number.clone(),
+            pg_transaction_id: (d.pg != PgOutcome::NotApplied).then(|| d.transaction_id.to_owned()),
+            at_ms: now,
+        },
+        history,
+        events,
+        fingerprint: d.fingerprint.to_owned(),
+        owner_token: d.owner,
+        response_status,
+        response_body: body.clone(),
+    };
+    app.group_commit.finalize(shard, finalize).await?;
+    Ok((response_status, body))
 }

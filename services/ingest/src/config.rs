@@ -37,6 +37,10 @@ pub struct Config {
     #[serde(default)]
     pub relay: RelayConfig,
     #[serde(default)]
+    pub resolver: ResolverConfig,
+    #[serde(default)]
+    pub expiry: ExpiryConfig,
+    #[serde(default)]
     pub http: ServerConfig,
     /// Accepted ISO 4217 currencies. Default KRW, USD, EUR, JPY, GBP, CNY.
     #[serde(default = "default_currencies")]
@@ -183,6 +187,67 @@ impl Default for IdempotencyConfig {
     }
 }
 
+/// The resolver of authorizations whose PG outcome is unknown (answer lost, or the request's
+/// owner died between the PG's answer and the commit). See `resolver.rs`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverConfig {
+    /// How long the client has, after its request's lease ran out, to come back with its
+    /// key and get the PG's answer itself; after that the resolver decides (and voids a
+    /// granted authorization nobody is waiting for). Default 15 000 ms.
+    pub abandon_after_ms: u64,
+    /// Scan interval per shard. Default 2 000 ms.
+    pub interval_ms: u64,
+    /// Records resolved per scan and shard. Default 100.
+    pub batch_size: u64,
+    /// While the PG cannot be asked: first retry after this, doubling. Default 2 000 ms.
+    pub backoff_initial_ms: u64,
+    /// The cap of that backoff: an unknown outcome is asked about at least this often,
+    /// forever (it is never guessed). Default 60 000 ms.
+    pub backoff_max_ms: u64,
+    /// How long one resolver instance owns a record while it works on it. Default 30 000 ms.
+    pub lease_ms: u64,
+    /// The resolution SLA: unknown outcomes older than this count as overdue (metric,
+    /// admin view, reconciliation). Default 60 000 ms.
+    pub sla_ms: u64,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            abandon_after_ms: 15_000,
+            interval_ms: 2_000,
+            batch_size: 100,
+            backoff_initial_ms: 2_000,
+            backoff_max_ms: 60_000,
+            lease_ms: 30_000,
+            sla_ms: 60_000,
+        }
+    }
+}
+
+/// Authorization expiry: an AUTHORIZED payment older than the TTL is voided at the PG.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpiryConfig {
+    /// Default 604 800 s (7 days, as card networks allow); as low as 1 s for tests.
+    pub authorization_ttl_seconds: u64,
+    /// Sweep interval per shard. Default 10 000 ms.
+    pub interval_ms: u64,
+    /// Payments expired per sweep and shard. Default 200.
+    pub batch_size: u64,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        Self {
+            authorization_ttl_seconds: 7 * 86_400,
+            interval_ms: 10_000,
+            batch_size: 200,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupCommitConfig {
@@ -292,6 +357,16 @@ impl Validate for Config {
             if limit.limit > 0 && limit.window_ms == 0 {
                 return Err("a rate limit needs a window_ms above 0".into());
             }
+        }
+        if self.expiry.authorization_ttl_seconds == 0 {
+            return Err("expiry.authorization_ttl_seconds must be at least 1".into());
+        }
+        let r = &self.resolver;
+        if r.interval_ms == 0 || r.batch_size == 0 || r.backoff_initial_ms == 0 || r.lease_ms == 0 {
+            return Err("resolver interval_ms, batch_size, backoff_initial_ms and lease_ms must be above 0".into());
+        }
+        if r.backoff_max_ms < r.backoff_initial_ms {
+            return Err("resolver.backoff_max_ms must be at least backoff_initial_ms".into());
         }
         if self.runtime.may_worker_threads == 0 || self.runtime.tokio_worker_threads == 0 {
             return Err("runtime thread counts must be at least 1".into());

@@ -48,7 +48,7 @@ pub struct PaymentRow {
     pub merchant_id: String,
     pub status: &'static str,
     pub amount: i64,
-    pub captured_amount: i64,
+    pub capture_requested_amount: i64,
     pub currency: String,
     pub idempotency_key: String,
     pub approval_number: Option<String>,
@@ -296,6 +296,15 @@ impl Writer {
             }
             let (sql, params) = finalize_idempotency(&finals, self.lease_ms);
             tx.exec_drop(sql, params).await.map_err(classify)?;
+            // Each record counts 2 when its owner completed it, 0 when someone else owns
+            // it now (a takeover, or the resolver): that write must not commit. The batch
+            // is retried one by one, and the loser gets `Duplicate` and replays the record.
+            if tx.affected_rows() != 2 * finals.len() as u64 {
+                return Err(DbError::Duplicate {
+                    shard,
+                    message: "the idempotency record has another owner now".into(),
+                });
+            }
         }
 
         let mut found: Vec<(Vec<u8>, Vec<u8>, Reservation)> = Vec::new();
@@ -418,7 +427,7 @@ fn optional(text: &Option<String>) -> Value {
 
 fn finalize_payments(finals: &[&FinalizeOp]) -> (String, Params) {
     let sql = format!(
-        "INSERT INTO payment (payment_id, merchant_id, status, amount, captured_amount, currency, idempotency_key, \
+        "INSERT INTO payment (payment_id, merchant_id, status, amount, capture_requested_amount, currency, idempotency_key, \
          approval_number, pg_transaction_id, created_at, updated_at) VALUES {}",
         placeholders(finals.len(), "(?,?,?,?,?,?,?,?,?,?,?)")
     );
@@ -430,7 +439,7 @@ fn finalize_payments(finals: &[&FinalizeOp]) -> (String, Params) {
             bytes(&p.merchant_id),
             bytes(p.status),
             Value::Int(p.amount),
-            Value::Int(p.captured_amount),
+            Value::Int(p.capture_requested_amount),
             bytes(&p.currency),
             bytes(&p.idempotency_key),
             optional(&p.approval_number),
@@ -491,13 +500,15 @@ fn finalize_events(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
 }
 
 /// Completes the idempotency records. Written as an upsert so one statement covers the
-/// whole batch; the row exists (reserved earlier), so it always takes the UPDATE branch.
+/// whole batch; the row exists (reserved earlier), so it always takes the UPDATE branch,
+/// and changes the row only while the writer still owns it.
 fn finalize_idempotency(finals: &[&FinalizeOp], lease_ms: u64) -> (String, Params) {
     let sql = format!(
         "INSERT INTO idempotency_record (merchant_id, idempotency_key, request_fingerprint, state, owner_token, payment_id, \
          response_status, response_body, created_at, lease_until) VALUES {} \
-         ON DUPLICATE KEY UPDATE state = VALUES(state), response_status = VALUES(response_status), \
-         response_body = VALUES(response_body)",
+         ON DUPLICATE KEY UPDATE state = IF(owner_token = VALUES(owner_token), VALUES(state), state), \
+         response_status = IF(owner_token = VALUES(owner_token), VALUES(response_status), response_status), \
+         response_body = IF(owner_token = VALUES(owner_token), VALUES(response_body), response_body)",
         placeholders(
             finals.len(),
             &format!("(?,?,?,'COMPLETED',?,?,?,?,UTC_TIMESTAMP(3),UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND)", lease_ms * 1000)

@@ -10,6 +10,11 @@
 //! and calls the PG again with the *same* request id, which the PG answers idempotently:
 //! the PG authorizes at most once per key, even with Redis down.
 //!
+//! A PG call whose answer was lost leaves the record `UNKNOWN` with its lease ended: the
+//! client's retry takes it over and asks the PG again with the same request id (the
+//! definitive answer), and if no client comes back the resolver (`resolver.rs`) decides.
+//! While the resolver works on a record it is `RESOLVING`, which no client can take over.
+//!
 //! Redis is a cache of completed answers, written only after the commit.
 
 use crate::group_commit::Reservation;
@@ -68,8 +73,8 @@ pub async fn take_over(
             let mut conn = shards.conn(shard).await?;
             conn.exec_drop(
                 format!(
-                    "UPDATE idempotency_record SET owner_token = ?, lease_until = UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND \
-                     WHERE merchant_id = ? AND idempotency_key = ? AND owner_token = ? AND state = 'IN_PROGRESS' \
+                    "UPDATE idempotency_record SET owner_token = ?, state = 'IN_PROGRESS', lease_until = UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND \
+                     WHERE merchant_id = ? AND idempotency_key = ? AND owner_token = ? AND state IN ('IN_PROGRESS', 'UNKNOWN') \
                      AND lease_until < UTC_TIMESTAMP(3)",
                     lease_ms * 1000
                 ),
@@ -100,6 +105,30 @@ pub async fn release(shards: &Shards, shard: u16, merchant_id: &str, key: &str, 
     if let Err(error) = result {
         // Harmless: the lease runs out by itself.
         tracing::warn!(%error, "could not release an idempotency lease");
+    }
+}
+
+/// The PG's answer was lost: the record becomes `UNKNOWN` (since the first time this
+/// happened), its lease ends so the client's retry can ask the PG again at once, and the
+/// resolver takes it if no client does.
+pub async fn mark_unknown(shards: &Shards, shard: u16, merchant_id: &str, key: &str, owner: i64) {
+    let result = shards
+        .bounded(shard, async {
+            let mut conn = shards.conn(shard).await?;
+            conn.exec_drop(
+                "UPDATE idempotency_record SET state = 'UNKNOWN', unknown_since = COALESCE(unknown_since, UTC_TIMESTAMP(3)), \
+                 lease_until = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND \
+                 WHERE merchant_id = ? AND idempotency_key = ? AND owner_token = ? AND state = 'IN_PROGRESS'",
+                (merchant_id.as_bytes(), key.as_bytes(), owner),
+            )
+            .await
+            .map_err(|e| DbError::classify(shard, e))
+        })
+        .await;
+    if let Err(error) = result {
+        // Still safe: the record stays IN_PROGRESS, its lease runs out and the resolver
+        // finds it then.
+        tracing::warn!(%error, "could not mark an idempotency record unknown");
     }
 }
 

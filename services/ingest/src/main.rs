@@ -8,6 +8,8 @@
 //! - [`outbox`]: event topics and payloads written with each state change.
 //! - [`relay`]: publishes each shard's outbox to Kafka (one leased relay per shard).
 //! - [`idempotency`]: key reservation, takeover, replay encoding and the purge job.
+//! - [`resolver`]: per shard, resolves authorizations whose PG outcome is unknown.
+//! - [`expiry`]: per shard, voids authorizations older than their TTL.
 //! - [`rate_limit`]: Redis: per-merchant limits and the replay cache in one script.
 //! - [`render`]: the payment JSON. [`outcome`]: status, body and headers of an answer.
 //! - [`config`], [`metrics`], [`health`], [`app`]: wiring.
@@ -15,6 +17,7 @@
 mod app;
 mod authorize;
 mod config;
+mod expiry;
 mod group_commit;
 mod health;
 mod idempotency;
@@ -26,6 +29,7 @@ mod payments;
 mod rate_limit;
 mod relay;
 mod render;
+mod resolver;
 mod routes;
 
 pub use app::App;
@@ -102,6 +106,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     runtime.spawn(health::check_loop(app.clone()));
     runtime.spawn(idempotency::purge_loop(app.clone()));
+    for shard in app.shards.numbers() {
+        runtime.spawn(resolver::run(app.clone(), shard));
+        runtime.spawn(expiry::run(app.clone(), shard));
+    }
 
     may::config()
         .set_workers(config.runtime.may_worker_threads)

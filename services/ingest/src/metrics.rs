@@ -29,6 +29,18 @@ pub struct Metrics {
     pub outbox_lag: HistogramVec,
     pub outbox_backlog: IntGaugeVec,
     pub outbox_relay_leader: IntGaugeVec,
+    /// PG calls whose outcome became unknown (answer lost), by operation.
+    pub pg_unknown_outcomes: IntCounterVec,
+    /// Unknown outcomes resolved, by what the PG said (`approved_voided`, `declined`,
+    /// `not_applied`, `void_refused`).
+    pub pg_resolutions: IntCounterVec,
+    /// From the unknown outcome (or the abandoned lease) to its resolution.
+    pub pg_resolution_seconds: Histogram,
+    /// Authorizations not yet resolved, per shard, and those older than the SLA.
+    pub pg_unresolved: IntGaugeVec,
+    pub pg_unresolved_overdue: IntGaugeVec,
+    /// AUTHORIZED payments past their TTL sent to be voided.
+    pub authorizations_expired: IntCounter,
 }
 
 impl Metrics {
@@ -197,6 +209,60 @@ impl Metrics {
                         "1 while this instance holds the shard's relay lease",
                     ),
                     &["shard"],
+                )?,
+            ),
+            pg_unknown_outcomes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "pg_unknown_outcomes_total",
+                        "PG calls whose answer was lost (timeout, dropped connection, 5xx)",
+                    ),
+                    &["operation"],
+                )?,
+            ),
+            pg_resolutions: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "pg_resolutions_total",
+                        "unknown authorization outcomes resolved, by what the PG said",
+                    ),
+                    &["result"],
+                )?,
+            ),
+            pg_resolution_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "pg_resolution_seconds",
+                        "time from a lost PG answer to its resolution",
+                    )
+                    .buckets(vec![1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0]),
+                )?,
+            ),
+            pg_unresolved: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("pg_unresolved", "authorizations whose PG outcome is not resolved yet"),
+                    &["shard"],
+                )?,
+            ),
+            pg_unresolved_overdue: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "pg_unresolved_overdue",
+                        "unresolved authorizations older than the resolution SLA",
+                    ),
+                    &["shard"],
+                )?,
+            ),
+            authorizations_expired: register(
+                r,
+                IntCounter::new(
+                    "authorizations_expired_total",
+                    "AUTHORIZED payments past their TTL sent to be voided at the PG",
                 )?,
             ),
             registry,

@@ -10,12 +10,15 @@ use payrail_core::event::{self, Event};
 pub use payrail_kafka::topics::{
     AUTHORIZED as TOPIC_AUTHORIZED, CAPTURE_REQUESTED as TOPIC_CAPTURE_REQUESTED,
     REFUND_REQUESTED as TOPIC_REFUND_REQUESTED, VOIDED as TOPIC_VOIDED,
+    VOID_REQUESTED as TOPIC_VOID_REQUESTED,
 };
+pub use payrail_core::event::{VOID_REASON_ABANDONED, VOID_REASON_EXPIRED, VOID_REASON_MERCHANT};
 
 pub const TYPE_AUTHORIZED: &str = event::AUTHORIZED;
 pub const TYPE_CAPTURE_REQUESTED: &str = event::CAPTURE_REQUESTED;
 pub const TYPE_REFUND_REQUESTED: &str = event::REFUND_REQUESTED;
 pub const TYPE_VOIDED: &str = event::VOIDED;
+pub const TYPE_VOID_REQUESTED: &str = event::VOID_REQUESTED;
 
 /// The event's JSON for `payment` after its state change. `amount` is the amount this
 /// event moves (the captured amount for a capture request, the refund's for a refund).

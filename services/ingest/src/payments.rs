@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 const PAYMENT_COLUMNS: &str =
     "payment_id, merchant_id, status, amount, captured_amount, refunded_amount, currency, \
-                               approval_number, created_at, updated_at, refund_pending_amount";
+                               approval_number, created_at, updated_at, refund_pending_amount, capture_requested_amount";
 
 struct Loaded {
     view: PaymentView,
@@ -50,6 +50,7 @@ fn payment_from_row(mut row: Row) -> Option<Loaded> {
     let created: Value = row.take(8)?;
     let updated: Value = row.take(9)?;
     let refund_pending_amount: i64 = row.take(10)?;
+    let capture_requested_amount: i64 = row.take(11)?;
     Some(Loaded {
         view: PaymentView {
             payment_id,
@@ -57,6 +58,7 @@ fn payment_from_row(mut row: Row) -> Option<Loaded> {
             status,
             amount,
             captured_amount,
+            capture_requested_amount,
             refunded_amount,
             currency,
             approval_number,
@@ -233,6 +235,8 @@ struct Transition<C> {
     event: (&'static str, &'static str),
     /// The amount the event moves, from the payment after the change.
     event_amount: fn(&PaymentView) -> i64,
+    /// Extra fields of the event.
+    extra: &'static [(&'static str, Extra<'static>)],
     message: &'static str,
     /// The answer when the UPDATE matched nothing and the payment is the merchant's.
     conflict: C,
@@ -275,8 +279,8 @@ async fn transition<C: FnOnce(&Loaded) -> Outcome + Send>(
                 })?
                 .view;
             assert!(
-                view.captured_amount <= view.amount,
-                "captured more than authorized"
+                view.capture_requested_amount <= view.amount,
+                "capture requested above the authorization"
             );
             let (topic, event_type) = t.event;
             record_transition(
@@ -286,7 +290,7 @@ async fn transition<C: FnOnce(&Loaded) -> Outcome + Send>(
                 (event_id, topic, event_type),
                 (t.event_amount)(&view),
                 now,
-                &[],
+                t.extra,
             )
             .await?;
             let details = load_details(&mut tx, shard, payment_id).await?;
@@ -304,11 +308,12 @@ pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureI
     }
     let now = payrail_core::time::now_ms();
     let update = Transition {
-        update_sql: "UPDATE payment SET status = 'CAPTURE_REQUESTED', captured_amount = COALESCE(?, amount), updated_at = ? \
+        update_sql: "UPDATE payment SET status = 'CAPTURE_REQUESTED', capture_requested_amount = COALESCE(?, amount), updated_at = ? \
                      WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND COALESCE(?, amount) <= amount",
         update_params: (input.amount, datetime(now), payment_id, input.merchant_id.as_bytes(), input.amount).into(),
         event: (outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED),
-        event_amount: |view| view.captured_amount,
+        event_amount: |view| view.capture_requested_amount,
+        extra: &[],
         message: "capture requested",
         conflict: |l: &Loaded| {
             if l.view.status == PaymentStatus::Authorized {
@@ -328,17 +333,38 @@ pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureI
     transition(&app, shard, payment_id, &input.merchant_id, now, update).await
 }
 
+/// `VOID_REQUESTED` and a `payment.void-requested` event: the settlement worker voids at
+/// the PG (request id `void-<paymentId>`) and only then is the payment `VOIDED` and the
+/// ledger's hold released. The PG is never called inside this transaction.
 pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) -> Outcome {
     let now = payrail_core::time::now_ms();
     let update = Transition {
-        update_sql: "UPDATE payment SET status = 'VOIDED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED'",
+        update_sql: "UPDATE payment SET status = 'VOID_REQUESTED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED'",
         update_params: (datetime(now), payment_id, input.merchant_id.as_bytes()).into(),
-        event: (outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED),
+        event: (outbox::TOPIC_VOID_REQUESTED, outbox::TYPE_VOID_REQUESTED),
         event_amount: |view| view.amount,
-        message: "voided",
+        extra: &[("reason", Extra::Text(outbox::VOID_REASON_MERCHANT))],
+        message: "void requested",
         conflict: |l: &Loaded| Outcome::conflict("VOID_CONFLICT", "only an AUTHORIZED payment can be voided", payment_id, l.view.status.as_str()),
     };
     transition(&app, shard, payment_id, &input.merchant_id, now, update).await
+}
+
+/// Authorization expiry: an `AUTHORIZED` payment untouched since `before_ms` is voided at
+/// the PG like a merchant's void, and ends `EXPIRED`. The conditional update makes a
+/// racing capture or void (or another ingest instance's sweep) win or lose cleanly.
+pub async fn expire(app: &App, shard: u16, payment_id: u64, merchant_id: &str, before_ms: i64) -> Outcome {
+    let now = payrail_core::time::now_ms();
+    let update = Transition {
+        update_sql: "UPDATE payment SET status = 'VOID_REQUESTED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND updated_at < ?",
+        update_params: (datetime(now), payment_id, merchant_id.as_bytes(), datetime(before_ms)).into(),
+        event: (outbox::TOPIC_VOID_REQUESTED, outbox::TYPE_VOID_REQUESTED),
+        event_amount: |view| view.amount,
+        extra: &[("reason", Extra::Text(outbox::VOID_REASON_EXPIRED))],
+        message: "expiry requested",
+        conflict: |l: &Loaded| Outcome::conflict("VOID_CONFLICT", "no longer an expirable authorization", payment_id, l.view.status.as_str()),
+    };
+    transition(app, shard, payment_id, merchant_id, now, update).await
 }
 
 fn refund_fingerprint(input: &RefundInput) -> String {
@@ -386,18 +412,27 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                 return Ok(Outcome::not_found());
             }
             if let Some(key) = &input.idempotency_key {
-                let existing: Option<String> = tx
-                    .exec_first("SELECT request_fingerprint FROM refund WHERE payment_id = ? AND idempotency_key = ?", (payment_id, key.as_bytes()))
+                let existing: Option<(String, Option<Vec<u8>>)> = tx
+                    .exec_first("SELECT request_fingerprint, response_body FROM refund WHERE payment_id = ? AND idempotency_key = ?", (payment_id, key.as_bytes()))
                     .await
                     .map_err(classify)?;
-                if let Some(existing) = existing {
-                    let details = load_details(&mut tx, shard, payment_id).await?;
-                    tx.rollback().await.map_err(classify)?;
+                if let Some((existing, first_answer)) = existing {
                     if existing != fingerprint {
+                        tx.rollback().await.map_err(classify)?;
                         return Ok(Outcome::error(422, "IDEMPOTENCY_KEY_MISMATCH", "this refund idempotency key was used with a different amount or reason", Some(payment_id)));
                     }
                     app.metrics.idempotent_replays.with_label_values(&["refund"]).inc();
-                    let mut outcome = Outcome::ok(full_body(&loaded.view, &details, "refund requested"));
+                    // The first answer, byte for byte, whatever happened to the payment since.
+                    // (Refunds written before schema version 3 kept no answer: render now.)
+                    let body = match first_answer {
+                        Some(body) => body,
+                        None => {
+                            let details = load_details(&mut tx, shard, payment_id).await?;
+                            full_body(&loaded.view, &details, "refund requested")
+                        }
+                    };
+                    tx.rollback().await.map_err(classify)?;
+                    let mut outcome = Outcome::ok(body);
                     outcome.replayed = true;
                     return Ok(outcome);
                 }
@@ -454,9 +489,15 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
             let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
             record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_REFUND_REQUESTED, outbox::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
             let details = load_details(&mut tx, shard, payment_id).await?;
+            let body = full_body(&view, &details, "refund requested");
+            if input.idempotency_key.is_some() {
+                tx.exec_drop("UPDATE refund SET response_body = ? WHERE refund_id = ?", (body.as_slice(), refund_id))
+                    .await
+                    .map_err(classify)?;
+            }
             tx.commit().await.map_err(classify)?;
             app.outbox_committed(shard);
-            Ok(Outcome::ok(full_body(&view, &details, "refund requested")))
+            Ok(Outcome::ok(body))
         })
         .await;
     match result {

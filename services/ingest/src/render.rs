@@ -15,7 +15,10 @@ pub struct PaymentView {
     pub merchant_id: String,
     pub status: PaymentStatus,
     pub amount: i64,
+    /// What the PG captured: 0 until the payment is CAPTURED.
     pub captured_amount: i64,
+    /// What a capture asked for (0 before one was requested).
+    pub capture_requested_amount: i64,
     pub refunded_amount: i64,
     pub currency: String,
     pub approval_number: Option<String>,
@@ -80,6 +83,8 @@ pub fn payment(out: &mut Vec<u8>, p: &PaymentView, extras: &Extras<'_>) {
     push_number(out, p.amount);
     out.extend_from_slice(b",\"capturedAmount\":");
     push_number(out, p.captured_amount);
+    out.extend_from_slice(b",\"captureRequestedAmount\":");
+    push_number(out, p.capture_requested_amount);
     out.extend_from_slice(b",\"refundedAmount\":");
     push_number(out, p.refunded_amount);
     out.extend_from_slice(b",\"currency\":");
@@ -161,6 +166,7 @@ mod tests {
             status: PaymentStatus::Authorized,
             amount: 50000,
             captured_amount: 0,
+            capture_requested_amount: 0,
             refunded_amount: 0,
             currency: "KRW".into(),
             approval_number: Some("APP1A2B3C4D".into()),
@@ -180,7 +186,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(out).unwrap_or_default(),
-            r#"{"paymentId":4398046511104,"merchantId":"MERCHANT-123","status":"AUTHORIZED","amount":50000,"capturedAmount":0,"refundedAmount":0,"currency":"KRW","approvalNumber":"APP1A2B3C4D","createdAt":"2026-11-24T06:00:00.000Z","updatedAt":"2026-11-24T06:00:00.000Z","ledgerEntries":[],"message":"authorized"}"#
+            r#"{"paymentId":4398046511104,"merchantId":"MERCHANT-123","status":"AUTHORIZED","amount":50000,"capturedAmount":0,"captureRequestedAmount":0,"refundedAmount":0,"currency":"KRW","approvalNumber":"APP1A2B3C4D","createdAt":"2026-11-24T06:00:00.000Z","updatedAt":"2026-11-24T06:00:00.000Z","ledgerEntries":[],"message":"authorized"}"#
         );
     }
 }

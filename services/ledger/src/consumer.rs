@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const TOPICS: [&str; 4] = [
+pub const TOPICS: [&str; 5] = [
     topics::AUTHORIZED,
     topics::CAPTURED,
+    topics::CAPTURE_FAILED,
     topics::VOIDED,
     topics::REFUNDED,
 ];

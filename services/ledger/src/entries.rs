@@ -2,7 +2,8 @@
 //!
 //! Accounts, per merchant `m` and currency `c` (a TigerBeetle-style two-phase model):
 //! - `holds:m:c` / `holds_offset:m:c`: an authorization is a pending hold (debit holds,
-//!   credit offset); capture and void release it (the reverse).
+//!   credit offset); capture (of any part), void, expiry and a capture that failed for good
+//!   release all of it (the reverse): the PG releases the remainder of a partial capture.
 //! - `merchant_payable:m:c`: what the merchant is owed (credit on capture, debit on refund).
 //! - `pg_receivable:c`: what the PG owes us (debit on capture, credit on refund).
 //!
@@ -83,7 +84,16 @@ pub fn posting(event: &serde_json::Value) -> Result<Posting, String> {
             transfer(&mut lines, offset, holds, authorized);
             transfer(&mut lines, receivable, payable, amount);
         }
+        // An expiry is a void too (its event says `status: EXPIRED`).
         payrail_core::event::VOIDED => transfer(&mut lines, offset, holds, amount),
+        payrail_core::event::CAPTURE_FAILED => {
+            let authorized = event
+                .get("authorizedAmount")
+                .and_then(|a| a.as_i64())
+                .filter(|a| *a > 0)
+                .ok_or("authorizedAmount missing")?;
+            transfer(&mut lines, offset, holds, authorized);
+        }
         payrail_core::event::REFUNDED => transfer(&mut lines, payable, receivable, amount),
         other => return Err(format!("event type {other} has no ledger meaning")),
     }
@@ -146,6 +156,19 @@ mod tests {
         let postings: Vec<Posting> = [
             event("PAYMENT_AUTHORIZED", 100),
             event("PAYMENT_VOIDED", 100),
+        ]
+        .iter()
+        .map(|e| posting(e).expect("valid"))
+        .collect();
+        assert_eq!(net(&postings, "holds:M-1:KRW"), 0);
+        assert_eq!(net(&postings, "merchant_payable:M-1:KRW"), 0);
+    }
+
+    #[test]
+    fn a_capture_that_failed_for_good_releases_the_whole_hold() {
+        let postings: Vec<Posting> = [
+            event("PAYMENT_AUTHORIZED", 100),
+            event("PAYMENT_CAPTURE_FAILED", 60),
         ]
         .iter()
         .map(|e| posting(e).expect("valid"))

@@ -38,8 +38,24 @@ pub struct Config {
     /// The PG, for the three-way `reconcile` command; without it the PG is not compared.
     #[serde(default)]
     pub pg_base_url: Option<String>,
+    /// `reconcile`: payments read per chunk (memory is bounded by the chunk, not the
+    /// table). Default 1 000.
+    #[serde(default = "default_reconcile_chunk")]
+    pub reconcile_chunk: u64,
+    /// `reconcile`: an authorization whose PG outcome is still unknown after this long is
+    /// a finding (the resolver's SLA). Default 60 s.
+    #[serde(default = "default_unknown_sla")]
+    pub reconcile_unknown_sla_seconds: u64,
     #[serde(default)]
     pub http: payrail_http::ServerConfig,
+}
+
+fn default_reconcile_chunk() -> u64 {
+    1000
+}
+
+fn default_unknown_sla() -> u64 {
+    60
 }
 
 fn default_instance() -> String {

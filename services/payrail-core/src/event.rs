@@ -13,6 +13,15 @@ pub const REFUND_REQUESTED: &str = "PAYMENT_REFUND_REQUESTED";
 pub const REFUNDED: &str = "PAYMENT_REFUNDED";
 pub const REFUND_FAILED: &str = "PAYMENT_REFUND_FAILED";
 pub const VOIDED: &str = "PAYMENT_VOIDED";
+pub const VOID_REQUESTED: &str = "PAYMENT_VOID_REQUESTED";
+
+/// Why a void was asked for (`reason` of a void-requested event): it decides the state the
+/// payment ends in once the PG voided (`VOIDED`, `EXPIRED`, or unchanged `CAPTURE_FAILED`).
+pub const VOID_REASON_MERCHANT: &str = "merchant";
+pub const VOID_REASON_EXPIRED: &str = "expired";
+pub const VOID_REASON_CAPTURE_FAILED: &str = "capture_failed";
+/// An authorization whose client never came back (the resolver voids it itself).
+pub const VOID_REASON_ABANDONED: &str = "abandoned";
 
 pub enum Extra<'a> {
     Text(&'a str),

@@ -13,11 +13,19 @@ pub enum PaymentStatus {
     PartiallyRefunded,
     Refunded,
     RefundFailed,
+    /// A void (the merchant's, or an expiry's) waits for the PG.
+    VoidRequested,
     Voided,
+    /// Voided at the PG because it stayed AUTHORIZED longer than `authorization_ttl`.
+    Expired,
+    /// The PG refused the void: the hold stands (reconciliation reports it).
+    VoidFailed,
+    /// The authorization never reached the PG (its outcome was resolved as "not applied").
+    Failed,
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 10] = [
+    pub const ALL: [PaymentStatus; 14] = [
         Self::Authorized,
         Self::Declined,
         Self::CaptureRequested,
@@ -27,7 +35,11 @@ impl PaymentStatus {
         Self::PartiallyRefunded,
         Self::Refunded,
         Self::RefundFailed,
+        Self::VoidRequested,
         Self::Voided,
+        Self::Expired,
+        Self::VoidFailed,
+        Self::Failed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -41,7 +53,11 @@ impl PaymentStatus {
             Self::PartiallyRefunded => "PARTIALLY_REFUNDED",
             Self::Refunded => "REFUNDED",
             Self::RefundFailed => "REFUND_FAILED",
+            Self::VoidRequested => "VOID_REQUESTED",
             Self::Voided => "VOIDED",
+            Self::Expired => "EXPIRED",
+            Self::VoidFailed => "VOID_FAILED",
+            Self::Failed => "FAILED",
         }
     }
 

@@ -52,6 +52,29 @@ pub fn render(registry: &Registry) -> Vec<u8> {
     out
 }
 
+/// Several registries of one process as one exposition: families of the same name (the
+/// kinds of a worker, told apart by their `service` label) are merged.
+pub fn render_all(registries: &[Registry]) -> Vec<u8> {
+    let mut families: Vec<prometheus::proto::MetricFamily> = Vec::new();
+    for registry in registries {
+        for family in registry.gather() {
+            match families.iter_mut().find(|f| f.name() == family.name()) {
+                Some(existing) => {
+                    for metric in family.get_metric() {
+                        existing.mut_metric().push(metric.clone());
+                    }
+                }
+                None => families.push(family),
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(16 * 1024);
+    if TextEncoder::new().encode(&families, &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
 /// Latency buckets in seconds, from 0.25 ms to 10 s: fine enough around the 1–50 ms range
 /// the payment API's targets live in.
 pub const LATENCY_BUCKETS: &[f64] = &[

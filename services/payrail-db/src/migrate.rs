@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pipeline",
         sql: include_str!("../migrations/0002_pipeline.sql"),
     },
+    Migration {
+        version: 3,
+        name: "pg lifecycle",
+        sql: include_str!("../migrations/0003_pg_lifecycle.sql"),
+    },
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, `--`

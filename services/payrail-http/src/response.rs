@@ -9,6 +9,7 @@ pub struct Response {
     body: Vec<u8>,
     content_type: &'static str,
     close: bool,
+    abort: bool,
 }
 
 impl Default for Response {
@@ -25,6 +26,7 @@ impl Response {
             body: Vec::with_capacity(1024),
             content_type: "application/json",
             close: false,
+            abort: false,
         }
     }
 
@@ -34,6 +36,7 @@ impl Response {
         self.body.clear();
         self.content_type = "application/json";
         self.close = false;
+        self.abort = false;
     }
 
     pub fn content_type(&mut self, content_type: &'static str) -> &mut Self {
@@ -81,6 +84,16 @@ impl Response {
     /// Close the connection after this response.
     pub fn close(&mut self) {
         self.close = true;
+    }
+
+    /// Close the connection without answering at all. Only test doubles want this (pg-mock's
+    /// "applied, answer lost" fault); a real service always answers.
+    pub fn abort(&mut self) {
+        self.abort = true;
+    }
+
+    pub(crate) fn wants_abort(&self) -> bool {
+        self.abort
     }
 
     pub(crate) fn wants_close(&self) -> bool {

@@ -427,6 +427,9 @@ fn connection<H: Handler>(
                 }
             }
         }
+        if response.wants_abort() {
+            return;
+        }
         if head.close || draining.load(Ordering::Acquire) {
             response.close();
         }

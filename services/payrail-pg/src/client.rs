@@ -7,17 +7,40 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
+/// Why a PG call has no answer. What matters to the caller is [`PgError::outcome_unknown`]:
+/// whether the PG may have applied the operation.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// No answer in time: the PG may or may not have applied the operation.
     #[error("pg did not answer within the timeout")]
     Timeout,
-    /// The PG could not be reached or answered 5xx.
+    /// The request was (or may have been) sent and then the connection failed, or the PG
+    /// answered 5xx: the operation may have been applied.
+    #[error("pg answer lost: {0}")]
+    AnswerLost(String),
+    /// The PG could not be reached: no connection, so nothing was sent.
     #[error("pg unavailable: {0}")]
     Unavailable(String),
     /// The PG answered something we cannot read: treat like unavailable, but log it.
     #[error("pg answered with an unreadable body: {0}")]
     Protocol(String),
+}
+
+impl PgError {
+    /// True when the PG may have applied the operation: the outcome is unknown until a
+    /// status inquiry (or a retry with the same request id) says.
+    pub fn outcome_unknown(&self) -> bool {
+        !matches!(self, PgError::Unavailable(_))
+    }
+}
+
+/// A client error before any answer: a failed connect means nothing reached the PG.
+fn send_failed(error: hyper_util::client::legacy::Error) -> PgError {
+    if error.is_connect() {
+        PgError::Unavailable(error.to_string())
+    } else {
+        PgError::AnswerLost(error.to_string())
+    }
 }
 
 #[derive(Clone)]
@@ -50,24 +73,42 @@ impl PgClient {
         }
     }
 
-    /// The PG's own records (`GET /v1/records`), for reconciliation.
-    pub async fn records(&self) -> Result<Vec<crate::protocol::PgRecord>, PgError> {
+    /// A GET with the call timeout: (status, body).
+    async fn get(&self, path_and_query: &str) -> Result<(u16, Bytes), PgError> {
         let request = hyper::Request::builder()
             .method(hyper::Method::GET)
-            .uri(format!("{}/v1/records", self.base_url))
+            .uri(format!("{}{path_and_query}", self.base_url))
             .body(Full::new(Bytes::new()))
             .map_err(|e| PgError::Protocol(e.to_string()))?;
-        let response = self
-            .client
-            .request(request)
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(send_failed)?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| PgError::AnswerLost(e.to_string()))?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|e| PgError::Unavailable(e.to_string()))?;
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| PgError::Unavailable(e.to_string()))?
-            .to_bytes();
+            .unwrap_or(Err(PgError::Timeout))
+    }
+
+    /// The PG's records of payments with ids in `from..=to` (`GET /v1/records`), for
+    /// reconciliation in bounded chunks.
+    pub async fn records_between(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<crate::protocol::PgRecord>, PgError> {
+        let (status, bytes) = self
+            .get(&format!("/v1/records?fromPaymentId={from}&toPaymentId={to}"))
+            .await?;
+        if status != 200 {
+            return Err(PgError::AnswerLost(format!("status {status}")));
+        }
         #[derive(serde::Deserialize)]
         struct Records {
             records: Vec<crate::protocol::PgRecord>,
@@ -75,6 +116,22 @@ impl PgClient {
         serde_json::from_slice::<Records>(&bytes)
             .map(|r| r.records)
             .map_err(|e| PgError::Protocol(e.to_string()))
+    }
+
+    /// The status inquiry (`GET /v1/transactions/{requestId}`): the PG's record of a
+    /// request, or `None` when the PG never applied it.
+    pub async fn status(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<crate::protocol::PgRecord>, PgError> {
+        let (status, bytes) = self.get(&format!("/v1/transactions/{request_id}")).await?;
+        match status {
+            200 => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| PgError::Protocol(e.to_string())),
+            404 => Ok(None),
+            other => Err(PgError::AnswerLost(format!("status inquiry: status {other}"))),
+        }
     }
 
     pub async fn call(
@@ -94,16 +151,20 @@ impl PgClient {
                 .client
                 .request(http_request)
                 .await
-                .map_err(|e| PgError::Unavailable(e.to_string()))?;
+                .map_err(send_failed)?;
             let status = response.status();
             let bytes = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| PgError::Unavailable(e.to_string()))?
+                .map_err(|e| PgError::AnswerLost(e.to_string()))?
                 .to_bytes();
+            if status.is_server_error() {
+                // A 5xx does not say whether the PG applied the operation first.
+                return Err(PgError::AnswerLost(format!("status {status}")));
+            }
             if !status.is_success() {
-                return Err(PgError::Unavailable(format!("status {status}")));
+                return Err(PgError::Protocol(format!("status {status}")));
             }
             serde_json::from_slice::<PgReply>(&bytes).map_err(|e| PgError::Protocol(e.to_string()))
         };

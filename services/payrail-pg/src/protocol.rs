@@ -87,4 +87,7 @@ pub struct PgRecord {
     pub approval_number: String,
     pub decline_reason: Option<String>,
     pub at_ms: i64,
+    /// Position in the PG's books (1, 2, …); absent in journals written before it existed.
+    #[serde(default)]
+    pub sequence: u64,
 }

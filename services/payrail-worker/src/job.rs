@@ -63,14 +63,15 @@ pub trait JobKind: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = Result<(), DbError>> + Send + 'a;
 
-    /// Applies a final failure: the failed state and history (the DLQ message is written
-    /// by the scheduler).
+    /// Applies a final failure: the failed state, history and up to two events
+    /// (`event_ids`); the DLQ message is written by the scheduler. Only called once the PG
+    /// said no, or said it never applied the request.
     fn fail<'a>(
         tx: &'a mut Tx<'_>,
         shard: u16,
         job: &'a Job,
         reason: &'a str,
-        event_id: u64,
+        event_ids: [u64; 2],
         now_ms: i64,
     ) -> impl Future<Output = Result<(), DbError>> + Send + 'a;
 

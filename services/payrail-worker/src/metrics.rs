@@ -28,7 +28,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "worker_jobs_total",
-                        "PG attempts by outcome (succeeded, retry, failed)",
+                        "PG attempts by outcome (succeeded, retry, failed, unknown)",
                     ),
                     &["outcome"],
                 )?,

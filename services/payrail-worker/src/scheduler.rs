@@ -149,10 +149,10 @@ async fn record_failure<K: JobKind>(
     job: &Job,
     reason: &str,
 ) -> Result<(), DbError> {
-    let mut ids = Vec::with_capacity(2);
+    let mut ids = Vec::with_capacity(3);
     worker
         .sequences
-        .next_ids(&worker.shards, shard, Kind::Event, 2, &mut ids)
+        .next_ids(&worker.shards, shard, Kind::Event, 3, &mut ids)
         .await?;
     worker
         .shards
@@ -168,7 +168,7 @@ async fn record_failure<K: JobKind>(
             .await
             .map_err(classify)?;
             if tx.affected_rows() == 1 {
-                K::fail(&mut tx, shard, job, reason, ids[0], now).await?;
+                K::fail(&mut tx, shard, job, reason, [ids[0], ids[2]], now).await?;
                 // The dead letter goes out through the outbox, in this transaction: it
                 // cannot be lost, and it is written once.
                 let letter = DeadLetter {
@@ -191,6 +191,24 @@ async fn record_failure<K: JobKind>(
             tx.commit().await.map_err(classify)
         })
         .await
+}
+
+/// The status inquiry after the last attempt. It waits one PG timeout first: a request
+/// that timed out may still be on its way into the PG, and asking at once could find
+/// nothing although the PG is about to apply it.
+async fn inquire<K: JobKind>(
+    worker: &Worker<K>,
+    request_id: &str,
+) -> Result<Option<payrail_pg::PgReply>, payrail_pg::PgError> {
+    tokio::time::sleep(Duration::from_millis(worker.config.pg.timeout_ms)).await;
+    Ok(worker.pg.status(request_id).await?.map(|r| payrail_pg::PgReply {
+        request_id: r.request_id,
+        decision: r.decision,
+        transaction_id: r.transaction_id,
+        approval_number: r.approval_number,
+        decline_reason: r.decline_reason,
+        replayed: true,
+    }))
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -231,10 +249,37 @@ async fn process<K: JobKind>(worker: Arc<Worker<K>>, shard: u16, job: Job) {
                 .map(|()| "failed")
         }
         Err(error) if job.attempts + 1 >= attempts_max => {
-            let reason = format!("PG unavailable after {attempts_max} attempts: {error}");
-            record_failure(&worker, shard, &job, &reason)
-                .await
-                .map(|()| "failed")
+            // Out of retries, but "no answer" is not "no": ask the PG what it did with this
+            // request id before anything is declared failed.
+            match inquire(&worker, &request.request_id).await {
+                Ok(Some(reply)) if reply.decision == PgDecision::Approved => {
+                    record_success(&worker, shard, &job, &reply)
+                        .await
+                        .map(|()| "succeeded")
+                }
+                Ok(Some(reply)) => {
+                    let reason = format!(
+                        "declined by the PG: {}",
+                        reply.decline_reason.as_deref().unwrap_or("no reason")
+                    );
+                    record_failure(&worker, shard, &job, &reason)
+                        .await
+                        .map(|()| "failed")
+                }
+                Ok(None) => {
+                    let reason = format!("PG unavailable after {attempts_max} attempts ({error}); the PG has no record of the request");
+                    record_failure(&worker, shard, &job, &reason)
+                        .await
+                        .map(|()| "failed")
+                }
+                Err(inquiry) => {
+                    // Unknown stays unknown: retried at the backoff cap until the PG answers.
+                    tracing::warn!(job_id = job.job_id, %inquiry, "out of retries and the PG cannot be asked; the outcome stays unknown");
+                    record_retry(&worker, shard, &job, &format!("outcome unknown: {error}; status inquiry: {inquiry}"))
+                        .await
+                        .map(|()| "unknown")
+                }
+            }
         }
         Err(error) => record_retry(&worker, shard, &job, &error.to_string())
             .await
@@ -243,7 +288,7 @@ async fn process<K: JobKind>(worker: Arc<Worker<K>>, shard: u16, job: Job) {
     match outcome {
         Ok(label) => {
             worker.metrics.outcomes.with_label_values(&[label]).inc();
-            if label != "retry" {
+            if !matches!(label, "retry" | "unknown") {
                 worker.metrics.attempts.observe(f64::from(job.attempts + 1));
             }
         }

@@ -38,19 +38,17 @@ impl<K: JobKind> Worker<K> {
     }
 }
 
-struct Ops<K: JobKind> {
-    worker: Arc<Worker<K>>,
+/// The worker's `/health` and `/metrics`, over every job kind the process runs.
+struct Ops {
+    registries: Vec<prometheus::Registry>,
 }
 
-impl<K: JobKind> Handler for Ops<K> {
+impl Handler for Ops {
     fn handle(&self, request: &Request<'_>, response: &mut Response) {
         match (request.method, request.path) {
             ("GET", "/health") => response.json(200, b"{\"status\":\"UP\"}"),
             ("GET", "/metrics") => {
-                response.json(
-                    200,
-                    &payrail_core::telemetry::render(&self.worker.metrics.registry),
-                );
+                response.json(200, &payrail_core::telemetry::render_all(&self.registries));
                 response.content_type("text/plain; version=0.0.4");
             }
             _ => error_body::write(response, 404, "NOT_FOUND", "no such route", None),
@@ -58,38 +56,33 @@ impl<K: JobKind> Handler for Ops<K> {
     }
 }
 
-/// Runs the worker `K` until the process ends.
-pub fn run<K: JobKind>() -> Result<(), Box<dyn std::error::Error>> {
-    let Some((args, config)) = payrail_core::config::startup::<WorkerConfig>(K::SERVICE)? else {
-        return Ok(());
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(K::SERVICE)
-        .enable_all()
-        .build()?;
-    match args.command.as_deref() {
-        None => {}
-        Some("replay-dlq") => {
-            let count =
-                runtime.block_on(crate::replay::replay::<K>(&config, Duration::from_secs(3)))?;
-            println!(
-                "{}: replayed {count} message(s) from {}",
-                K::SERVICE,
-                K::DLQ_TOPIC
-            );
-            return Ok(());
-        }
-        Some(other) => return Err(format!("unknown command {other} (known: replay-dlq)").into()),
+/// One job kind a worker process runs: how to start it and how to replay its DLQ.
+pub struct KindEntry {
+    pub service: &'static str,
+    pub dlq_topic: &'static str,
+    start: fn(&tokio::runtime::Runtime, &WorkerConfig, Arc<Shards>) -> Result<prometheus::Registry, String>,
+    replay: fn(&tokio::runtime::Runtime, &WorkerConfig) -> Result<usize, String>,
+}
+
+/// The entry of kind `K`.
+pub fn entry<K: JobKind>() -> KindEntry {
+    KindEntry {
+        service: K::SERVICE,
+        dlq_topic: K::DLQ_TOPIC,
+        start: start::<K>,
+        replay: |runtime, config| {
+            runtime.block_on(crate::replay::replay::<K>(config, Duration::from_secs(3)))
+        },
     }
-    let shards = Arc::new(Shards::new(&config.shards, &config.pool)?);
+}
+
+/// Starts kind `K`'s intake and per-shard schedulers; returns its metrics.
+fn start<K: JobKind>(
+    runtime: &tokio::runtime::Runtime,
+    config: &WorkerConfig,
+    shards: Arc<Shards>,
+) -> Result<prometheus::Registry, String> {
     let worker = runtime.block_on(async {
-        for shard in shards.numbers() {
-            while let Err(error) = payrail_db::migrate::migrate_shard(&shards, shard).await {
-                tracing::warn!(shard, %error, "schema not ready; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
         let producer: FutureProducer = config
             .kafka
             .producer(&format!("{}-dlq", K::SERVICE))
@@ -121,11 +114,56 @@ pub fn run<K: JobKind>() -> Result<(), Box<dyn std::error::Error>> {
     for shard in shards.numbers() {
         runtime.spawn(crate::scheduler::run(worker.clone(), shard));
     }
+    Ok(worker.metrics.registry.clone())
+}
+
+/// Runs the worker `K` until the process ends.
+pub fn run<K: JobKind>() -> Result<(), Box<dyn std::error::Error>> {
+    run_kinds(K::SERVICE, &[entry::<K>()])
+}
+
+/// Runs a worker process `service` with every kind in `kinds` (the settlement worker runs
+/// captures and voids), sharing config, pools and the `/metrics` endpoint.
+pub fn run_kinds(service: &'static str, kinds: &[KindEntry]) -> Result<(), Box<dyn std::error::Error>> {
+    let Some((args, config)) = payrail_core::config::startup::<WorkerConfig>(service)? else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(service)
+        .enable_all()
+        .build()?;
+    match args.command.as_deref() {
+        None => {}
+        Some("replay-dlq") => {
+            for kind in kinds {
+                let count = (kind.replay)(&runtime, &config)?;
+                println!(
+                    "{}: replayed {count} message(s) from {}",
+                    kind.service, kind.dlq_topic
+                );
+            }
+            return Ok(());
+        }
+        Some(other) => return Err(format!("unknown command {other} (known: replay-dlq)").into()),
+    }
+    let shards = Arc::new(Shards::new(&config.shards, &config.pool)?);
+    runtime.block_on(async {
+        for shard in shards.numbers() {
+            while let Err(error) = payrail_db::migrate::migrate_shard(&shards, shard).await {
+                tracing::warn!(shard, %error, "schema not ready; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    let mut registries = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        registries.push((kind.start)(&runtime, &config, shards.clone())?);
+    }
     may::config().set_workers(1).set_stack_size(16 * 1024);
     let listener = may::net::TcpListener::bind(&config.listen)?;
-    tracing::info!(listen = %listener.local_addr()?, service = K::SERVICE, "worker running");
-    let server =
-        payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops { worker }));
+    tracing::info!(listen = %listener.local_addr()?, service, "worker running");
+    let server = payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops { registries }));
     let _ = server.join();
     drop(runtime);
     Ok(())

@@ -14,25 +14,31 @@ pub struct Api {
     ledger: Mutex<Ledger>,
     /// The configured behaviour, replaceable at run time.
     behaviour: Mutex<Behaviour>,
-    /// Per-merchant overrides set through `POST /v1/control`.
-    overrides: Mutex<HashMap<String, Behaviour>>,
+    /// Overrides set through `POST /v1/control`, per (merchant, operation); `None` is "any".
+    overrides: Mutex<HashMap<(Option<String>, Option<Operation>), Behaviour>>,
     /// Calls received per operation (`Operation::ALL` order), failures injected included:
     /// tests assert "the PG was called once", not only "one record exists".
     calls: [AtomicU64; 4],
     failures: [AtomicU64; 4],
+    /// Calls applied whose answer was then lost (apply-then-fail and apply-then-drop).
+    lost_answers: [AtomicU64; 4],
     /// splitmix64 state: a lock-free random source (may coroutines must not hold
     /// thread-local state across yields, so no thread-local RNG here).
     random: AtomicU64,
 }
 
-/// `POST /v1/control`: change behaviour for one merchant, or for all when `merchantId`
-/// is absent. `reset: true` drops every override first.
+/// `POST /v1/control`: change behaviour for one merchant and/or one operation
+/// (`authorize`, `capture`, `refund`, `void`), or for everything when both are absent.
+/// `reset: true` drops every override first.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Control {
     merchant_id: Option<String>,
+    operation: Option<String>,
     #[serde(default)]
     reset: bool,
+    apply_then_fail_rate: Option<f64>,
+    apply_then_drop_rate: Option<f64>,
     latency_min_ms: Option<u64>,
     latency_max_ms: Option<u64>,
     failure_rate: Option<f64>,
@@ -56,6 +62,7 @@ impl Api {
             overrides: Mutex::new(HashMap::new()),
             calls: Default::default(),
             failures: Default::default(),
+            lost_answers: Default::default(),
             random: AtomicU64::new(payrail_core::time::now_ms() as u64 | 1),
         }
     }
@@ -72,9 +79,23 @@ impl Api {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn behaviour_for(&self, merchant_id: &str) -> Behaviour {
-        if let Some(b) = self.overrides.lock().get(merchant_id) {
-            return *b;
+    /// The most specific override: (merchant, operation), then (merchant, any), then
+    /// (any, operation), then the configured behaviour.
+    fn behaviour_for(&self, merchant_id: Option<&str>, operation: Option<Operation>) -> Behaviour {
+        let overrides = self.overrides.lock();
+        let merchant = merchant_id.map(str::to_owned);
+        let candidates = [
+            (merchant.clone(), operation),
+            (merchant, None),
+            (None, operation),
+        ];
+        for key in candidates {
+            if key.0.is_none() && key.1.is_none() {
+                continue;
+            }
+            if let Some(b) = overrides.get(&key) {
+                return *b;
+            }
         }
         *self.behaviour.lock()
     }
@@ -88,13 +109,15 @@ impl Api {
             }
         };
         self.calls[op_index(operation)].fetch_add(1, Ordering::Relaxed);
-        let behaviour = self.behaviour_for(&pg_request.merchant_id);
+        let behaviour = self.behaviour_for(Some(&pg_request.merchant_id), Some(operation));
         let spread = behaviour.latency_max_ms - behaviour.latency_min_ms;
         let latency = behaviour.latency_min_ms + (self.uniform() * (spread + 1) as f64) as u64;
         if latency > 0 {
             may::coroutine::sleep(Duration::from_millis(latency));
         }
-        if self.uniform() < behaviour.failure_rate {
+        // One draw decides the fault, so the three rates partition the calls.
+        let fault = self.uniform();
+        if fault < behaviour.failure_rate {
             self.failures[op_index(operation)].fetch_add(1, Ordering::Relaxed);
             error_body::write(response, 503, "PG_FAILURE", "injected failure", None);
             return;
@@ -106,6 +129,17 @@ impl Api {
             decline,
             payrail_core::time::now_ms(),
         );
+        let fault = fault - behaviour.failure_rate;
+        if fault < behaviour.apply_then_fail_rate {
+            self.lost_answers[op_index(operation)].fetch_add(1, Ordering::Relaxed);
+            error_body::write(response, 503, "PG_FAILURE", "injected failure after applying", None);
+            return;
+        }
+        if fault - behaviour.apply_then_fail_rate < behaviour.apply_then_drop_rate {
+            self.lost_answers[op_index(operation)].fetch_add(1, Ordering::Relaxed);
+            response.abort();
+            return;
+        }
         match serde_json::to_vec(&reply) {
             Ok(body) => response.json(200, &body),
             Err(error) => error_body::write(response, 500, "INTERNAL", &error.to_string(), None),
@@ -123,10 +157,17 @@ impl Api {
         if control.reset {
             self.overrides.lock().clear();
         }
-        let mut behaviour = match &control.merchant_id {
-            Some(m) => self.behaviour_for(m),
-            None => *self.behaviour.lock(),
+        let operation = match control.operation.as_deref() {
+            None => None,
+            Some(name) => match Operation::ALL.into_iter().find(|op| op.as_str() == name) {
+                Some(op) => Some(op),
+                None => {
+                    error_body::write(response, 400, "VALIDATION_FAILED", "operation must be authorize, capture, refund or void", None);
+                    return;
+                }
+            },
         };
+        let mut behaviour = self.behaviour_for(control.merchant_id.as_deref(), operation);
         if let Some(v) = control.latency_min_ms {
             behaviour.latency_min_ms = v;
         }
@@ -139,15 +180,21 @@ impl Api {
         if let Some(v) = control.decline_rate {
             behaviour.decline_rate = v;
         }
+        if let Some(v) = control.apply_then_fail_rate {
+            behaviour.apply_then_fail_rate = v;
+        }
+        if let Some(v) = control.apply_then_drop_rate {
+            behaviour.apply_then_drop_rate = v;
+        }
         if let Err(message) = behaviour.check() {
             error_body::write(response, 400, "VALIDATION_FAILED", &message, None);
             return;
         }
-        match control.merchant_id {
-            Some(m) => {
-                self.overrides.lock().insert(m, behaviour);
+        match (control.merchant_id, operation) {
+            (None, None) => *self.behaviour.lock() = behaviour,
+            key => {
+                self.overrides.lock().insert(key, behaviour);
             }
-            None => *self.behaviour.lock() = behaviour,
         }
         response.json(200, b"{\"status\":\"ok\"}");
     }
@@ -158,16 +205,40 @@ impl Api {
             .and_then(|o| Operation::ALL.into_iter().find(|op| op.as_str() == o));
         let merchant = request.query_param("merchantId");
         let ledger = self.ledger.lock();
-        let records = ledger.records(operation, merchant);
+        let range = (
+            request.query_param("fromPaymentId").and_then(|v| v.parse::<u64>().ok()),
+            request.query_param("toPaymentId").and_then(|v| v.parse::<u64>().ok()),
+        );
+        let records = match range {
+            (Some(from), Some(to)) => {
+                let limit = request
+                    .query_param("limit")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(usize::MAX);
+                ledger.records_between(from, to, limit)
+            }
+            _ => ledger.records(operation, merchant),
+        };
         match serde_json::to_vec(&serde_json::json!({ "records": records })) {
             Ok(body) => response.json(200, &body),
             Err(error) => error_body::write(response, 500, "INTERNAL", &error.to_string(), None),
         }
     }
 
+    /// `GET /v1/transactions/{requestId}`: the status inquiry real PGs offer.
+    fn transaction(&self, request_id: &str, response: &mut Response) {
+        let ledger = self.ledger.lock();
+        match ledger.transaction(request_id).map(serde_json::to_vec) {
+            Some(Ok(body)) => response.json(200, &body),
+            Some(Err(error)) => error_body::write(response, 500, "INTERNAL", &error.to_string(), None),
+            None => error_body::write(response, 404, "NOT_FOUND", "no transaction with this request id", None),
+        }
+    }
+
     fn stats(&self, response: &mut Response) {
         let mut calls = serde_json::Map::new();
         let mut failures = serde_json::Map::new();
+        let mut lost = serde_json::Map::new();
         for op in Operation::ALL {
             calls.insert(
                 op.as_str().into(),
@@ -177,8 +248,12 @@ impl Api {
                 op.as_str().into(),
                 self.failures[op_index(op)].load(Ordering::Relaxed).into(),
             );
+            lost.insert(
+                op.as_str().into(),
+                self.lost_answers[op_index(op)].load(Ordering::Relaxed).into(),
+            );
         }
-        let body = serde_json::json!({ "calls": calls, "failures": failures });
+        let body = serde_json::json!({ "calls": calls, "failures": failures, "lostAnswers": lost });
         response.json(200, body.to_string().as_bytes());
     }
 }
@@ -190,6 +265,9 @@ impl Handler for Api {
             ("GET", "/v1/records") => self.records(request, response),
             ("GET", "/v1/stats") => self.stats(response),
             ("GET", "/health") => response.json(200, b"{\"status\":\"UP\"}"),
+            ("GET", path) if path.starts_with("/v1/transactions/") => {
+                self.transaction(&path["/v1/transactions/".len()..], response)
+            }
             ("POST", path) => match Operation::from_path(path) {
                 Some(op) => self.operate(op, request, response),
                 None => error_body::write(response, 404, "NOT_FOUND", "no such route", None),

@@ -44,6 +44,12 @@ pub struct Behaviour {
     pub latency_max_ms: u64,
     /// Share of calls answered 503 (an outage; nothing recorded). Default 0.
     pub failure_rate: f64,
+    /// Share of calls applied and then answered 503: the caller cannot tell this from an
+    /// outage, but the PG's books changed. Default 0.
+    pub apply_then_fail_rate: f64,
+    /// Share of calls applied and then left unanswered (the connection is closed): the
+    /// answer is lost on the way back. Default 0.
+    pub apply_then_drop_rate: f64,
     /// Share of new authorizations declined. Default 0.
     pub decline_rate: f64,
 }
@@ -54,6 +60,8 @@ impl Default for Behaviour {
             latency_min_ms: 5,
             latency_max_ms: 15,
             failure_rate: 0.0,
+            apply_then_fail_rate: 0.0,
+            apply_then_drop_rate: 0.0,
             decline_rate: 0.0,
         }
     }
@@ -64,8 +72,17 @@ impl Behaviour {
         if self.latency_min_ms > self.latency_max_ms {
             return Err("latency_min_ms must not exceed latency_max_ms".into());
         }
-        if !(0.0..=1.0).contains(&self.failure_rate) || !(0.0..=1.0).contains(&self.decline_rate) {
-            return Err("failure_rate and decline_rate must be within 0..=1".into());
+        let rates = [
+            self.failure_rate,
+            self.apply_then_fail_rate,
+            self.apply_then_drop_rate,
+            self.decline_rate,
+        ];
+        if rates.iter().any(|r| !(0.0..=1.0).contains(r)) {
+            return Err("every rate must be within 0..=1".into());
+        }
+        if self.failure_rate + self.apply_then_fail_rate + self.apply_then_drop_rate > 1.0 {
+            return Err("failure_rate + apply_then_fail_rate + apply_then_drop_rate must not exceed 1".into());
         }
         Ok(())
     }

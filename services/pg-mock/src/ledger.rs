@@ -6,7 +6,7 @@
 //! records are an independent third party for reconciliation.
 
 use payrail_pg::{Operation, PgDecision, PgReply, PgRequest};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -24,7 +24,8 @@ fn reply(record: &Record, replayed: bool) -> PgReply {
     }
 }
 
-/// Per-payment totals the PG enforces.
+/// Per-payment totals the PG enforces. One authorization takes one capture: the capture
+/// settles its amount and releases the rest of the hold, as card networks do.
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
     authorized: i64,
@@ -34,22 +35,28 @@ struct Totals {
 }
 
 pub struct Ledger {
-    records: HashMap<(Operation, String), Record>,
-    /// Insertion order, for listing.
-    order: Vec<(Operation, String)>,
+    /// Every record, in the order the PG made them (`sequence` = index + 1).
+    records: Vec<Record>,
+    /// (operation, requestId) → index: the idempotency of every operation.
+    by_request: HashMap<(Operation, String), usize>,
+    /// requestId → index, for the status inquiry (request ids carry their operation's
+    /// prefix, so they are unique across operations).
+    by_id: HashMap<String, usize>,
+    /// paymentId → indexes, for reconciliation by payment-id range.
+    by_payment: BTreeMap<u64, Vec<usize>>,
     totals: HashMap<u64, Totals>,
     journal: Option<File>,
-    sequence: u64,
 }
 
 impl Ledger {
     pub fn open(journal_path: Option<&Path>) -> std::io::Result<Self> {
         let mut ledger = Self {
-            records: HashMap::new(),
-            order: Vec::new(),
+            records: Vec::new(),
+            by_request: HashMap::new(),
+            by_id: HashMap::new(),
+            by_payment: BTreeMap::new(),
             totals: HashMap::new(),
             journal: None,
-            sequence: 0,
         };
         if let Some(path) = journal_path {
             if let Some(parent) = path.parent() {
@@ -70,7 +77,7 @@ impl Ledger {
         Ok(ledger)
     }
 
-    fn apply(&mut self, record: Record) {
+    fn apply(&mut self, mut record: Record) {
         let totals = self.totals.entry(record.payment_id).or_default();
         if record.decision == PgDecision::Approved {
             match record.operation {
@@ -80,10 +87,16 @@ impl Ledger {
                 Operation::Void => totals.voided = true,
             }
         }
-        self.sequence += 1;
-        let key = (record.operation, record.request_id.clone());
-        self.order.push(key.clone());
-        self.records.insert(key, record);
+        let index = self.records.len();
+        record.sequence = index as u64 + 1;
+        self.by_request
+            .insert((record.operation, record.request_id.clone()), index);
+        self.by_id.insert(record.request_id.clone(), index);
+        self.by_payment
+            .entry(record.payment_id)
+            .or_default()
+            .push(index);
+        self.records.push(record);
     }
 
     /// Applies `request` once; a repeat returns the first answer.
@@ -94,8 +107,11 @@ impl Ledger {
         decline: bool,
         now_ms: i64,
     ) -> PgReply {
-        if let Some(existing) = self.records.get(&(operation, request.request_id.clone())) {
-            return reply(existing, true);
+        if let Some(&index) = self
+            .by_request
+            .get(&(operation, request.request_id.clone()))
+        {
+            return reply(&self.records[index], true);
         }
         let totals = self
             .totals
@@ -109,7 +125,8 @@ impl Ledger {
                 Some("no authorization for this payment")
             }
             Operation::Capture if totals.voided => Some("authorization was voided"),
-            Operation::Capture if totals.captured + request.amount > totals.authorized => {
+            Operation::Capture if totals.captured > 0 => Some("authorization already captured"),
+            Operation::Capture if request.amount > totals.authorized => {
                 Some("capture exceeds the authorized amount")
             }
             Operation::Refund if totals.refunded + request.amount > totals.captured => {
@@ -119,7 +136,7 @@ impl Ledger {
             Operation::Void if totals.captured > 0 => Some("payment already captured"),
             _ => None,
         };
-        let sequence = self.sequence + 1;
+        let sequence = self.records.len() as u64 + 1;
         let record = Record {
             operation,
             request_id: request.request_id.clone(),
@@ -139,6 +156,7 @@ impl Ledger {
             ),
             decline_reason: refusal.map(str::to_owned),
             at_ms: now_ms,
+            sequence,
         };
         if let Some(journal) = self.journal.as_mut() {
             // Blocking append on a may worker: a few microseconds into the page cache, and
@@ -155,12 +173,26 @@ impl Ledger {
         answer
     }
 
+    /// The status inquiry: the record a request id made, if any.
+    pub fn transaction(&self, request_id: &str) -> Option<&Record> {
+        self.by_id.get(request_id).map(|&i| &self.records[i])
+    }
+
     pub fn records(&self, operation: Option<Operation>, merchant_id: Option<&str>) -> Vec<&Record> {
-        self.order
+        self.records
             .iter()
-            .filter_map(|key| self.records.get(key))
             .filter(|r| operation.is_none_or(|op| r.operation == op))
             .filter(|r| merchant_id.is_none_or(|m| r.merchant_id == m))
+            .collect()
+    }
+
+    /// Records of payments with ids in `from..=to`, by payment id and then in PG order, at
+    /// most `limit` payments' worth: reconciliation reads the PG in bounded chunks.
+    pub fn records_between(&self, from: u64, to: u64, limit: usize) -> Vec<&Record> {
+        self.by_payment
+            .range(from..=to)
+            .take(limit)
+            .flat_map(|(_, indexes)| indexes.iter().map(|&i| &self.records[i]))
             .collect()
     }
 }
@@ -187,6 +219,14 @@ mod tests {
         assert_eq!(first.transaction_id, again.transaction_id);
         assert!(again.replayed && !first.replayed);
         assert_eq!(ledger.records(Some(Operation::Authorize), None).len(), 1);
+        assert_eq!(
+            ledger.transaction("auth-1").map(|r| r.sequence),
+            Some(1),
+            "the status inquiry finds the record"
+        );
+        assert!(ledger.transaction("auth-2").is_none());
+        assert_eq!(ledger.records_between(0, 1, 10).len(), 1);
+        assert_eq!(ledger.records_between(2, 9, 10).len(), 0);
     }
 
     #[test]
@@ -204,6 +244,13 @@ mod tests {
                 .execute(Operation::Capture, &request("c2", 7, 60), false, 0)
                 .decision,
             PgDecision::Approved
+        );
+        assert_eq!(
+            ledger
+                .execute(Operation::Capture, &request("c3", 7, 10), false, 0)
+                .decision,
+            PgDecision::Declined,
+            "one capture per authorization: the rest was released"
         );
         assert_eq!(
             ledger

@@ -4,7 +4,9 @@
 //! - [`ledger`]: the PG's own records, idempotent by request id, journaled to a file so
 //!   reconciliation can compare them with the payments after a restart.
 //! - [`api`]: the HTTP routes: `POST /v1/{authorize,capture,refund,void}`,
-//!   `GET /v1/records`, `GET /v1/stats`, `POST /v1/control` (per-merchant behaviour for
+//!   `GET /v1/records` (also by payment-id range), `GET /v1/transactions/{requestId}` (the
+//!   status inquiry), `GET /v1/stats`, `POST /v1/control` (per-merchant, per-operation
+//!   behaviour, including the "applied, answer lost" faults, for
 //!   tests), `GET /health`.
 
 mod api;

@@ -98,7 +98,7 @@ impl JobKind for Refund {
         shard: u16,
         job: &Job,
         _reason: &str,
-        _event_id: u64,
+        _event_ids: [u64; 2],
         now_ms: i64,
     ) -> Result<(), DbError> {
         let classify = |e| DbError::classify(shard, e);

@@ -1,6 +1,13 @@
-//! settlement-worker: captures at the PG what `payment.capture-requested` asks for.
-//! The machinery (intake, scheduler, retries, DLQ) is `payrail-worker`; this file says
-//! what a capture changes.
+//! settlement-worker: captures at the PG what `payment.capture-requested` asks for, and
+//! voids at the PG what `payment.void-requested` asks for (a merchant's void, an expired
+//! authorization, the release of a capture that failed for good). The machinery (intake,
+//! scheduler, retries, status inquiry, DLQ) is `payrail-worker`; this file says what a
+//! capture and a void change.
+//!
+//! A capture settles the requested amount and the PG releases the rest of the hold (one
+//! capture per authorization). A capture that fails for good ends `CAPTURE_FAILED`, tells
+//! the ledger (`payment.capture-failed`: the hold is released) and asks for the void that
+//! releases the authorization at the PG, so no hold outlives a payment that is not live.
 
 use mimalloc::MiMalloc;
 use mysql_async::prelude::Queryable;
@@ -48,8 +55,8 @@ impl JobKind for Settlement {
     ) -> Result<(), DbError> {
         let classify = |e| DbError::classify(shard, e);
         tx.exec_drop(
-            "UPDATE payment SET status = 'CAPTURED', updated_at = ? WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED'",
-            (payrail_db::datetime(now_ms), job.payment_id),
+            "UPDATE payment SET status = 'CAPTURED', captured_amount = ?, updated_at = ? WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED'",
+            (job.amount, payrail_db::datetime(now_ms), job.payment_id),
         )
         .await
         .map_err(classify)?;
@@ -91,41 +98,200 @@ impl JobKind for Settlement {
         tx: &mut Tx<'_>,
         shard: u16,
         job: &Job,
-        _reason: &str,
-        _event_id: u64,
+        reason: &str,
+        event_ids: [u64; 2],
         now_ms: i64,
     ) -> Result<(), DbError> {
+        let classify = |e| DbError::classify(shard, e);
         tx.exec_drop(
             "UPDATE payment SET status = 'CAPTURE_FAILED', updated_at = ? WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED'",
             (payrail_db::datetime(now_ms), job.payment_id),
         )
         .await
+        .map_err(classify)?;
+        if tx.affected_rows() != 1 {
+            return Ok(());
+        }
+        let authorized: Option<i64> = tx
+            .exec_first("SELECT amount FROM payment WHERE payment_id = ?", (job.payment_id,))
+            .await
+            .map_err(classify)?;
+        let authorized = authorized.unwrap_or(job.amount);
+        payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURE_FAILED", now_ms).await?;
+        let failed_extra = [
+            ("authorizedAmount", Extra::Number(authorized)),
+            ("reason", Extra::Text(reason)),
+        ];
+        let failed = Event {
+            event_id: event_ids[0],
+            event_type: event::CAPTURE_FAILED,
+            payment_id: job.payment_id,
+            merchant_id: &job.merchant_id,
+            amount: job.amount,
+            currency: &job.currency,
+            status: "CAPTURE_FAILED",
+            occurred_at_ms: now_ms,
+            extra: &failed_extra,
+        };
+        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURE_FAILED, &failed).await?;
+        // Release the authorization at the PG: the void worker's job, like any void.
+        let void_extra = [("reason", Extra::Text(event::VOID_REASON_CAPTURE_FAILED))];
+        let void = Event {
+            event_id: event_ids[1],
+            event_type: event::VOID_REQUESTED,
+            payment_id: job.payment_id,
+            merchant_id: &job.merchant_id,
+            amount: authorized,
+            currency: &job.currency,
+            status: "CAPTURE_FAILED",
+            occurred_at_ms: now_ms,
+            extra: &void_extra,
+        };
+        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::VOID_REQUESTED, &void).await
+    }
+
+    /// A failed capture has released its authorization (its void was asked for in the same
+    /// transaction), so a replayed capture cannot run: the PG would refuse it. The merchant
+    /// authorizes again instead.
+    async fn rearm(_tx: &mut Tx<'_>, _shard: u16, _job_id: u64) -> Result<bool, DbError> {
+        Ok(false)
+    }
+}
+
+/// Voids at the PG (request id `void-<paymentId>`, one per payment). What the payment
+/// becomes depends on why the void was asked for (the event's `reason`).
+struct Void;
+
+fn void_reason(job: &Job) -> String {
+    serde_json::from_slice::<serde_json::Value>(&job.source_payload)
+        .ok()
+        .and_then(|e| e["reason"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| event::VOID_REASON_MERCHANT.to_owned())
+}
+
+impl JobKind for Void {
+    const SERVICE: &'static str = "void-worker";
+    const TABLE: &'static str = "void_request";
+    const SOURCE_TOPIC: &'static str = payrail_kafka::topics::VOID_REQUESTED;
+    const DLQ_TOPIC: &'static str = payrail_kafka::topics::VOID_DLQ;
+    const GROUP_ID: &'static str = "void-worker";
+    const OPERATION: Operation = Operation::Void;
+
+    fn intake(e: &serde_json::Value) -> Option<Intake> {
+        let payment_id = e["paymentId"].as_u64()?;
+        Some(Intake {
+            job_id: payment_id,
+            payment_id,
+            merchant_id: e["merchantId"].as_str()?.to_owned(),
+            amount: e["amount"].as_i64().filter(|a| *a > 0)?,
+            currency: e["currency"].as_str()?.to_owned(),
+            event_id: e["eventId"].as_u64()?,
+        })
+    }
+
+    fn request_id(job: &Job) -> String {
+        format!("void-{}", job.payment_id)
+    }
+
+    async fn succeed(
+        tx: &mut Tx<'_>,
+        shard: u16,
+        job: &Job,
+        reply: &PgReply,
+        event_id: u64,
+        now_ms: i64,
+    ) -> Result<(), DbError> {
+        let reason = void_reason(job);
+        let status = match reason.as_str() {
+            event::VOID_REASON_EXPIRED => "EXPIRED",
+            event::VOID_REASON_CAPTURE_FAILED => {
+                // The ledger released the hold with `payment.capture-failed`; the payment
+                // stays CAPTURE_FAILED. Nothing more to announce.
+                return Ok(());
+            }
+            _ => "VOIDED",
+        };
+        tx.exec_drop(
+            "UPDATE payment SET status = ?, updated_at = ? WHERE payment_id = ? AND status = 'VOID_REQUESTED'",
+            (status, payrail_db::datetime(now_ms), job.payment_id),
+        )
+        .await
+        .map_err(|e| DbError::classify(shard, e))?;
+        if tx.affected_rows() != 1 {
+            return Ok(());
+        }
+        payrail_db::outbox::history(tx, shard, job.payment_id, status, now_ms).await?;
+        let extra = [
+            ("reason", Extra::Text(&reason)),
+            ("transactionId", Extra::Text(&reply.transaction_id)),
+        ];
+        let voided = Event {
+            event_id,
+            event_type: event::VOIDED,
+            payment_id: job.payment_id,
+            merchant_id: &job.merchant_id,
+            amount: job.amount,
+            currency: &job.currency,
+            status,
+            occurred_at_ms: now_ms,
+            extra: &extra,
+        };
+        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::VOIDED, &voided).await
+    }
+
+    async fn fail(
+        tx: &mut Tx<'_>,
+        shard: u16,
+        job: &Job,
+        _reason: &str,
+        _event_ids: [u64; 2],
+        now_ms: i64,
+    ) -> Result<(), DbError> {
+        // The hold stands at the PG and in the ledger; reconciliation reports it until a
+        // DLQ replay voids it. (A failed release of a failed capture changes no state.)
+        tx.exec_drop(
+            "UPDATE payment SET status = 'VOID_FAILED', updated_at = ? WHERE payment_id = ? AND status = 'VOID_REQUESTED'",
+            (payrail_db::datetime(now_ms), job.payment_id),
+        )
+        .await
         .map_err(|e| DbError::classify(shard, e))?;
         if tx.affected_rows() == 1 {
-            payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURE_FAILED", now_ms)
-                .await?;
+            payrail_db::outbox::history(tx, shard, job.payment_id, "VOID_FAILED", now_ms).await?;
         }
         Ok(())
     }
 
     async fn rearm(tx: &mut Tx<'_>, shard: u16, job_id: u64) -> Result<bool, DbError> {
+        let classify = |e| DbError::classify(shard, e);
         let now_ms = payrail_core::time::now_ms();
-        tx.exec_drop(
-            "UPDATE payment SET status = 'CAPTURE_REQUESTED', updated_at = ? WHERE payment_id = ? AND status = 'CAPTURE_FAILED'",
-            (payrail_db::datetime(now_ms), job_id),
-        )
-        .await
-        .map_err(|e| DbError::classify(shard, e))?;
-        if tx.affected_rows() != 1 {
-            return Ok(false);
+        let status: Option<String> = tx
+            .exec_first("SELECT status FROM payment WHERE payment_id = ?", (job_id,))
+            .await
+            .map_err(classify)?;
+        match status.as_deref() {
+            Some("VOID_FAILED") => {
+                tx.exec_drop(
+                    "UPDATE payment SET status = 'VOID_REQUESTED', updated_at = ? WHERE payment_id = ? AND status = 'VOID_FAILED'",
+                    (payrail_db::datetime(now_ms), job_id),
+                )
+                .await
+                .map_err(classify)?;
+                payrail_db::outbox::history(tx, shard, job_id, "VOID_REQUESTED", now_ms).await?;
+                Ok(true)
+            }
+            // The release of a failed capture: try the void again.
+            Some("CAPTURE_FAILED") => Ok(true),
+            _ => Ok(false),
         }
-        payrail_db::outbox::history(tx, shard, job_id, "CAPTURE_REQUESTED", now_ms).await?;
-        Ok(true)
     }
 }
 
 fn main() {
-    if let Err(error) = payrail_worker::service::run::<Settlement>() {
+    let kinds = [
+        payrail_worker::service::entry::<Settlement>(),
+        payrail_worker::service::entry::<Void>(),
+    ];
+    if let Err(error) = payrail_worker::service::run_kinds(Settlement::SERVICE, &kinds) {
         eprintln!("settlement-worker: {error}");
         std::process::exit(1);
     }
