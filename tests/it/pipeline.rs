@@ -91,10 +91,11 @@ fn the_flow_settles_captures_and_refunds_exactly_once() {
         );
     });
     assert!(
-        wait_until(Duration::from_secs(90), || !stack
-            .statuses()
-            .contains_key("CAPTURE_REQUESTED")),
-        "captures settle: {:?}",
+        wait_until(Duration::from_secs(90), || {
+            let statuses = stack.statuses();
+            !statuses.contains_key("CAPTURE_REQUESTED") && !statuses.contains_key("VOID_REQUESTED")
+        }),
+        "captures and voids settle: {:?}",
         stack.statuses()
     );
     // Refunds: a third in full, a third in two partial refunds, the rest not refunded.
@@ -143,6 +144,11 @@ fn the_flow_settles_captures_and_refunds_exactly_once() {
     // to what the payments say.
     let captures = stack.pg_records("capture");
     assert_eq!(captures.len() as i64, n as i64 - voided);
+    assert_eq!(
+        stack.pg_records("void").len() as i64,
+        voided,
+        "every void reached the PG once"
+    );
     let refunds = stack.pg_records("refund");
     assert_eq!(refunds.len() as i64, full + 2 * partial);
     let pg_refunded: i64 = refunds.iter().filter_map(|r| r["amount"].as_i64()).sum();
@@ -299,23 +305,34 @@ fn retries_run_out_into_the_dlq_and_a_replay_settles_once() {
         .as_str()
         .is_some_and(|p| p.contains(&doomed.to_string())));
 
-    // The PG recovers; the DLQ is replayed, twice: one capture, one event.
+    // A capture that failed for good released its authorization: the ledger with
+    // payment.capture-failed, the PG with a void once the PG answers again.
+    assert_eq!(stack.count_all(&format!("SELECT COUNT(*) FROM outbox_event WHERE topic = 'payment.capture-failed' AND payment_id = {doomed}")), 1);
     stack.pg_control(json!({"merchantId": "M-13", "failureRate": 0.0}));
-    assert!(stack.replay_dlq("settlement-worker").contains("replayed 1"));
-    assert!(wait_until(Duration::from_secs(60), || status_of(
-        &stack, doomed
-    ) == "CAPTURED"));
-    let again = stack.replay_dlq("settlement-worker");
-    assert!(again.contains("replayed 0"), "{again}");
+    let voided_at_pg = || {
+        stack
+            .pg_records("void")
+            .iter()
+            .filter(|r| r["paymentId"].as_u64() == Some(doomed) && r["decision"] == "APPROVED")
+            .count()
+    };
+    // The release void met the same outage; the replay of both DLQs sends it again. A
+    // replay cannot capture a released authorization: the payment stays failed.
+    let replayed = stack.replay_dlq("settlement-worker");
+    assert!(replayed.contains("settlement-worker: replayed 1"), "{replayed}");
+    assert!(
+        wait_until(Duration::from_secs(60), || voided_at_pg() == 1),
+        "the failed capture's authorization is voided at the PG"
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(status_of(&stack, doomed), "CAPTURED");
-    let captures: Vec<_> = stack
+    assert_eq!(status_of(&stack, doomed), "CAPTURE_FAILED");
+    let captures = stack
         .pg_records("capture")
         .into_iter()
-        .filter(|r| r["paymentId"].as_u64() == Some(doomed))
-        .collect();
-    assert_eq!(captures.len(), 1);
-    assert_eq!(stack.count_all(&format!("SELECT COUNT(*) FROM outbox_event WHERE topic = 'payment.captured' AND payment_id = {doomed}")), 1);
+        .filter(|r| r["paymentId"].as_u64() == Some(doomed) && r["decision"] == "APPROVED")
+        .count();
+    assert_eq!(captures, 0);
+    assert_eq!(voided_at_pg(), 1, "one void");
     stack.assert_reconciled();
 }
 

@@ -71,7 +71,7 @@ pub fn settle(stack: &stack::TestStack, payment_id: u64) {
     let shard = (payment_id >> 42) as usize;
     stack.rows(
         shard,
-        &format!("UPDATE payment SET status = 'CAPTURED' WHERE payment_id = {payment_id} AND status = 'CAPTURE_REQUESTED'"),
+        &format!("UPDATE payment SET status = 'CAPTURED', captured_amount = capture_requested_amount WHERE payment_id = {payment_id} AND status = 'CAPTURE_REQUESTED'"),
     );
 }
 

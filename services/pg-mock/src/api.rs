@@ -225,6 +225,34 @@ impl Api {
         }
     }
 
+    /// `POST /v1/records/tamper`: `{requestId, amount?, decision?}` changes a record in
+    /// memory, for tests of the reconciliation. Not part of any real PG's API.
+    fn tamper(&self, request: &Request<'_>, response: &mut Response) {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct Tamper {
+            request_id: String,
+            amount: Option<i64>,
+            decision: Option<payrail_pg::PgDecision>,
+        }
+        let tamper: Tamper = match serde_json::from_slice(request.body) {
+            Ok(t) => t,
+            Err(error) => {
+                error_body::write(response, 400, "MALFORMED_JSON", &error.to_string(), None);
+                return;
+            }
+        };
+        if self
+            .ledger
+            .lock()
+            .tamper(&tamper.request_id, tamper.amount, tamper.decision)
+        {
+            response.json(200, b"{\"status\":\"ok\"}");
+        } else {
+            error_body::write(response, 404, "NOT_FOUND", "no transaction with this request id", None);
+        }
+    }
+
     /// `GET /v1/transactions/{requestId}`: the status inquiry real PGs offer.
     fn transaction(&self, request_id: &str, response: &mut Response) {
         let ledger = self.ledger.lock();
@@ -262,6 +290,7 @@ impl Handler for Api {
     fn handle(&self, request: &Request<'_>, response: &mut Response) {
         match (request.method, request.path) {
             ("POST", "/v1/control") => self.control(request, response),
+            ("POST", "/v1/records/tamper") => self.tamper(request, response),
             ("GET", "/v1/records") => self.records(request, response),
             ("GET", "/v1/stats") => self.stats(response),
             ("GET", "/health") => response.json(200, b"{\"status\":\"UP\"}"),

@@ -173,6 +173,41 @@ impl Ledger {
         answer
     }
 
+    /// Changes a record in memory (not in the journal): tests seed mismatches the
+    /// reconciliation must find, then put the record back. False for an unknown id.
+    pub fn tamper(
+        &mut self,
+        request_id: &str,
+        amount: Option<i64>,
+        decision: Option<PgDecision>,
+    ) -> bool {
+        let Some(&index) = self.by_id.get(request_id) else {
+            return false;
+        };
+        let record = &mut self.records[index];
+        if let Some(amount) = amount {
+            record.amount = amount;
+        }
+        if let Some(decision) = decision {
+            record.decision = decision;
+        }
+        let payment_id = record.payment_id;
+        let mut totals = Totals::default();
+        for &i in self.by_payment.get(&payment_id).into_iter().flatten() {
+            let r = &self.records[i];
+            if r.decision == PgDecision::Approved {
+                match r.operation {
+                    Operation::Authorize => totals.authorized = r.amount,
+                    Operation::Capture => totals.captured += r.amount,
+                    Operation::Refund => totals.refunded += r.amount,
+                    Operation::Void => totals.voided = true,
+                }
+            }
+        }
+        self.totals.insert(payment_id, totals);
+        true
+    }
+
     /// The status inquiry: the record a request id made, if any.
     pub fn transaction(&self, request_id: &str) -> Option<&Record> {
         self.by_id.get(request_id).map(|&i| &self.records[i])
