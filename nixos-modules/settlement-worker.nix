@@ -1,6 +1,6 @@
-# services.payrail.settlement-worker: captures at the PG with retries, dead letters and its own outbox.
+# services.payrail.settlement-worker: captures and voids at the PG with retries, status inquiries, dead letters and its own outbox.
 import ./service.nix {
   name = "settlement-worker";
-  description = "captures at the PG with retries, dead letters and its own outbox";
+  description = "captures and voids at the PG with retries, status inquiries, dead letters and its own outbox";
   defaultPort = 8084;
 }

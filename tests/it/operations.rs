@@ -187,6 +187,17 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
 
     // 1. The reads.
     let jobs = get(&listen, "/api/admin/jobs");
+    assert!(
+        jobs["void"]["byStatus"].is_object(),
+        "void jobs listed: {jobs}"
+    );
+    let unresolved = get(&listen, "/api/admin/unresolved");
+    assert_eq!(
+        unresolved["unresolved"],
+        json!([]),
+        "nothing unknown here: {unresolved}"
+    );
+    assert_eq!(unresolved["slaSeconds"], 60, "{unresolved}");
     assert_eq!(jobs["settlement"]["byStatus"]["SUCCEEDED"], 1, "{jobs}");
     assert_eq!(jobs["settlement"]["byStatus"]["FAILED"], 1, "{jobs}");
     assert_eq!(jobs["settlement"]["successRate"], 0.5, "{jobs}");

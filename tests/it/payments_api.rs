@@ -72,7 +72,11 @@ fn authorize_capture_refund_void_and_reads() {
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["status"], "CAPTURE_REQUESTED");
-    assert_eq!(reply.json()["capturedAmount"], 0, "nothing captured until the PG did");
+    assert_eq!(
+        reply.json()["capturedAmount"],
+        0,
+        "nothing captured until the PG did"
+    );
     assert_eq!(reply.json()["captureRequestedAmount"], 30_000);
     assert_eq!(stack.count(2, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id} AND topic = 'payment.capture-requested'")), 1);
     let event: serde_json::Value = serde_json::from_str(&stack.rows(2, &format!("SELECT payload FROM outbox_event WHERE payment_id = {id} AND topic = 'payment.capture-requested'"))[0][0]).unwrap_or_default();
@@ -179,7 +183,8 @@ fn authorize_capture_refund_void_and_reads() {
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
-        reply.json()["status"], "VOID_REQUESTED",
+        reply.json()["status"],
+        "VOID_REQUESTED",
         "VOIDED only once the PG voided"
     );
     assert_eq!(stack.count(2, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {other} AND topic = 'payment.void-requested'")), 1);
@@ -378,7 +383,11 @@ fn declines_automatic_capture_and_pg_outage() {
         } else {
             &["PG_OUTCOME_UNKNOWN", "PG_UNAVAILABLE"]
         };
-        assert!(expected.contains(&reply.code().as_str()), "{}", reply.text());
+        assert!(
+            expected.contains(&reply.code().as_str()),
+            "{}",
+            reply.text()
+        );
         assert!(reply.header("Retry-After").is_some());
     }
     let calls = stack.pg_stats()["calls"]["authorize"].as_u64().unwrap_or(0);

@@ -148,7 +148,10 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
     assert!(wait_status(&stack, failing, "CAPTURE_FAILED"));
     assert_eq!(stack.count(shard(failing), &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {failing} AND topic = 'payment.capture-failed'")), 1);
     assert!(
-        wait_until(Duration::from_secs(60), || pg_approved(&stack, failing, "void").0 == 1),
+        wait_until(Duration::from_secs(60), || pg_approved(
+            &stack, failing, "void"
+        )
+        .0 == 1),
         "the failed capture's hold is released at the PG: {:?}",
         pg_records_of(&stack, failing)
     );
@@ -194,7 +197,11 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
 
     stack.assert_reconciled();
     for id in [voided, partial, failing, expiring] {
-        assert_eq!(ledger_net(&stack, id, "holds"), 0, "payment {id}: hold released");
+        assert_eq!(
+            ledger_net(&stack, id, "holds"),
+            0,
+            "payment {id}: hold released"
+        );
     }
     assert_eq!(-ledger_net(&stack, partial, "merchant_payable"), 600 - 150);
 }
@@ -222,7 +229,10 @@ fn authorize_until_definitive(stack: &TestStack, a: &mut Attempted, abandon: boo
         );
         match reply.status {
             200 | 402 => {
-                a.answer = Some((reply.status, reply.json()["paymentId"].as_u64().unwrap_or(0)));
+                a.answer = Some((
+                    reply.status,
+                    reply.json()["paymentId"].as_u64().unwrap_or(0),
+                ));
                 return;
             }
             503 | 409 => {
@@ -297,8 +307,14 @@ fn lost_answers_at_every_pg_operation_leave_one_effect_and_no_orphan_hold() {
             });
         }
     });
-    let abandoned: Vec<&Attempted> = attempts.iter().filter(|a| a.abandoned_at.is_some()).collect();
-    assert!(!abandoned.is_empty(), "some clients walked away from an unknown outcome");
+    let abandoned: Vec<&Attempted> = attempts
+        .iter()
+        .filter(|a| a.abandoned_at.is_some())
+        .collect();
+    assert!(
+        !abandoned.is_empty(),
+        "some clients walked away from an unknown outcome"
+    );
 
     // Lifecycle of the answered ones, through the same faulty PG.
     let authorized: Vec<(usize, &Attempted, u64)> = attempts
@@ -343,13 +359,20 @@ fn lost_answers_at_every_pg_operation_leave_one_effect_and_no_orphan_hold() {
             let shard = payrail_core::shard::shard_for_merchant(&a.merchant, 2) as usize;
             let done = stack.count(shard, &format!("SELECT COUNT(*) FROM idempotency_record WHERE idempotency_key = '{}' AND state = 'COMPLETED'", a.key));
             if done == 1 {
-                let at = a.abandoned_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                let at = a
+                    .abandoned_at
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
                 resolved_after.insert(a.key.clone(), at);
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(resolved_after.len(), abandoned.len(), "every unknown outcome resolved");
+    assert_eq!(
+        resolved_after.len(),
+        abandoned.len(),
+        "every unknown outcome resolved"
+    );
     let mut times: Vec<f64> = resolved_after.values().copied().collect();
     times.sort_by(f64::total_cmp);
     eprintln!(
@@ -370,9 +393,17 @@ fn lost_answers_at_every_pg_operation_leave_one_effect_and_no_orphan_hold() {
             "/api/payments/authorize",
             &authorize_body(&a.merchant, a.amount, &a.key),
         );
-        assert!(matches!(reply.status, 200 | 402), "{}: {}", a.key, reply.text());
+        assert!(
+            matches!(reply.status, 200 | 402),
+            "{}: {}",
+            a.key,
+            reply.text()
+        );
         assert_eq!(reply.header("Idempotent-Replayed"), Some("true"));
-        let status = reply.json()["status"].as_str().unwrap_or_default().to_owned();
+        let status = reply.json()["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(
             matches!(status.as_str(), "VOIDED" | "FAILED" | "DECLINED"),
             "{}: nobody waited for it, so it is not live: {}",
@@ -410,13 +441,19 @@ fn lost_answers_at_every_pg_operation_leave_one_effect_and_no_orphan_hold() {
             .filter(|r| r["decision"] == "APPROVED")
             .count() as i64
     };
-    assert_eq!(approved("authorize"), n as i64 - count("FAILED") - count("DECLINED"));
+    assert_eq!(
+        approved("authorize"),
+        n as i64 - count("FAILED") - count("DECLINED")
+    );
     assert_eq!(
         approved("capture"),
         count("CAPTURED") + count("REFUNDED") + count("PARTIALLY_REFUNDED")
     );
     assert_eq!(approved("void"), count("VOIDED"));
-    assert_eq!(approved("refund"), count("REFUNDED") + count("PARTIALLY_REFUNDED"));
+    assert_eq!(
+        approved("refund"),
+        count("REFUNDED") + count("PARTIALLY_REFUNDED")
+    );
     eprintln!("lost answers: final states {statuses:?}; PG stats {stats}");
     stack.assert_reconciled();
 }
@@ -466,7 +503,10 @@ fn an_ingest_killed_between_pg_approval_and_commit_leaves_no_hold_behind() {
         .filter(|r| r["decision"] == "APPROVED")
         .filter_map(|r| r["paymentId"].as_u64())
         .filter(|id| {
-            stack.count(shard(*id), &format!("SELECT COUNT(*) FROM payment WHERE payment_id = {id}")) == 0
+            stack.count(
+                shard(*id),
+                &format!("SELECT COUNT(*) FROM payment WHERE payment_id = {id}"),
+            ) == 0
         })
         .collect();
     assert!(
@@ -478,7 +518,10 @@ fn an_ingest_killed_between_pg_approval_and_commit_leaves_no_hold_behind() {
     // 30 s lease + 15 s for the client to come back + a 2 s scan).
     for id in &orphans {
         assert!(
-            wait_until(Duration::from_secs(60).saturating_sub(killed_at.elapsed()), || pg_approved(&stack, *id, "void").0 == 1),
+            wait_until(
+                Duration::from_secs(60).saturating_sub(killed_at.elapsed()),
+                || pg_approved(&stack, *id, "void").0 == 1
+            ),
             "orphaned hold of payment {id} voided at the PG within 60 s of the crash"
         );
         assert_eq!(status_of(&stack, *id), "VOIDED");
@@ -497,8 +540,24 @@ fn reconciliation_names_each_seeded_mismatch_and_passes_once_repaired() {
     let held = authorize(&stack, "M-R1", 800, "held");
     let captured = authorize(&stack, "M-R2", 900, "captured");
     let voided = authorize(&stack, "M-R3", 700, "voided");
-    assert_eq!(post(&stack, &format!("/api/payments/capture/{captured}"), json!({"merchantId": "M-R2"})).status, 200);
-    assert_eq!(post(&stack, &format!("/api/payments/void/{voided}"), json!({"merchantId": "M-R3"})).status, 200);
+    assert_eq!(
+        post(
+            &stack,
+            &format!("/api/payments/capture/{captured}"),
+            json!({"merchantId": "M-R2"})
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        post(
+            &stack,
+            &format!("/api/payments/void/{voided}"),
+            json!({"merchantId": "M-R3"})
+        )
+        .status,
+        200
+    );
     assert!(wait_status(&stack, captured, "CAPTURED"));
     assert!(wait_status(&stack, voided, "VOIDED"));
     stack.assert_reconciled();
@@ -557,9 +616,15 @@ fn reconciliation_names_each_seeded_mismatch_and_passes_once_repaired() {
     expect_clean("ledger");
 
     // The payment: captured amount differs from the PG and the ledger.
-    sql(captured, format!("UPDATE payment SET captured_amount = 850 WHERE payment_id = {captured}"));
+    sql(
+        captured,
+        format!("UPDATE payment SET captured_amount = 850 WHERE payment_id = {captured}"),
+    );
     expect_finding("payment captured differs", captured);
-    sql(captured, format!("UPDATE payment SET captured_amount = 900 WHERE payment_id = {captured}"));
+    sql(
+        captured,
+        format!("UPDATE payment SET captured_amount = 900 WHERE payment_id = {captured}"),
+    );
     expect_clean("payment");
 
     // An unknown outcome older than the resolution SLA (kept from the resolver by a lease).
@@ -567,6 +632,9 @@ fn reconciliation_names_each_seeded_mismatch_and_passes_once_repaired() {
     sql(held, format!("INSERT INTO idempotency_record (merchant_id, idempotency_key, request_fingerprint, state, owner_token, payment_id, created_at, lease_until, unknown_since) \
          VALUES ('M-R1', 'stuck', '5|KRW|manual', 'UNKNOWN', 1, {stuck}, UTC_TIMESTAMP(3) - INTERVAL 5 MINUTE, UTC_TIMESTAMP(3) + INTERVAL 1 HOUR, UTC_TIMESTAMP(3) - INTERVAL 2 MINUTE)"));
     expect_finding("unknown outcome past the SLA", stuck);
-    sql(held, "DELETE FROM idempotency_record WHERE idempotency_key = 'stuck'".into());
+    sql(
+        held,
+        "DELETE FROM idempotency_record WHERE idempotency_key = 'stuck'".into(),
+    );
     expect_clean("unknown outcome");
 }

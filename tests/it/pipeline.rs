@@ -319,7 +319,10 @@ fn retries_run_out_into_the_dlq_and_a_replay_settles_once() {
     // The release void met the same outage; the replay of both DLQs sends it again. A
     // replay cannot capture a released authorization: the payment stays failed.
     let replayed = stack.replay_dlq("settlement-worker");
-    assert!(replayed.contains("settlement-worker: replayed 1"), "{replayed}");
+    assert!(
+        replayed.contains("settlement-worker: replayed 1"),
+        "{replayed}"
+    );
     assert!(
         wait_until(Duration::from_secs(60), || voided_at_pg() == 1),
         "the failed capture's authorization is voided at the PG"

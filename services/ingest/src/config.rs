@@ -363,7 +363,10 @@ impl Validate for Config {
         }
         let r = &self.resolver;
         if r.interval_ms == 0 || r.batch_size == 0 || r.backoff_initial_ms == 0 || r.lease_ms == 0 {
-            return Err("resolver interval_ms, batch_size, backoff_initial_ms and lease_ms must be above 0".into());
+            return Err(
+                "resolver interval_ms, batch_size, backoff_initial_ms and lease_ms must be above 0"
+                    .into(),
+            );
         }
         if r.backoff_max_ms < r.backoff_initial_ms {
             return Err("resolver.backoff_max_ms must be at least backoff_initial_ms".into());

@@ -25,7 +25,8 @@ pub async fn run(app: Arc<App>, shard: u16) {
             }
         };
         for (payment_id, merchant_id) in due {
-            let outcome = crate::payments::expire(&app, shard, payment_id, &merchant_id, before_ms).await;
+            let outcome =
+                crate::payments::expire(&app, shard, payment_id, &merchant_id, before_ms).await;
             if outcome.status == 200 {
                 app.metrics.authorizations_expired.inc();
                 tracing::info!(payment_id, "authorization expired; void requested");

@@ -47,7 +47,7 @@ impl Metrics {
     pub fn new(instance: &str) -> Result<Self, prometheus::Error> {
         let registry = payrail_core::telemetry::registry("ingest", instance)?;
         let r = &registry;
-        Ok(Self {
+        let metrics = Self {
             requests: register(
                 r,
                 IntCounterVec::new(
@@ -238,13 +238,18 @@ impl Metrics {
                         "pg_resolution_seconds",
                         "time from a lost PG answer to its resolution",
                     )
-                    .buckets(vec![1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0]),
+                    .buckets(vec![
+                        1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0,
+                    ]),
                 )?,
             ),
             pg_unresolved: register(
                 r,
                 IntGaugeVec::new(
-                    Opts::new("pg_unresolved", "authorizations whose PG outcome is not resolved yet"),
+                    Opts::new(
+                        "pg_unresolved",
+                        "authorizations whose PG outcome is not resolved yet",
+                    ),
                     &["shard"],
                 )?,
             ),
@@ -266,6 +271,11 @@ impl Metrics {
                 )?,
             ),
             registry,
-        })
+        };
+        // Series that exist from the start, so dashboards show 0 rather than no data.
+        for operation in ["authorize", "void"] {
+            metrics.pg_unknown_outcomes.with_label_values(&[operation]);
+        }
+        Ok(metrics)
     }
 }

@@ -7,12 +7,12 @@
 use crate::render::PaymentView;
 pub use payrail_core::event::Extra;
 use payrail_core::event::{self, Event};
+pub use payrail_core::event::{VOID_REASON_ABANDONED, VOID_REASON_EXPIRED, VOID_REASON_MERCHANT};
 pub use payrail_kafka::topics::{
     AUTHORIZED as TOPIC_AUTHORIZED, CAPTURE_REQUESTED as TOPIC_CAPTURE_REQUESTED,
     REFUND_REQUESTED as TOPIC_REFUND_REQUESTED, VOIDED as TOPIC_VOIDED,
     VOID_REQUESTED as TOPIC_VOID_REQUESTED,
 };
-pub use payrail_core::event::{VOID_REASON_ABANDONED, VOID_REASON_EXPIRED, VOID_REASON_MERCHANT};
 
 pub const TYPE_AUTHORIZED: &str = event::AUTHORIZED;
 pub const TYPE_CAPTURE_REQUESTED: &str = event::CAPTURE_REQUESTED;

@@ -353,7 +353,13 @@ pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) 
 /// Authorization expiry: an `AUTHORIZED` payment untouched since `before_ms` is voided at
 /// the PG like a merchant's void, and ends `EXPIRED`. The conditional update makes a
 /// racing capture or void (or another ingest instance's sweep) win or lose cleanly.
-pub async fn expire(app: &App, shard: u16, payment_id: u64, merchant_id: &str, before_ms: i64) -> Outcome {
+pub async fn expire(
+    app: &App,
+    shard: u16,
+    payment_id: u64,
+    merchant_id: &str,
+    before_ms: i64,
+) -> Outcome {
     let now = payrail_core::time::now_ms();
     let update = Transition {
         update_sql: "UPDATE payment SET status = 'VOID_REQUESTED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND updated_at < ?",

@@ -294,7 +294,10 @@ async fn resolve(app: &App, shard: u16, record: &Unresolved) -> Result<(), DbErr
         PgOutcome::ApprovedVoidRefused => "void_refused",
         PgOutcome::Approved => "approved",
     };
-    app.metrics.pg_resolutions.with_label_values(&[result]).inc();
+    app.metrics
+        .pg_resolutions
+        .with_label_values(&[result])
+        .inc();
     app.metrics
         .pg_resolution_seconds
         .observe(record.age_ms.max(0) as f64 / 1000.0);

@@ -23,7 +23,7 @@
 use crate::Ledger;
 use mysql_async::prelude::Queryable;
 use mysql_async::Row;
-use payrail_core::id::{SHARD_SHIFT, ID_LIMIT};
+use payrail_core::id::{ID_LIMIT, SHARD_SHIFT};
 use payrail_pg::protocol::PgRecord;
 use payrail_pg::{Operation, PgDecision};
 use std::collections::BTreeMap;
@@ -95,10 +95,17 @@ fn check(report: &mut Vec<String>, id: u64, p: &Payment, ledger: (i64, i64), pg:
         report.push(format!("MISMATCH payment {id} ({st}): amounts out of bounds (amount {}, captured {}, refunded {}, pending {}) → a bug: stop writes to this payment and investigate", p.amount, p.captured, p.refunded, p.pending));
     }
     if !settled(st) && p.captured != 0 {
-        report.push(format!("MISMATCH payment {id} ({st}): reports capturedAmount {} but was never captured", p.captured));
+        report.push(format!(
+            "MISMATCH payment {id} ({st}): reports capturedAmount {} but was never captured",
+            p.captured
+        ));
     }
     let (payable, hold) = ledger;
-    let expected_payable = if settled(st) { p.captured - p.refunded } else { 0 };
+    let expected_payable = if settled(st) {
+        p.captured - p.refunded
+    } else {
+        0
+    };
     if payable != expected_payable {
         report.push(format!("MISMATCH payment {id} ({st}): ledger merchant_payable net {payable}, payment says {expected_payable} → check the payment's events reached the ledger (payment.dlq)"));
     }
@@ -131,12 +138,20 @@ fn check(report: &mut Vec<String>, id: u64, p: &Payment, ledger: (i64, i64), pg:
     }
 }
 
-fn unknown_payment_records(report: &mut Vec<String>, pg: &BTreeMap<u64, Pg>, known: impl Fn(u64) -> bool) {
+fn unknown_payment_records(
+    report: &mut Vec<String>,
+    pg: &BTreeMap<u64, Pg>,
+    known: impl Fn(u64) -> bool,
+) {
     for (id, s) in pg {
         // Declined requests for a payment that does not exist moved no money.
         let effect = s.authorized || s.captured != 0 || s.refunded != 0 || s.voided;
         if effect && !known(*id) {
-            let what = if s.hold() { "holding an authorization" } else { "without a hold" };
+            let what = if s.hold() {
+                "holding an authorization"
+            } else {
+                "without a hold"
+            };
             report.push(format!("MISMATCH the PG has records for payment {id} ({what}) that payrail has no payment for → the resolver should have recorded it: check ingest's resolver; void-{id} at the PG if it holds"));
         }
     }
@@ -156,7 +171,11 @@ pub async fn reconcile(
     let mut report = Vec::new();
     let chunk = ledger.config.reconcile_chunk.max(1);
     let sla_us = ledger.config.reconcile_unknown_sla_seconds * 1_000_000;
-    let mut totals = Totals { payments: 0, with_ledger: 0, shards: 0 };
+    let mut totals = Totals {
+        payments: 0,
+        with_ledger: 0,
+        shards: 0,
+    };
     for shard in ledger.shards.numbers() {
         let mut conn = ledger.shards.conn(shard).await.map_err(|e| e.to_string())?;
         let first = u64::from(shard) << SHARD_SHIFT;
@@ -261,7 +280,10 @@ pub async fn reconcile(
     if let Some(pg) = pg {
         // Records of ids no configured shard owns.
         let count = u64::from(ledger.shards.count());
-        for (from, to) in [(0, (1u64 << SHARD_SHIFT) - 1), ((count + 1) << SHARD_SHIFT, ID_LIMIT - 1)] {
+        for (from, to) in [
+            (0, (1u64 << SHARD_SHIFT) - 1),
+            ((count + 1) << SHARD_SHIFT, ID_LIMIT - 1),
+        ] {
             if from > to {
                 continue;
             }
@@ -293,7 +315,13 @@ mod tests {
     use super::*;
 
     fn payment(status: &str, amount: i64, captured: i64) -> Payment {
-        Payment { status: status.into(), amount, captured, refunded: 0, pending: 0 }
+        Payment {
+            status: status.into(),
+            amount,
+            captured,
+            refunded: 0,
+            pending: 0,
+        }
     }
 
     fn findings(p: &Payment, ledger: (i64, i64), pg: Pg) -> Vec<String> {
@@ -304,27 +332,48 @@ mod tests {
 
     #[test]
     fn consistent_payments_reconcile() {
-        let held = Pg { authorized: true, ..Pg::default() };
+        let held = Pg {
+            authorized: true,
+            ..Pg::default()
+        };
         assert!(findings(&payment("AUTHORIZED", 100, 0), (0, 100), held).is_empty());
-        let captured = Pg { authorized: true, captured: 60, ..Pg::default() };
+        let captured = Pg {
+            authorized: true,
+            captured: 60,
+            ..Pg::default()
+        };
         assert!(findings(&payment("CAPTURED", 100, 60), (60, 0), captured).is_empty());
-        let voided = Pg { authorized: true, voided: true, ..Pg::default() };
+        let voided = Pg {
+            authorized: true,
+            voided: true,
+            ..Pg::default()
+        };
         for st in ["VOIDED", "EXPIRED", "CAPTURE_FAILED"] {
-            assert!(findings(&payment(st, 100, 0), (0, 0), voided).is_empty(), "{st}");
+            assert!(
+                findings(&payment(st, 100, 0), (0, 0), voided).is_empty(),
+                "{st}"
+            );
         }
         assert!(findings(&payment("FAILED", 100, 0), (0, 0), Pg::default()).is_empty());
     }
 
     #[test]
     fn each_mismatch_kind_is_found() {
-        let held = Pg { authorized: true, ..Pg::default() };
+        let held = Pg {
+            authorized: true,
+            ..Pg::default()
+        };
         // A voided, expired or failed payment still held at the PG.
         for st in ["VOIDED", "EXPIRED", "CAPTURE_FAILED"] {
             let f = findings(&payment(st, 100, 0), (0, 0), held);
             assert!(f.iter().any(|l| l.contains("still holds")), "{st}: {f:?}");
         }
         // Captured amounts that differ.
-        let captured = Pg { authorized: true, captured: 50, ..Pg::default() };
+        let captured = Pg {
+            authorized: true,
+            captured: 50,
+            ..Pg::default()
+        };
         assert!(!findings(&payment("CAPTURED", 100, 60), (60, 0), captured).is_empty());
         // A ledger hold that differs from the live authorization.
         assert!(!findings(&payment("AUTHORIZED", 100, 0), (0, 0), held).is_empty());

@@ -170,12 +170,12 @@ impl Admin {
         })
     }
 
-    /// Settlement and refund jobs: outcomes, success rate of the finished ones, and how
-    /// many attempts they took (the retry distribution).
+    /// Settlement, refund and void jobs: outcomes, success rate of the finished ones, and
+    /// how many attempts they took (the retry distribution).
     pub async fn jobs(&self) -> Answer {
         let read = |_, mut conn: mysql_async::Conn| async move {
             let mut out = Vec::new();
-            for table in ["settlement_request", "refund_request"] {
+            for table in ["settlement_request", "refund_request", "void_request"] {
                 let rows: Vec<(String, i64, i64)> = conn
                     .query(format!(
                         "SELECT status, attempts, COUNT(*) FROM {table} GROUP BY status, attempts"
@@ -193,6 +193,7 @@ impl Admin {
         for (kind, table) in [
             ("settlement", "settlement_request"),
             ("refund", "refund_request"),
+            ("void", "void_request"),
         ] {
             let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
             let mut attempts: std::collections::BTreeMap<i64, i64> = Default::default();
@@ -223,6 +224,48 @@ impl Admin {
         }
         body.insert("unavailableShards".into(), json!(down));
         ok(Json::Object(body))
+    }
+
+    /// Authorizations whose PG outcome is not resolved yet (answer lost, or the request's
+    /// owner died before the commit), oldest first, at most 100 per shard: what ingest's
+    /// resolver is working on. `overdue` is past `sla_seconds`.
+    pub async fn unresolved(&self, sla_seconds: u64) -> Answer {
+        let read = |_, mut conn: mysql_async::Conn| async move {
+            let rows: Vec<(u64, Vec<u8>, String, i64, u32, Option<String>)> = conn
+                .query(
+                    "SELECT payment_id, merchant_id, state,                      CAST(TIMESTAMPDIFF(MICROSECOND, COALESCE(unknown_since, created_at), UTC_TIMESTAMP(3)) DIV 1000 AS SIGNED),                      resolve_attempts, DATE_FORMAT(resolve_at, '%Y-%m-%dT%H:%i:%s.%fZ')                      FROM idempotency_record WHERE state IN ('UNKNOWN', 'RESOLVING') OR (state = 'IN_PROGRESS' AND lease_until < UTC_TIMESTAMP(3))                      ORDER BY created_at LIMIT 100",
+                )
+                .await?;
+            Ok(rows)
+        };
+        let (answered, down) = match self.each_shard(read).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
+        };
+        let mut list = Vec::new();
+        let mut overdue = 0;
+        for (shard, rows) in answered {
+            for (payment_id, merchant, state, age_ms, attempts, next) in rows {
+                let late = age_ms >= (sla_seconds * 1000) as i64;
+                overdue += i64::from(late);
+                list.push(json!({
+                    "shard": shard,
+                    "paymentId": payment_id,
+                    "merchantId": String::from_utf8_lossy(&merchant),
+                    "state": state,
+                    "ageMs": age_ms,
+                    "resolveAttempts": attempts,
+                    "nextAttemptAt": next,
+                    "overdue": late,
+                }));
+            }
+        }
+        ok(json!({
+            "unresolved": list,
+            "overdue": overdue,
+            "slaSeconds": sla_seconds,
+            "unavailableShards": down,
+        }))
     }
 
     /// Payments created per minute over the last `minutes` minutes, all shards together.

@@ -142,6 +142,10 @@ impl Routes {
                 self.call(async move { ops.admin.recent(merchant.as_deref(), limit).await })
             }
             ("GET", ["jobs"]) => self.call(async move { ops.admin.jobs().await }),
+            ("GET", ["unresolved"]) => {
+                let sla = number("slaSeconds", 60, 86_400);
+                self.call(async move { ops.admin.unresolved(sla).await })
+            }
             ("GET", ["throughput"]) => {
                 let minutes = number("minutes", 60, 1440) as u32;
                 self.call(async move { ops.admin.throughput(minutes).await })

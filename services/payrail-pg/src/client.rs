@@ -104,7 +104,9 @@ impl PgClient {
         to: u64,
     ) -> Result<Vec<crate::protocol::PgRecord>, PgError> {
         let (status, bytes) = self
-            .get(&format!("/v1/records?fromPaymentId={from}&toPaymentId={to}"))
+            .get(&format!(
+                "/v1/records?fromPaymentId={from}&toPaymentId={to}"
+            ))
             .await?;
         if status != 200 {
             return Err(PgError::AnswerLost(format!("status {status}")));
@@ -130,7 +132,9 @@ impl PgClient {
                 .map(Some)
                 .map_err(|e| PgError::Protocol(e.to_string())),
             404 => Ok(None),
-            other => Err(PgError::AnswerLost(format!("status inquiry: status {other}"))),
+            other => Err(PgError::AnswerLost(format!(
+                "status inquiry: status {other}"
+            ))),
         }
     }
 

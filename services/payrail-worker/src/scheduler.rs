@@ -201,14 +201,18 @@ async fn inquire<K: JobKind>(
     request_id: &str,
 ) -> Result<Option<payrail_pg::PgReply>, payrail_pg::PgError> {
     tokio::time::sleep(Duration::from_millis(worker.config.pg.timeout_ms)).await;
-    Ok(worker.pg.status(request_id).await?.map(|r| payrail_pg::PgReply {
-        request_id: r.request_id,
-        decision: r.decision,
-        transaction_id: r.transaction_id,
-        approval_number: r.approval_number,
-        decline_reason: r.decline_reason,
-        replayed: true,
-    }))
+    Ok(worker
+        .pg
+        .status(request_id)
+        .await?
+        .map(|r| payrail_pg::PgReply {
+            request_id: r.request_id,
+            decision: r.decision,
+            transaction_id: r.transaction_id,
+            approval_number: r.approval_number,
+            decline_reason: r.decline_reason,
+            replayed: true,
+        }))
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -275,9 +279,14 @@ async fn process<K: JobKind>(worker: Arc<Worker<K>>, shard: u16, job: Job) {
                 Err(inquiry) => {
                     // Unknown stays unknown: retried at the backoff cap until the PG answers.
                     tracing::warn!(job_id = job.job_id, %inquiry, "out of retries and the PG cannot be asked; the outcome stays unknown");
-                    record_retry(&worker, shard, &job, &format!("outcome unknown: {error}; status inquiry: {inquiry}"))
-                        .await
-                        .map(|()| "unknown")
+                    record_retry(
+                        &worker,
+                        shard,
+                        &job,
+                        &format!("outcome unknown: {error}; status inquiry: {inquiry}"),
+                    )
+                    .await
+                    .map(|()| "unknown")
                 }
             }
         }

@@ -60,7 +60,11 @@ impl Handler for Ops {
 pub struct KindEntry {
     pub service: &'static str,
     pub dlq_topic: &'static str,
-    start: fn(&tokio::runtime::Runtime, &WorkerConfig, Arc<Shards>) -> Result<prometheus::Registry, String>,
+    start: fn(
+        &tokio::runtime::Runtime,
+        &WorkerConfig,
+        Arc<Shards>,
+    ) -> Result<prometheus::Registry, String>,
     replay: fn(&tokio::runtime::Runtime, &WorkerConfig) -> Result<usize, String>,
 }
 
@@ -124,7 +128,10 @@ pub fn run<K: JobKind>() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Runs a worker process `service` with every kind in `kinds` (the settlement worker runs
 /// captures and voids), sharing config, pools and the `/metrics` endpoint.
-pub fn run_kinds(service: &'static str, kinds: &[KindEntry]) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run_kinds(
+    service: &'static str,
+    kinds: &[KindEntry],
+) -> Result<(), Box<dyn std::error::Error>> {
     let Some((args, config)) = payrail_core::config::startup::<WorkerConfig>(service)? else {
         return Ok(());
     };
@@ -163,7 +170,8 @@ pub fn run_kinds(service: &'static str, kinds: &[KindEntry]) -> Result<(), Box<d
     may::config().set_workers(1).set_stack_size(16 * 1024);
     let listener = may::net::TcpListener::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, service, "worker running");
-    let server = payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops { registries }));
+    let server =
+        payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops { registries }));
     let _ = server.join();
     drop(runtime);
     Ok(())

@@ -132,7 +132,13 @@ impl Api {
         let fault = fault - behaviour.failure_rate;
         if fault < behaviour.apply_then_fail_rate {
             self.lost_answers[op_index(operation)].fetch_add(1, Ordering::Relaxed);
-            error_body::write(response, 503, "PG_FAILURE", "injected failure after applying", None);
+            error_body::write(
+                response,
+                503,
+                "PG_FAILURE",
+                "injected failure after applying",
+                None,
+            );
             return;
         }
         if fault - behaviour.apply_then_fail_rate < behaviour.apply_then_drop_rate {
@@ -162,7 +168,13 @@ impl Api {
             Some(name) => match Operation::ALL.into_iter().find(|op| op.as_str() == name) {
                 Some(op) => Some(op),
                 None => {
-                    error_body::write(response, 400, "VALIDATION_FAILED", "operation must be authorize, capture, refund or void", None);
+                    error_body::write(
+                        response,
+                        400,
+                        "VALIDATION_FAILED",
+                        "operation must be authorize, capture, refund or void",
+                        None,
+                    );
                     return;
                 }
             },
@@ -206,8 +218,12 @@ impl Api {
         let merchant = request.query_param("merchantId");
         let ledger = self.ledger.lock();
         let range = (
-            request.query_param("fromPaymentId").and_then(|v| v.parse::<u64>().ok()),
-            request.query_param("toPaymentId").and_then(|v| v.parse::<u64>().ok()),
+            request
+                .query_param("fromPaymentId")
+                .and_then(|v| v.parse::<u64>().ok()),
+            request
+                .query_param("toPaymentId")
+                .and_then(|v| v.parse::<u64>().ok()),
         );
         let records = match range {
             (Some(from), Some(to)) => {
@@ -249,7 +265,13 @@ impl Api {
         {
             response.json(200, b"{\"status\":\"ok\"}");
         } else {
-            error_body::write(response, 404, "NOT_FOUND", "no transaction with this request id", None);
+            error_body::write(
+                response,
+                404,
+                "NOT_FOUND",
+                "no transaction with this request id",
+                None,
+            );
         }
     }
 
@@ -258,8 +280,16 @@ impl Api {
         let ledger = self.ledger.lock();
         match ledger.transaction(request_id).map(serde_json::to_vec) {
             Some(Ok(body)) => response.json(200, &body),
-            Some(Err(error)) => error_body::write(response, 500, "INTERNAL", &error.to_string(), None),
-            None => error_body::write(response, 404, "NOT_FOUND", "no transaction with this request id", None),
+            Some(Err(error)) => {
+                error_body::write(response, 500, "INTERNAL", &error.to_string(), None)
+            }
+            None => error_body::write(
+                response,
+                404,
+                "NOT_FOUND",
+                "no transaction with this request id",
+                None,
+            ),
         }
     }
 
@@ -278,7 +308,9 @@ impl Api {
             );
             lost.insert(
                 op.as_str().into(),
-                self.lost_answers[op_index(op)].load(Ordering::Relaxed).into(),
+                self.lost_answers[op_index(op)]
+                    .load(Ordering::Relaxed)
+                    .into(),
             );
         }
         let body = serde_json::json!({ "calls": calls, "failures": failures, "lostAnswers": lost });

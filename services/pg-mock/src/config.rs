@@ -82,7 +82,10 @@ impl Behaviour {
             return Err("every rate must be within 0..=1".into());
         }
         if self.failure_rate + self.apply_then_fail_rate + self.apply_then_drop_rate > 1.0 {
-            return Err("failure_rate + apply_then_fail_rate + apply_then_drop_rate must not exceed 1".into());
+            return Err(
+                "failure_rate + apply_then_fail_rate + apply_then_drop_rate must not exceed 1"
+                    .into(),
+            );
         }
         Ok(())
     }

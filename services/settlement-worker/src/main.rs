@@ -113,7 +113,10 @@ impl JobKind for Settlement {
             return Ok(());
         }
         let authorized: Option<i64> = tx
-            .exec_first("SELECT amount FROM payment WHERE payment_id = ?", (job.payment_id,))
+            .exec_first(
+                "SELECT amount FROM payment WHERE payment_id = ?",
+                (job.payment_id,),
+            )
             .await
             .map_err(classify)?;
         let authorized = authorized.unwrap_or(job.amount);
@@ -133,7 +136,8 @@ impl JobKind for Settlement {
             occurred_at_ms: now_ms,
             extra: &failed_extra,
         };
-        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURE_FAILED, &failed).await?;
+        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURE_FAILED, &failed)
+            .await?;
         // Release the authorization at the PG: the void worker's job, like any void.
         let void_extra = [("reason", Extra::Text(event::VOID_REASON_CAPTURE_FAILED))];
         let void = Event {
