@@ -163,6 +163,30 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
     .json();
     assert_eq!(view["capturedAmount"], 0, "never captured: {view}");
 
+    // A capture the PG applied although every answer was lost (applied, then 503) is
+    // found by the status inquiry once retries run out: CAPTURED, never CAPTURE_FAILED.
+    let lost = authorize(&stack, "M-A", 1000, "answers-lost");
+    stack
+        .pg_control(json!({"merchantId": "M-A", "operation": "capture", "applyThenFailRate": 1.0}));
+    let reply = post(
+        &stack,
+        &format!("/api/payments/capture/{lost}"),
+        json!({"merchantId": "M-A"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        wait_until(Duration::from_secs(60), || status_of(&stack, lost)
+            != "CAPTURE_REQUESTED"),
+        "the capture settles"
+    );
+    assert_eq!(status_of(&stack, lost), "CAPTURED", "the PG did capture it");
+    assert_eq!(pg_approved(&stack, lost, "capture"), (1, 1000));
+    assert_eq!(
+        pg_approved(&stack, lost, "void"),
+        (0, 0),
+        "nothing released"
+    );
+
     // Refund replays are byte-identical, also after the payment moved on.
     let refund = |key: &str, amount: i64| {
         post(
@@ -174,13 +198,18 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
     let first = refund("refund-1", 100);
     assert_eq!(first.status, 200, "{}", first.text());
     let again = refund("refund-1", 100);
-    assert_eq!(again.body, first.body, "the first answer, byte for byte");
+    assert_eq!(
+        again.text(),
+        first.text(),
+        "the first answer, byte for byte"
+    );
     assert_eq!(again.header("Idempotent-Replayed"), Some("true"));
     assert_eq!(refund("refund-2", 50).status, 200);
     assert!(wait_status(&stack, partial, "PARTIALLY_REFUNDED"));
     let later = refund("refund-1", 100);
     assert_eq!(
-        later.body, first.body,
+        later.text(),
+        first.text(),
         "the payment moved on; the replay still answers what was answered"
     );
     assert_eq!(refund("refund-1", 101).status, 422);
@@ -196,7 +225,7 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
     assert_eq!(history, ["AUTHORIZED", "VOID_REQUESTED", "EXPIRED"]);
 
     stack.assert_reconciled();
-    for id in [voided, partial, failing, expiring] {
+    for id in [voided, partial, failing, expiring, lost] {
         assert_eq!(
             ledger_net(&stack, id, "holds"),
             0,

@@ -22,6 +22,9 @@ pub struct Answer {
     pub body: Json,
 }
 
+/// payment id, merchant id, state, age in ms, resolver attempts, next attempt.
+type UnresolvedRow = (u64, Vec<u8>, String, i64, u32, Option<String>);
+
 pub fn answer(status: u16, body: Json) -> Answer {
     Answer { status, body }
 }
@@ -231,7 +234,7 @@ impl Admin {
     /// resolver is working on. `overdue` is past `sla_seconds`.
     pub async fn unresolved(&self, sla_seconds: u64) -> Answer {
         let read = |_, mut conn: mysql_async::Conn| async move {
-            let rows: Vec<(u64, Vec<u8>, String, i64, u32, Option<String>)> = conn
+            let rows: Vec<UnresolvedRow> = conn
                 .query(
                     "SELECT payment_id, merchant_id, state,                      CAST(TIMESTAMPDIFF(MICROSECOND, COALESCE(unknown_since, created_at), UTC_TIMESTAMP(3)) DIV 1000 AS SIGNED),                      resolve_attempts, DATE_FORMAT(resolve_at, '%Y-%m-%dT%H:%i:%s.%fZ')                      FROM idempotency_record WHERE state IN ('UNKNOWN', 'RESOLVING') OR (state = 'IN_PROGRESS' AND lease_until < UTC_TIMESTAMP(3))                      ORDER BY created_at LIMIT 100",
                 )

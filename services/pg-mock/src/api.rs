@@ -10,12 +10,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// What an override applies to: (merchant, operation), `None` meaning any.
+type Scope = (Option<String>, Option<Operation>);
+
 pub struct Api {
     ledger: Mutex<Ledger>,
     /// The configured behaviour, replaceable at run time.
     behaviour: Mutex<Behaviour>,
     /// Overrides set through `POST /v1/control`, per (merchant, operation); `None` is "any".
-    overrides: Mutex<HashMap<(Option<String>, Option<Operation>), Behaviour>>,
+    overrides: Mutex<HashMap<Scope, Behaviour>>,
     /// Calls received per operation (`Operation::ALL` order), failures injected included:
     /// tests assert "the PG was called once", not only "one record exists".
     calls: [AtomicU64; 4],
