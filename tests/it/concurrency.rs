@@ -89,7 +89,7 @@ fn concurrent_transitions_apply_once() {
             &format!("SELECT status FROM payment WHERE payment_id = {id}"),
         )[0][0]
             .clone();
-        assert!(status == "CAPTURE_REQUESTED" || status == "VOIDED");
+        assert!(status == "CAPTURE_REQUESTED" || status == "VOID_REQUESTED");
         assert_eq!(stack.count(1, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id} AND topic <> 'payment.authorized'")), 1);
 
         // Eight refunds of 300 against 1000 captured: at most three succeed, the sum

@@ -5,7 +5,8 @@
 //!    topic offsets and consumer lag, dead letters, breakers, reconciliation; bad input
 //!    is a 4xx that changes nothing;
 //! 2. the dashboard in headless Chromium: log in, run a k6 scenario, the chart updates,
-//!    the dead letter is replayed, and the replay settles the payment;
+//!    the void dead letter is replayed, and the replay releases the failed capture's hold
+//!    at the PG (reconciliation clean again);
 //! 3. the k6 history and its report survive a restart of monitoring;
 //! 4. the circuit-breaker drill passes its nine steps against a SIGSTOPped broker, and a
 //!    drill whose "outage" does not stop the broker fails at step 4;
@@ -310,8 +311,22 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
         "{breakers}"
     );
     assert_eq!(ingest["breakers"]["pg-authorize"], "CLOSED", "{breakers}");
+    // The failed capture's release met the same outage: its void is a dead letter too, and
+    // the reconciliation names the hold the PG still keeps.
+    assert!(
+        wait_until(Duration::from_secs(60), || stack.count_all(&format!(
+            "SELECT COUNT(*) FROM void_request WHERE job_id = {doomed} AND status = 'FAILED'"
+        )) == 1),
+        "the release void failed for good"
+    );
     let reconciliation = get(&listen, "/api/admin/reconciliation");
-    assert_eq!(reconciliation["clean"], true, "{reconciliation}");
+    assert_eq!(reconciliation["clean"], false, "{reconciliation}");
+    assert!(
+        reconciliation.to_string().contains(&format!(
+            "payment {doomed} (CAPTURE_FAILED): the PG still holds"
+        )),
+        "{reconciliation}"
+    );
 
     // 2. The dashboard in Chromium: k6 run, chart, DLQ replay (the PG has recovered).
     stack.pg_control(json!({"merchantId": "M-13", "failureRate": 0.0}));
@@ -321,7 +336,7 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
         .env("DASHBOARD_URL", format!("http://{listen}/admin"))
         .env("ADMIN_TOKEN", TOKEN)
         .env("SCREENSHOTS", &shots)
-        .env("DLQ_TOPIC", "settlement.dlq")
+        .env("DLQ_TOPIC", "void.dlq")
         .env("NODE_PATH", repo_root().join("tests/browser/node_modules"))
         .current_dir(repo_root().join("tests/browser"))
         .output()
@@ -342,10 +357,19 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
         assert!(shots.join(format!("{shot}.png")).exists(), "{shot} saved");
     }
     assert!(
-        wait_until(Duration::from_secs(60), || status_of(&stack, doomed)
-            == "CAPTURED"),
-        "the dead letter replayed from the dashboard settles the payment"
+        wait_until(Duration::from_secs(60), || {
+            http::get(&stack.pg_addr, &format!("/v1/transactions/void-{doomed}")).json()["decision"]
+                == "APPROVED"
+        }),
+        "the void dead letter replayed from the dashboard releases the hold at the PG"
     );
+    assert_eq!(
+        status_of(&stack, doomed),
+        "CAPTURE_FAILED",
+        "released, never captured"
+    );
+    let reconciliation = get(&listen, "/api/admin/reconciliation");
+    assert_eq!(reconciliation["clean"], true, "{reconciliation}");
 
     // 3. The k6 run is in the history with its summary; it and its report survive a restart.
     let runs = get(&listen, "/api/admin/loadtests");

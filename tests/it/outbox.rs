@@ -99,7 +99,7 @@ fn every_event_reaches_kafka_with_one_relay_per_shard() {
     for topic in [
         "payment.authorized",
         "payment.capture-requested",
-        "payment.voided",
+        "payment.void-requested",
     ] {
         let expected = stack.outbox_event_ids(topic);
         assert!(!expected.is_empty());

@@ -18,16 +18,6 @@ fn with_workers(ingest_toml: &str, worker_toml: &str) -> Options {
     }
 }
 
-fn authorize(stack: &TestStack, merchant: &str, amount: i64, key: &str) -> u64 {
-    let reply = http::post(
-        stack.addr(),
-        "/api/payments/authorize",
-        &authorize_body(merchant, amount, key),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["paymentId"].as_u64().unwrap_or(0)
-}
-
 fn post(stack: &TestStack, path: &str, body: Value) -> Reply {
     http::post(stack.addr(), path, &body)
 }
@@ -36,19 +26,8 @@ fn shard(id: u64) -> usize {
     (id >> 42) as usize
 }
 
-fn status_of(stack: &TestStack, id: u64) -> String {
-    stack
-        .rows(
-            shard(id),
-            &format!("SELECT status FROM payment WHERE payment_id = {id}"),
-        )
-        .first()
-        .map(|r| r[0].clone())
-        .unwrap_or_default()
-}
-
 fn wait_status(stack: &TestStack, id: u64, status: &str) -> bool {
-    wait_until(Duration::from_secs(60), || status_of(stack, id) == status)
+    wait_until(Duration::from_secs(60), || stack.status_of(id) == status)
 }
 
 /// The PG's records of one payment.
@@ -89,10 +68,10 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
             "[retry]\nattempts_max = 2\nbackoff_initial_ms = 50\nbackoff_max_ms = 100\n",
         ),
     );
-    let expiring = authorize(&stack, "M-EXP", 700, "expiring");
+    let expiring = stack.authorize("M-EXP", 700, "expiring");
 
     // Void: VOID_REQUESTED until the PG voided, then VOIDED and the ledger's hold released.
-    let voided = authorize(&stack, "M-V", 1000, "to-void");
+    let voided = stack.authorize("M-V", 1000, "to-void");
     let reply = post(
         &stack,
         &format!("/api/payments/void/{voided}"),
@@ -105,7 +84,7 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
 
     // Partial capture: 600 of 1 000 captured, the rest released at the PG (one capture per
     // authorization) and in the ledger.
-    let partial = authorize(&stack, "M-P", 1000, "to-capture");
+    let partial = stack.authorize("M-P", 1000, "to-capture");
     let reply = post(
         &stack,
         &format!("/api/payments/capture/{partial}"),
@@ -137,7 +116,7 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
 
     // A capture that fails for good: CAPTURE_FAILED, payment.capture-failed, and the
     // authorization voided at the PG (the PG fails captures only, for this merchant).
-    let failing = authorize(&stack, "M-F", 1000, "to-fail");
+    let failing = stack.authorize("M-F", 1000, "to-fail");
     stack.pg_control(json!({"merchantId": "M-F", "operation": "capture", "failureRate": 1.0}));
     let reply = post(
         &stack,
@@ -165,7 +144,7 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
 
     // A capture the PG applied although every answer was lost (applied, then 503) is
     // found by the status inquiry once retries run out: CAPTURED, never CAPTURE_FAILED.
-    let lost = authorize(&stack, "M-A", 1000, "answers-lost");
+    let lost = stack.authorize("M-A", 1000, "answers-lost");
     stack
         .pg_control(json!({"merchantId": "M-A", "operation": "capture", "applyThenFailRate": 1.0}));
     let reply = post(
@@ -175,11 +154,11 @@ fn void_partial_capture_failed_capture_and_expiry_reach_the_pg() {
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(
-        wait_until(Duration::from_secs(60), || status_of(&stack, lost)
+        wait_until(Duration::from_secs(60), || stack.status_of(lost)
             != "CAPTURE_REQUESTED"),
         "the capture settles"
     );
-    assert_eq!(status_of(&stack, lost), "CAPTURED", "the PG did capture it");
+    assert_eq!(stack.status_of(lost), "CAPTURED", "the PG did capture it");
     assert_eq!(pg_approved(&stack, lost, "capture"), (1, 1000));
     assert_eq!(
         pg_approved(&stack, lost, "void"),
@@ -553,7 +532,7 @@ fn an_ingest_killed_between_pg_approval_and_commit_leaves_no_hold_behind() {
             ),
             "orphaned hold of payment {id} voided at the PG within 60 s of the crash"
         );
-        assert_eq!(status_of(&stack, *id), "VOIDED");
+        assert_eq!(stack.status_of(*id), "VOIDED");
     }
     eprintln!(
         "ingest killed: {} orphaned holds, all voided at the PG {:.1} s after the kill",
@@ -566,9 +545,9 @@ fn an_ingest_killed_between_pg_approval_and_commit_leaves_no_hold_behind() {
 #[test]
 fn reconciliation_names_each_seeded_mismatch_and_passes_once_repaired() {
     let stack = TestStack::start_with("pg_reconcile", with_workers("", ""));
-    let held = authorize(&stack, "M-R1", 800, "held");
-    let captured = authorize(&stack, "M-R2", 900, "captured");
-    let voided = authorize(&stack, "M-R3", 700, "voided");
+    let held = stack.authorize("M-R1", 800, "held");
+    let captured = stack.authorize("M-R2", 900, "captured");
+    let voided = stack.authorize("M-R3", 700, "voided");
     assert_eq!(
         post(
             &stack,

@@ -4,7 +4,7 @@
 use payrail_tests::http;
 use payrail_tests::kafka::read_topic;
 use payrail_tests::stack::{Options, TestStack};
-use payrail_tests::{authorize_body, wait_until};
+use payrail_tests::wait_until;
 use serde_json::json;
 use std::time::Duration;
 
@@ -14,16 +14,6 @@ fn pipeline(worker_toml: &str) -> Options {
         worker_toml: worker_toml.into(),
         ..Options::default()
     }
-}
-
-fn authorize(stack: &TestStack, merchant: &str, amount: i64, key: &str) -> u64 {
-    let reply = http::post(
-        stack.addr(),
-        "/api/payments/authorize",
-        &authorize_body(merchant, amount, key),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["paymentId"].as_u64().unwrap_or(0)
 }
 
 fn post_ok(stack: &TestStack, path: &str, body: serde_json::Value) {
@@ -45,17 +35,6 @@ fn for_each_parallel<T: Sync>(items: &[T], f: impl Fn(usize, &T) + Sync) {
     });
 }
 
-fn status_of(stack: &TestStack, id: u64) -> String {
-    stack
-        .rows(
-            (id >> 42) as usize,
-            &format!("SELECT status FROM payment WHERE payment_id = {id}"),
-        )
-        .first()
-        .map(|r| r[0].clone())
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_flow_settles_captures_and_refunds_exactly_once() {
     let stack = TestStack::start_with("pipeline_flow", pipeline(""));
@@ -69,7 +48,7 @@ fn the_flow_settles_captures_and_refunds_exactly_once() {
                     (t * n / 4..(t + 1) * n / 4)
                         .map(|i| {
                             let merchant = format!("M-{}", i % 25);
-                            let id = authorize(stack, &merchant, 10_000, &format!("flow-{i}"));
+                            let id = stack.authorize(&merchant, 10_000, &format!("flow-{i}"));
                             (merchant, id)
                         })
                         .collect::<Vec<_>>()
@@ -218,7 +197,7 @@ fn a_pg_failing_30_percent_still_settles_everything() {
     let mut payments = Vec::new();
     for i in 0..100 {
         let merchant = format!("M-{}", i % 9);
-        let id = authorize(&stack, &merchant, 500, &format!("flaky-{i}"));
+        let id = stack.authorize(&merchant, 500, &format!("flaky-{i}"));
         payments.push((merchant, id));
     }
     stack.pg_control(json!({"failureRate": 0.3}));
@@ -254,13 +233,13 @@ fn a_pg_failing_30_percent_still_settles_everything() {
 }
 
 #[test]
-fn retries_run_out_into_the_dlq_and_a_replay_settles_once() {
+fn retries_run_out_into_the_dlq_and_the_hold_is_released_once() {
     let stack = TestStack::start_with(
         "pipeline_dlq",
         pipeline("[retry]\nattempts_max = 3\nbackoff_initial_ms = 50\nbackoff_max_ms = 100\n"),
     );
-    let healthy = authorize(&stack, "M-2", 700, "healthy");
-    let doomed = authorize(&stack, "M-13", 900, "doomed");
+    let healthy = stack.authorize("M-2", 700, "healthy");
+    let doomed = stack.authorize("M-13", 900, "doomed");
     stack.pg_control(json!({"merchantId": "M-13", "failureRate": 1.0}));
     post_ok(
         &stack,
@@ -272,12 +251,11 @@ fn retries_run_out_into_the_dlq_and_a_replay_settles_once() {
         &format!("/api/payments/capture/{healthy}"),
         json!({"merchantId": "M-2"}),
     );
-    assert!(wait_until(Duration::from_secs(60), || status_of(
-        &stack, doomed
-    )
+    assert!(wait_until(Duration::from_secs(60), || stack
+        .status_of(doomed)
         == "CAPTURE_FAILED"));
     assert_eq!(
-        status_of(&stack, healthy),
+        stack.status_of(healthy),
         "CAPTURED",
         "one merchant's failures do not hold others back"
     );
@@ -328,7 +306,7 @@ fn retries_run_out_into_the_dlq_and_a_replay_settles_once() {
         "the failed capture's authorization is voided at the PG"
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(status_of(&stack, doomed), "CAPTURE_FAILED");
+    assert_eq!(stack.status_of(doomed), "CAPTURE_FAILED");
     let captures = stack
         .pg_records("capture")
         .into_iter()
@@ -355,7 +333,7 @@ fn a_killed_worker_resumes_without_double_effects() {
         let merchant = format!("M-{}", i % 5);
         payments.push((
             merchant.clone(),
-            authorize(&stack, &merchant, 300, &format!("kill-{i}")),
+            stack.authorize(&merchant, 300, &format!("kill-{i}")),
         ));
     }
     stack.pg_control(json!({"latencyMinMs": 20, "latencyMaxMs": 40}));

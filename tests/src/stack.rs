@@ -287,6 +287,28 @@ impl TestStack {
         out
     }
 
+    /// Authorizes through the first ingest instance; asserts 200 and returns the payment id.
+    pub fn authorize(&self, merchant: &str, amount: i64, key: &str) -> u64 {
+        let reply = crate::http::post(
+            self.addr(),
+            "/api/payments/authorize",
+            &crate::authorize_body(merchant, amount, key),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["paymentId"].as_u64().unwrap_or(0)
+    }
+
+    /// A payment's status as its shard has it ("" when there is no such row).
+    pub fn status_of(&self, payment_id: u64) -> String {
+        self.rows(
+            (payment_id >> 42) as usize,
+            &format!("SELECT status FROM payment WHERE payment_id = {payment_id}"),
+        )
+        .first()
+        .map(|r| r[0].clone())
+        .unwrap_or_default()
+    }
+
     /// The first ingest instance's address.
     pub fn addr(&self) -> &str {
         &self.addrs[0]

@@ -68,7 +68,7 @@ struct PaymentsQuery {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct DlqQuery {
-    #[schemars(description = "payment.dlq, settlement.dlq or refund.dlq")]
+    #[schemars(description = "payment.dlq, settlement.dlq, refund.dlq or void.dlq")]
     topic: String,
     #[schemars(description = "how many, newest first (1-500, default 20)")]
     limit: Option<u32>,

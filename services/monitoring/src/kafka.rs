@@ -17,10 +17,11 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub const DLQ_TOPICS: [&str; 3] = [
+pub const DLQ_TOPICS: [&str; 4] = [
     topics::PAYMENT_DLQ,
     topics::SETTLEMENT_DLQ,
     topics::REFUND_DLQ,
+    topics::VOID_DLQ,
 ];
 
 pub struct Kafka {

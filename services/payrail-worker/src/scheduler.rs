@@ -193,6 +193,27 @@ async fn record_failure<K: JobKind>(
         .await
 }
 
+/// The PG's answer (from the call or the status inquiry): success, or a decline, which is final.
+async fn record_answer<K: JobKind>(
+    worker: &Worker<K>,
+    shard: u16,
+    job: &Job,
+    reply: &payrail_pg::PgReply,
+) -> Result<&'static str, DbError> {
+    if reply.decision == PgDecision::Approved {
+        return record_success(worker, shard, job, reply)
+            .await
+            .map(|()| "succeeded");
+    }
+    let reason = format!(
+        "declined by the PG: {}",
+        reply.decline_reason.as_deref().unwrap_or("no reason")
+    );
+    record_failure(worker, shard, job, &reason)
+        .await
+        .map(|()| "failed")
+}
+
 /// The status inquiry after the last attempt. It waits one PG timeout first: a request
 /// that timed out may still be on its way into the PG, and asking at once could find
 /// nothing although the PG is about to apply it.
@@ -238,38 +259,12 @@ async fn process<K: JobKind>(worker: Arc<Worker<K>>, shard: u16, job: Job) {
         .observe(started.elapsed().as_secs_f64());
     let attempts_max = worker.config.retry.attempts_max;
     let outcome = match &result {
-        Ok(reply) if reply.decision == PgDecision::Approved => {
-            record_success(&worker, shard, &job, reply)
-                .await
-                .map(|()| "succeeded")
-        }
-        Ok(reply) => {
-            let reason = format!(
-                "declined by the PG: {}",
-                reply.decline_reason.as_deref().unwrap_or("no reason")
-            );
-            record_failure(&worker, shard, &job, &reason)
-                .await
-                .map(|()| "failed")
-        }
+        Ok(reply) => record_answer(&worker, shard, &job, reply).await,
         Err(error) if job.attempts + 1 >= attempts_max => {
             // Out of retries, but "no answer" is not "no": ask the PG what it did with this
             // request id before anything is declared failed.
             match inquire(&worker, &request.request_id).await {
-                Ok(Some(reply)) if reply.decision == PgDecision::Approved => {
-                    record_success(&worker, shard, &job, &reply)
-                        .await
-                        .map(|()| "succeeded")
-                }
-                Ok(Some(reply)) => {
-                    let reason = format!(
-                        "declined by the PG: {}",
-                        reply.decline_reason.as_deref().unwrap_or("no reason")
-                    );
-                    record_failure(&worker, shard, &job, &reason)
-                        .await
-                        .map(|()| "failed")
-                }
+                Ok(Some(reply)) => record_answer(&worker, shard, &job, &reply).await,
                 Ok(None) => {
                     let reason = format!("PG unavailable after {attempts_max} attempts ({error}); the PG has no record of the request");
                     record_failure(&worker, shard, &job, &reason)

@@ -34,6 +34,20 @@ struct Totals {
     voided: bool,
 }
 
+impl Totals {
+    fn add(&mut self, record: &Record) {
+        if record.decision != PgDecision::Approved {
+            return;
+        }
+        match record.operation {
+            Operation::Authorize => self.authorized = record.amount,
+            Operation::Capture => self.captured += record.amount,
+            Operation::Refund => self.refunded += record.amount,
+            Operation::Void => self.voided = true,
+        }
+    }
+}
+
 pub struct Ledger {
     /// Every record, in the order the PG made them (`sequence` = index + 1).
     records: Vec<Record>,
@@ -78,15 +92,10 @@ impl Ledger {
     }
 
     fn apply(&mut self, mut record: Record) {
-        let totals = self.totals.entry(record.payment_id).or_default();
-        if record.decision == PgDecision::Approved {
-            match record.operation {
-                Operation::Authorize => totals.authorized = record.amount,
-                Operation::Capture => totals.captured += record.amount,
-                Operation::Refund => totals.refunded += record.amount,
-                Operation::Void => totals.voided = true,
-            }
-        }
+        self.totals
+            .entry(record.payment_id)
+            .or_default()
+            .add(&record);
         let index = self.records.len();
         record.sequence = index as u64 + 1;
         self.by_request
@@ -194,15 +203,7 @@ impl Ledger {
         let payment_id = record.payment_id;
         let mut totals = Totals::default();
         for &i in self.by_payment.get(&payment_id).into_iter().flatten() {
-            let r = &self.records[i];
-            if r.decision == PgDecision::Approved {
-                match r.operation {
-                    Operation::Authorize => totals.authorized = r.amount,
-                    Operation::Capture => totals.captured += r.amount,
-                    Operation::Refund => totals.refunded += r.amount,
-                    Operation::Void => totals.voided = true,
-                }
-            }
+            totals.add(&self.records[i]);
         }
         self.totals.insert(payment_id, totals);
         true

@@ -21,6 +21,19 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 struct Settlement;
 
+/// A job per payment (captures and voids: one of each at most), keyed by the payment id.
+fn payment_job(e: &serde_json::Value) -> Option<Intake> {
+    let payment_id = e["paymentId"].as_u64()?;
+    Some(Intake {
+        job_id: payment_id,
+        payment_id,
+        merchant_id: e["merchantId"].as_str()?.to_owned(),
+        amount: e["amount"].as_i64().filter(|a| *a > 0)?,
+        currency: e["currency"].as_str()?.to_owned(),
+        event_id: e["eventId"].as_u64()?,
+    })
+}
+
 impl JobKind for Settlement {
     const SERVICE: &'static str = "settlement-worker";
     const TABLE: &'static str = "settlement_request";
@@ -30,15 +43,7 @@ impl JobKind for Settlement {
     const OPERATION: Operation = Operation::Capture;
 
     fn intake(e: &serde_json::Value) -> Option<Intake> {
-        let payment_id = e["paymentId"].as_u64()?;
-        Some(Intake {
-            job_id: payment_id,
-            payment_id,
-            merchant_id: e["merchantId"].as_str()?.to_owned(),
-            amount: e["amount"].as_i64().filter(|a| *a > 0)?,
-            currency: e["currency"].as_str()?.to_owned(),
-            event_id: e["eventId"].as_u64()?,
-        })
+        payment_job(e)
     }
 
     fn request_id(job: &Job) -> String {
@@ -182,15 +187,7 @@ impl JobKind for Void {
     const OPERATION: Operation = Operation::Void;
 
     fn intake(e: &serde_json::Value) -> Option<Intake> {
-        let payment_id = e["paymentId"].as_u64()?;
-        Some(Intake {
-            job_id: payment_id,
-            payment_id,
-            merchant_id: e["merchantId"].as_str()?.to_owned(),
-            amount: e["amount"].as_i64().filter(|a| *a > 0)?,
-            currency: e["currency"].as_str()?.to_owned(),
-            event_id: e["eventId"].as_u64()?,
-        })
+        payment_job(e)
     }
 
     fn request_id(job: &Job) -> String {
