@@ -17,10 +17,11 @@ pub struct Worker<K: JobKind> {
     /// One bounded pool per shard.
     pub shards: Arc<Shards>,
     /// Event ids for the events this worker writes.
-    pub sequences: Sequences,
+    pub sequences: Arc<Sequences>,
     pub pg: PgClient,
     /// Bounds PG calls in flight, so a slow PG turns into a queue of due jobs in the
-    /// database rather than unbounded tasks in memory.
+    /// database rather than unbounded tasks in memory. One per process: every job kind
+    /// the process runs draws from it.
     pub pg_slots: Arc<tokio::sync::Semaphore>,
     /// For poison messages, which go straight to the DLQ topic.
     pub producer: FutureProducer,
@@ -63,7 +64,7 @@ pub struct KindEntry {
     start: fn(
         &tokio::runtime::Runtime,
         &WorkerConfig,
-        Arc<Shards>,
+        &Shared,
     ) -> Result<prometheus::Registry, String>,
     replay: fn(&tokio::runtime::Runtime, &WorkerConfig) -> Result<usize, String>,
 }
@@ -80,40 +81,37 @@ pub fn entry<K: JobKind>() -> KindEntry {
     }
 }
 
+/// What the job kinds of one process share: pools, id blocks, the PG client and its
+/// in-flight bound, the DLQ producer.
+pub struct Shared {
+    shards: Arc<Shards>,
+    sequences: Arc<Sequences>,
+    pg: PgClient,
+    pg_slots: Arc<tokio::sync::Semaphore>,
+    producer: FutureProducer,
+}
+
 /// Starts kind `K`'s intake and per-shard schedulers; returns its metrics.
 fn start<K: JobKind>(
     runtime: &tokio::runtime::Runtime,
     config: &WorkerConfig,
-    shards: Arc<Shards>,
+    shared: &Shared,
 ) -> Result<prometheus::Registry, String> {
-    let worker = runtime.block_on(async {
-        let producer: FutureProducer = config
-            .kafka
-            .producer(&format!("{}-dlq", K::SERVICE))
-            .create()
-            .map_err(|e| format!("kafka producer: {e}"))?;
-        Ok::<_, String>(Arc::new(Worker::<K> {
-            sequences: Sequences::new(shards.count(), 1000),
-            pg: PgClient::new(
-                &config.pg.base_url,
-                Duration::from_millis(config.pg.timeout_ms),
-                Duration::from_millis(500),
-                config.scheduler.concurrency_max,
-            ),
-            pg_slots: Arc::new(tokio::sync::Semaphore::new(
-                config.scheduler.concurrency_max,
-            )),
-            producer,
-            metrics: Metrics::new(K::SERVICE, &config.instance).map_err(|e| e.to_string())?,
-            arrivals: shards
-                .numbers()
-                .map(|_| tokio::sync::Notify::new())
-                .collect(),
-            shards: shards.clone(),
-            config: config.clone(),
-            kind: PhantomData,
-        }))
-    })?;
+    let shards = &shared.shards;
+    let worker = Arc::new(Worker::<K> {
+        sequences: shared.sequences.clone(),
+        pg: shared.pg.clone(),
+        pg_slots: shared.pg_slots.clone(),
+        producer: shared.producer.clone(),
+        metrics: Metrics::new(K::SERVICE, &config.instance).map_err(|e| e.to_string())?,
+        arrivals: shards
+            .numbers()
+            .map(|_| tokio::sync::Notify::new())
+            .collect(),
+        shards: shards.clone(),
+        config: config.clone(),
+        kind: PhantomData,
+    });
     runtime.spawn(crate::intake::run(worker.clone()));
     for shard in shards.numbers() {
         runtime.spawn(crate::scheduler::run(worker.clone(), shard));
@@ -163,9 +161,30 @@ pub fn run_kinds(
             }
         }
     });
+    let producer: FutureProducer = runtime.block_on(async {
+        config
+            .kafka
+            .producer(&format!("{service}-dlq"))
+            .create()
+            .map_err(|e| format!("kafka producer: {e}"))
+    })?;
+    let shared = Shared {
+        sequences: Arc::new(Sequences::new(shards.count(), 1000)),
+        pg: PgClient::new(
+            &config.pg.base_url,
+            Duration::from_millis(config.pg.timeout_ms),
+            Duration::from_millis(500),
+            config.scheduler.concurrency_max,
+        ),
+        pg_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.scheduler.concurrency_max,
+        )),
+        producer,
+        shards,
+    };
     let mut registries = Vec::with_capacity(kinds.len());
     for kind in kinds {
-        registries.push((kind.start)(&runtime, &config, shards.clone())?);
+        registries.push((kind.start)(&runtime, &config, &shared)?);
     }
     may::config().set_workers(1).set_stack_size(16 * 1024);
     let listener = may::net::TcpListener::bind(&config.listen)?;
