@@ -444,16 +444,17 @@ pub async fn commit(app: &App, shard: u16, d: &Decided<'_>) -> Result<(u16, Vec<
             } else {
                 &extra[..2]
             };
-            // Before the void, the authorized event carries the AUTHORIZED state.
-            let mut event_view = view.clone();
-            if event_type == outbox::TYPE_AUTHORIZED {
-                event_view.status = PaymentStatus::Authorized;
-            }
+            // The authorized event announces AUTHORIZED whatever followed it.
+            let status = if event_type == outbox::TYPE_AUTHORIZED {
+                PaymentStatus::Authorized
+            } else {
+                view.status
+            };
             EventRow {
                 event_id,
                 topic,
                 event_type,
-                payload: outbox::payload(event_id, event_type, &event_view, d.amount, now, extra),
+                payload: outbox::payload(event_id, event_type, &view, status, d.amount, now, extra),
             }
         })
         .collect();

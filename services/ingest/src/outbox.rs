@@ -8,6 +8,7 @@ use crate::render::PaymentView;
 pub use payrail_core::event::Extra;
 use payrail_core::event::{self, Event};
 pub use payrail_core::event::{VOID_REASON_ABANDONED, VOID_REASON_EXPIRED, VOID_REASON_MERCHANT};
+use payrail_core::status::PaymentStatus;
 pub use payrail_kafka::topics::{
     AUTHORIZED as TOPIC_AUTHORIZED, CAPTURE_REQUESTED as TOPIC_CAPTURE_REQUESTED,
     REFUND_REQUESTED as TOPIC_REFUND_REQUESTED, VOIDED as TOPIC_VOIDED,
@@ -20,12 +21,13 @@ pub const TYPE_REFUND_REQUESTED: &str = event::REFUND_REQUESTED;
 pub const TYPE_VOIDED: &str = event::VOIDED;
 pub const TYPE_VOID_REQUESTED: &str = event::VOID_REQUESTED;
 
-/// The event's JSON for `payment` after its state change. `amount` is the amount this
-/// event moves (the captured amount for a capture request, the refund's for a refund).
+/// The event's JSON for `payment`, announcing `status`. `amount` is the amount this event
+/// moves (the captured amount for a capture request, the refund's for a refund).
 pub fn payload(
     event_id: u64,
     event_type: &str,
     payment: &PaymentView,
+    status: PaymentStatus,
     amount: i64,
     occurred_at_ms: i64,
     extra: &[(&str, Extra<'_>)],
@@ -37,7 +39,7 @@ pub fn payload(
         merchant_id: &payment.merchant_id,
         amount,
         currency: &payment.currency,
-        status: payment.status.as_str(),
+        status: status.as_str(),
         occurred_at_ms,
         extra,
     }
