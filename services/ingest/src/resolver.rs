@@ -103,8 +103,10 @@ async fn gauges(app: &App, shard: u16) -> Result<(i64, i64), DbError> {
             let mut conn = app.shards.conn(shard).await?;
             let row: Option<(i64, i64)> = conn
                 .query_first(format!(
-                    "SELECT COUNT(*), CAST(COALESCE(SUM(COALESCE(unknown_since, created_at) < UTC_TIMESTAMP(3) - INTERVAL {sla_us} MICROSECOND), 0) AS SIGNED) \
-                     FROM idempotency_record WHERE state IN ('UNKNOWN', 'RESOLVING') OR (state = 'IN_PROGRESS' AND lease_until < UTC_TIMESTAMP(3))"
+                    "SELECT COUNT(*), CAST(COALESCE(SUM({since} < UTC_TIMESTAMP(3) - INTERVAL {sla_us} MICROSECOND), 0) AS SIGNED) \
+                     FROM idempotency_record WHERE {unresolved}",
+                    since = payrail_db::UNRESOLVED_SINCE,
+                    unresolved = payrail_db::UNRESOLVED,
                 ))
                 .await
                 .map_err(|e| DbError::classify(shard, e))?;
@@ -122,11 +124,12 @@ async fn due(app: &App, shard: u16) -> Result<Vec<Unresolved>, DbError> {
                 .exec(
                     format!(
                         "SELECT merchant_id, idempotency_key, request_fingerprint, owner_token, payment_id, \
-                         CAST(TIMESTAMPDIFF(MICROSECOND, COALESCE(unknown_since, created_at), UTC_TIMESTAMP(3)) DIV 1000 AS SIGNED), resolve_attempts \
+                         CAST(TIMESTAMPDIFF(MICROSECOND, {since}, UTC_TIMESTAMP(3)) DIV 1000 AS SIGNED), resolve_attempts \
                          FROM idempotency_record WHERE state IN ('IN_PROGRESS', 'UNKNOWN', 'RESOLVING') \
                          AND lease_until < UTC_TIMESTAMP(3) - INTERVAL {} MICROSECOND \
                          AND (resolve_at IS NULL OR resolve_at <= UTC_TIMESTAMP(3)) LIMIT ?",
-                        config.abandon_after_ms * 1000
+                        config.abandon_after_ms * 1000,
+                        since = payrail_db::UNRESOLVED_SINCE,
                     ),
                     (config.batch_size,),
                 )

@@ -25,7 +25,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Row;
 use payrail_core::id::{ID_LIMIT, SHARD_SHIFT};
 use payrail_pg::protocol::PgRecord;
-use payrail_pg::{Operation, PgDecision};
+use payrail_pg::PgTotals;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Clone)]
@@ -38,19 +38,7 @@ struct Payment {
 }
 
 /// What the PG's records say of one payment.
-#[derive(Debug, Default, Clone, Copy)]
-struct Pg {
-    authorized: bool,
-    captured: i64,
-    refunded: i64,
-    voided: bool,
-}
-
-impl Pg {
-    fn hold(&self) -> bool {
-        self.authorized && !self.voided && self.captured == 0
-    }
-}
+type Pg = PgTotals;
 
 fn settled(status: &str) -> bool {
     matches!(
@@ -74,16 +62,7 @@ fn never_authorized(status: &str) -> bool {
 fn sums(records: &[PgRecord]) -> BTreeMap<u64, Pg> {
     let mut sums: BTreeMap<u64, Pg> = BTreeMap::new();
     for r in records {
-        let s = sums.entry(r.payment_id).or_default();
-        if r.decision != PgDecision::Approved {
-            continue;
-        }
-        match r.operation {
-            Operation::Authorize => s.authorized = true,
-            Operation::Capture => s.captured += r.amount,
-            Operation::Refund => s.refunded += r.amount,
-            Operation::Void => s.voided = true,
-        }
+        sums.entry(r.payment_id).or_default().add(r);
     }
     sums
 }
@@ -115,10 +94,10 @@ fn check(report: &mut Vec<String>, id: u64, p: &Payment, ledger: (i64, i64), pg:
     }
     let Some(pg) = pg else { return };
     if never_authorized(st) {
-        if pg.authorized {
+        if pg.authorized > 0 {
             report.push(format!("MISMATCH payment {id} ({st}): the PG approved an authorization payrail reports as not made → void it at the PG (void-{id}) and investigate"));
         }
-    } else if !pg.authorized {
+    } else if pg.authorized == 0 {
         report.push(format!("MISMATCH payment {id} ({st}): no approved authorization at the PG → investigate the PG's records for auth-{id}"));
     }
     if pg.hold() {
@@ -126,7 +105,8 @@ fn check(report: &mut Vec<String>, id: u64, p: &Payment, ledger: (i64, i64), pg:
         if !allowed {
             report.push(format!("MISMATCH payment {id} ({st}): the PG still holds the authorization of a payment that is not live → void it at the PG (replay void.dlq, or void-{id})"));
         }
-    } else if matches!(st, "AUTHORIZED" | "CAPTURE_REQUESTED" | "VOID_FAILED") && pg.authorized {
+    } else if matches!(st, "AUTHORIZED" | "CAPTURE_REQUESTED" | "VOID_FAILED") && pg.authorized > 0
+    {
         report.push(format!("MISMATCH payment {id} ({st}): payrail counts a live authorization the PG no longer holds (captured {}, voided {}) → correct the payment from the PG's records", pg.captured, pg.voided));
     }
     let expected_capture = if settled(st) { p.captured } else { 0 };
@@ -145,7 +125,7 @@ fn unknown_payment_records(
 ) {
     for (id, s) in pg {
         // Declined requests for a payment that does not exist moved no money.
-        let effect = s.authorized || s.captured != 0 || s.refunded != 0 || s.voided;
+        let effect = s.authorized > 0 || s.captured != 0 || s.refunded != 0 || s.voided;
         if effect && !known(*id) {
             let what = if s.hold() {
                 "holding an authorization"
@@ -267,9 +247,10 @@ pub async fn reconcile(
         }
         let overdue: Vec<(u64, String)> = conn
             .query(format!(
-                "SELECT payment_id, state FROM idempotency_record \
-                 WHERE (state IN ('UNKNOWN', 'RESOLVING') OR (state = 'IN_PROGRESS' AND lease_until < UTC_TIMESTAMP(3))) \
-                 AND COALESCE(unknown_since, created_at) < UTC_TIMESTAMP(3) - INTERVAL {sla_us} MICROSECOND LIMIT 1000"
+                "SELECT payment_id, state FROM idempotency_record WHERE {unresolved} \
+                 AND {since} < UTC_TIMESTAMP(3) - INTERVAL {sla_us} MICROSECOND LIMIT 1000",
+                unresolved = payrail_db::UNRESOLVED,
+                since = payrail_db::UNRESOLVED_SINCE,
             ))
             .await
             .map_err(|e| format!("shard {shard}: {e}"))?;
@@ -333,18 +314,18 @@ mod tests {
     #[test]
     fn consistent_payments_reconcile() {
         let held = Pg {
-            authorized: true,
+            authorized: 100,
             ..Pg::default()
         };
         assert!(findings(&payment("AUTHORIZED", 100, 0), (0, 100), held).is_empty());
         let captured = Pg {
-            authorized: true,
+            authorized: 100,
             captured: 60,
             ..Pg::default()
         };
         assert!(findings(&payment("CAPTURED", 100, 60), (60, 0), captured).is_empty());
         let voided = Pg {
-            authorized: true,
+            authorized: 100,
             voided: true,
             ..Pg::default()
         };
@@ -360,7 +341,7 @@ mod tests {
     #[test]
     fn each_mismatch_kind_is_found() {
         let held = Pg {
-            authorized: true,
+            authorized: 100,
             ..Pg::default()
         };
         // A voided, expired or failed payment still held at the PG.
@@ -370,7 +351,7 @@ mod tests {
         }
         // Captured amounts that differ.
         let captured = Pg {
-            authorized: true,
+            authorized: 100,
             captured: 50,
             ..Pg::default()
         };

@@ -236,7 +236,14 @@ impl Admin {
         let read = |_, mut conn: mysql_async::Conn| async move {
             let rows: Vec<UnresolvedRow> = conn
                 .query(
-                    "SELECT payment_id, merchant_id, state,                      CAST(TIMESTAMPDIFF(MICROSECOND, COALESCE(unknown_since, created_at), UTC_TIMESTAMP(3)) DIV 1000 AS SIGNED),                      resolve_attempts, DATE_FORMAT(resolve_at, '%Y-%m-%dT%H:%i:%s.%fZ')                      FROM idempotency_record WHERE state IN ('UNKNOWN', 'RESOLVING') OR (state = 'IN_PROGRESS' AND lease_until < UTC_TIMESTAMP(3))                      ORDER BY created_at LIMIT 100",
+                    format!(
+                        "SELECT payment_id, merchant_id, state, \
+                         CAST(TIMESTAMPDIFF(MICROSECOND, {since}, UTC_TIMESTAMP(3)) DIV 1000 AS SIGNED), \
+                         resolve_attempts, DATE_FORMAT(resolve_at, '%Y-%m-%dT%H:%i:%s.%fZ') \
+                         FROM idempotency_record WHERE {unresolved} ORDER BY created_at LIMIT 100",
+                        since = payrail_db::UNRESOLVED_SINCE,
+                        unresolved = payrail_db::UNRESOLVED,
+                    ),
                 )
                 .await?;
             Ok(rows)

@@ -40,16 +40,7 @@ pub fn register<T: prometheus::core::Collector + Clone + 'static>(
 
 /// Renders every metric of `registry` in the Prometheus text format.
 pub fn render(registry: &Registry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 * 1024);
-    // Encoding into a Vec only fails on a malformed metric family, which our fixed
-    // metric definitions cannot produce; an empty body is the safe answer then.
-    if TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .is_err()
-    {
-        out.clear();
-    }
-    out
+    render_all(std::slice::from_ref(registry))
 }
 
 /// Several registries of one process as one exposition: families of the same name (the
@@ -69,6 +60,8 @@ pub fn render_all(registries: &[Registry]) -> Vec<u8> {
         }
     }
     let mut out = Vec::with_capacity(16 * 1024);
+    // Encoding into a Vec only fails on a malformed metric family, which our fixed
+    // metric definitions cannot produce; an empty body is the safe answer then.
     if TextEncoder::new().encode(&families, &mut out).is_err() {
         out.clear();
     }

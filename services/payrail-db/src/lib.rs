@@ -15,4 +15,14 @@ pub mod sequence;
 pub mod shards;
 
 pub use error::{datetime, epoch_ms, DbError, Result};
+
+/// `idempotency_record` rows of authorizations whose PG outcome is not resolved yet: the
+/// answer was lost (`UNKNOWN`), the resolver is on it (`RESOLVING`), or the request's
+/// owner died before its commit (`IN_PROGRESS` past its lease). ingest's resolver, the
+/// admin API and reconciliation all count by this predicate (index `ix_unresolved`).
+pub const UNRESOLVED: &str = "(state IN ('UNKNOWN', 'RESOLVING') OR (state = 'IN_PROGRESS' AND lease_until < UTC_TIMESTAMP(3)))";
+
+/// Since when an unresolved record's outcome has been open: the lost answer, or the
+/// request's start for a dead owner.
+pub const UNRESOLVED_SINCE: &str = "COALESCE(unknown_since, created_at)";
 pub use shards::{PoolConfig, ShardConfig, Shards};

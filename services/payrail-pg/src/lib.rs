@@ -9,4 +9,4 @@ pub mod client;
 pub mod protocol;
 
 pub use client::{PgClient, PgError};
-pub use protocol::{Operation, PgDecision, PgReply, PgRequest};
+pub use protocol::{Operation, PgDecision, PgReply, PgRequest, PgTotals};

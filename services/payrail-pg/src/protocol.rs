@@ -91,3 +91,50 @@ pub struct PgRecord {
     #[serde(default)]
     pub sequence: u64,
 }
+
+impl PgRecord {
+    /// The answer this record gives: to the request that made it (`replayed: false`), to a
+    /// repeat of its request id, or to a status inquiry.
+    pub fn reply(&self, replayed: bool) -> PgReply {
+        PgReply {
+            request_id: self.request_id.clone(),
+            decision: self.decision,
+            transaction_id: self.transaction_id.clone(),
+            approval_number: self.approval_number.clone(),
+            decline_reason: self.decline_reason.clone(),
+            replayed,
+        }
+    }
+}
+
+/// What one payment's approved PG records add up to: the PG's own view of it, which pg-mock
+/// enforces and reconciliation compares with payrail's.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PgTotals {
+    /// The approved authorization's amount (0: none).
+    pub authorized: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub voided: bool,
+}
+
+impl PgTotals {
+    /// Adds one record of the payment; declined records change nothing.
+    pub fn add(&mut self, record: &PgRecord) {
+        if record.decision != PgDecision::Approved {
+            return;
+        }
+        match record.operation {
+            Operation::Authorize => self.authorized = record.amount,
+            Operation::Capture => self.captured += record.amount,
+            Operation::Refund => self.refunded += record.amount,
+            Operation::Void => self.voided = true,
+        }
+    }
+
+    /// The cardholder's funds are held: an approved authorization neither captured (a
+    /// capture releases the rest) nor voided.
+    pub fn hold(&self) -> bool {
+        self.authorized > 0 && !self.voided && self.captured == 0
+    }
+}

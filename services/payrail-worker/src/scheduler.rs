@@ -222,18 +222,7 @@ async fn inquire<K: JobKind>(
     request_id: &str,
 ) -> Result<Option<payrail_pg::PgReply>, payrail_pg::PgError> {
     tokio::time::sleep(Duration::from_millis(worker.config.pg.timeout_ms)).await;
-    Ok(worker
-        .pg
-        .status(request_id)
-        .await?
-        .map(|r| payrail_pg::PgReply {
-            request_id: r.request_id,
-            decision: r.decision,
-            transaction_id: r.transaction_id,
-            approval_number: r.approval_number,
-            decline_reason: r.decline_reason,
-            replayed: true,
-        }))
+    Ok(worker.pg.status(request_id).await?.map(|r| r.reply(true)))
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -5,7 +5,7 @@
 //! call safely. Capture and refund check amounts against the authorization, so the PG's
 //! records are an independent third party for reconciliation.
 
-use payrail_pg::{Operation, PgDecision, PgReply, PgRequest};
+use payrail_pg::{Operation, PgDecision, PgReply, PgRequest, PgTotals};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -13,40 +13,9 @@ use std::path::Path;
 
 pub use payrail_pg::protocol::PgRecord as Record;
 
-fn reply(record: &Record, replayed: bool) -> PgReply {
-    PgReply {
-        request_id: record.request_id.clone(),
-        decision: record.decision,
-        transaction_id: record.transaction_id.clone(),
-        approval_number: record.approval_number.clone(),
-        decline_reason: record.decline_reason.clone(),
-        replayed,
-    }
-}
-
 /// Per-payment totals the PG enforces. One authorization takes one capture: the capture
 /// settles its amount and releases the rest of the hold, as card networks do.
-#[derive(Debug, Default, Clone, Copy)]
-struct Totals {
-    authorized: i64,
-    captured: i64,
-    refunded: i64,
-    voided: bool,
-}
-
-impl Totals {
-    fn add(&mut self, record: &Record) {
-        if record.decision != PgDecision::Approved {
-            return;
-        }
-        match record.operation {
-            Operation::Authorize => self.authorized = record.amount,
-            Operation::Capture => self.captured += record.amount,
-            Operation::Refund => self.refunded += record.amount,
-            Operation::Void => self.voided = true,
-        }
-    }
-}
+type Totals = PgTotals;
 
 pub struct Ledger {
     /// Every record, in the order the PG made them (`sequence` = index + 1).
@@ -120,7 +89,7 @@ impl Ledger {
             .by_request
             .get(&(operation, request.request_id.clone()))
         {
-            return reply(&self.records[index], true);
+            return self.records[index].reply(true);
         }
         let totals = self
             .totals
@@ -177,7 +146,7 @@ impl Ledger {
                 }
             }
         }
-        let answer = reply(&record, false);
+        let answer = record.reply(false);
         self.apply(record);
         answer
     }

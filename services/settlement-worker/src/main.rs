@@ -21,6 +21,19 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 struct Settlement;
 
+/// The payment's authorized amount, which the ledger's hold release needs (the job's own
+/// amount is what was asked to be captured).
+async fn authorized_amount(tx: &mut Tx<'_>, shard: u16, job: &Job) -> Result<i64, DbError> {
+    let authorized: Option<i64> = tx
+        .exec_first(
+            "SELECT amount FROM payment WHERE payment_id = ?",
+            (job.payment_id,),
+        )
+        .await
+        .map_err(|e| DbError::classify(shard, e))?;
+    Ok(authorized.unwrap_or(job.amount))
+}
+
 /// A job per payment (captures and voids: one of each at most), keyed by the payment id.
 fn payment_job(e: &serde_json::Value) -> Option<Intake> {
     let payment_id = e["paymentId"].as_u64()?;
@@ -70,19 +83,10 @@ impl JobKind for Settlement {
             // reconciliation reports it; nothing to announce here.
             return Ok(());
         }
-        let authorized: Option<i64> = tx
-            .exec_first(
-                "SELECT amount FROM payment WHERE payment_id = ?",
-                (job.payment_id,),
-            )
-            .await
-            .map_err(classify)?;
+        let authorized = authorized_amount(tx, shard, job).await?;
         payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURED", now_ms).await?;
         let extra = [
-            (
-                "authorizedAmount",
-                Extra::Number(authorized.unwrap_or(job.amount)),
-            ),
+            ("authorizedAmount", Extra::Number(authorized)),
             ("transactionId", Extra::Text(&reply.transaction_id)),
         ];
         let captured = Event {
@@ -117,14 +121,7 @@ impl JobKind for Settlement {
         if tx.affected_rows() != 1 {
             return Ok(());
         }
-        let authorized: Option<i64> = tx
-            .exec_first(
-                "SELECT amount FROM payment WHERE payment_id = ?",
-                (job.payment_id,),
-            )
-            .await
-            .map_err(classify)?;
-        let authorized = authorized.unwrap_or(job.amount);
+        let authorized = authorized_amount(tx, shard, job).await?;
         payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURE_FAILED", now_ms).await?;
         let failed_extra = [
             ("authorizedAmount", Extra::Number(authorized)),
