@@ -5,6 +5,7 @@
 //   RATE      requests per second, default 1050
 //   DURATION  default 60s
 //   MERCHANTS distinct merchants (spread over both shards), default 1000
+//   KEYS_FILE / ADMIN_TOKEN  merchant API keys (see lib/merchant-keys.js); neither: no keys
 //
 // Every request carries a unique idempotency key. Thresholds are the reference system's
 // (failed < 5 %, p95 < 500 ms, payment errors < 0.2 %) so the check passes on a loaded CI
@@ -13,6 +14,7 @@ import http from 'k6/http';
 import { check } from 'k6';
 import { Rate } from 'k6/metrics';
 import exec from 'k6/execution';
+import { setupKeys, teardownKeys, headersFor } from './lib/merchant-keys.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const RATE = parseInt(__ENV.RATE || '1050', 10);
@@ -41,16 +43,25 @@ export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
 };
 
-export default function () {
+export function setup() {
+  return setupKeys(BASE_URL, MERCHANTS);
+}
+
+export function teardown(data) {
+  teardownKeys(BASE_URL, data);
+}
+
+export default function (data) {
   const n = exec.scenario.iterationInTest;
+  const merchantId = `MERCHANT-${n % MERCHANTS}`;
   const body = JSON.stringify({
-    merchantId: `MERCHANT-${n % MERCHANTS}`,
+    merchantId,
     amount: 1000 + (n % 50000),
     currency: 'KRW',
     idempotencyKey: `k6-${RUN_ID}-${n}`,
   });
   const res = http.post(`${BASE_URL}/api/payments/authorize`, body, {
-    headers: { 'Content-Type': 'application/json' },
+    headers: headersFor(data, merchantId),
     tags: { name: 'authorize' },
   });
   let ok = false;

@@ -2,7 +2,8 @@
 // constant arrival rate of iterations.
 //
 //   BASE_URL default http://127.0.0.1:8080, RATE iterations/s (default 300),
-//   DURATION (default 60s), MERCHANTS (default 1000)
+//   DURATION (default 60s), MERCHANTS (default 1000),
+//   KEYS_FILE / ADMIN_TOKEN merchant API keys (see lib/merchant-keys.js); neither: no keys
 //
 // Thresholds are the reference's (failed < 5 %, payment errors < 0.2 %, p95 < 500 ms);
 // the numbers that matter are recorded in the README. A refund right after a capture is
@@ -12,13 +13,13 @@ import http from 'k6/http';
 import { check, sleep } from 'k6';
 import { Rate } from 'k6/metrics';
 import exec from 'k6/execution';
+import { setupKeys, teardownKeys, headersFor } from './lib/merchant-keys.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const RATE = parseInt(__ENV.RATE || '300', 10);
 const DURATION = __ENV.DURATION || '60s';
 const MERCHANTS = parseInt(__ENV.MERCHANTS || '1000', 10);
 const RUN_ID = __ENV.RUN_ID || `${Date.now()}`;
-const JSON_HEADERS = { headers: { 'Content-Type': 'application/json' } };
 
 const paymentErrors = new Rate('payment_errors');
 
@@ -48,13 +49,24 @@ export const options = {
 // A 409 "still settling" refund is an expected answer (the client retries it).
 const REFUND_EXPECTED = http.expectedStatuses(200, 409);
 
+export function setup() {
+  return setupKeys(BASE_URL, MERCHANTS);
+}
+
+export function teardown(data) {
+  teardownKeys(BASE_URL, data);
+}
+
+let setupData = null;
+
 function post(path, body, name) {
-  const params = Object.assign({ tags: { name } }, JSON_HEADERS);
+  const params = { tags: { name }, headers: headersFor(setupData, body.merchantId) };
   if (name === 'refund') params.responseCallback = REFUND_EXPECTED;
   return http.post(`${BASE_URL}${path}`, JSON.stringify(body), params);
 }
 
-export default function () {
+export default function (data) {
+  setupData = data;
   const n = exec.scenario.iterationInTest;
   const merchantId = `MERCHANT-${n % MERCHANTS}`;
   const auth = post('/api/payments/authorize', { merchantId, amount: 10000 + (n % 1000), currency: 'KRW', idempotencyKey: `ff-${RUN_ID}-${n}` }, 'authorize');

@@ -13,7 +13,7 @@ fn quick_bench_writes_a_sane_report() {
         "network namespaces are not available (run as root): the bench test cannot run"
     );
     let (mirror, appliance, procs) =
-        Appliance::start_on_mirror("prbn", 43, "bench-test", payrail_tests::kafka::SQLITE)
+        Appliance::start_on_mirror("prbn", 43, "bench-test", payrail_tests::kafka::SQLITE, true)
             .expect("the appliance starts");
     let dir = appliance.dir.clone();
     let token = std::fs::read_to_string(appliance.admin_token_file()).expect("token");
@@ -24,6 +24,7 @@ fn quick_bench_writes_a_sane_report() {
         admin_token: token.trim().to_owned(),
         ledger_config: dir.join("ledger/ledger.toml"),
         config: vec![("layout".into(), "bench test".into())],
+        keys_file: None,
     };
     let out_dir = dir.join("results");
     let result = bench::run(

@@ -8,7 +8,7 @@ use payrail_tests::stack::TestStack;
 use payrail_tests::{authorize_body, free_port, http, services};
 use serde_json::json;
 
-const TOKEN: &str = "mcp-admin-token";
+const TOKEN: &str = "mcp-admin-token-0123456789abcdef0123";
 
 #[test]
 fn mcp_lists_and_calls_tools_over_stdio() {

@@ -5,7 +5,7 @@
 use payrail_tests::stack::{Options, TestStack};
 use payrail_tests::{authorize_body, free_port, http, services};
 
-const TOKEN: &str = "test-admin-token";
+const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 fn admin(addr: &str, method: &str, path: &str, token: Option<&str>) -> http::Reply {
     http::admin(addr, method, path, token, None)

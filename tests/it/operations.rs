@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 
-const TOKEN: &str = "operations-admin-token";
+const TOKEN: &str = "operations-admin-token-0123456789abcdef";
 
 fn get(addr: &str, path: &str) -> Value {
     let reply = http::admin(addr, "GET", path, Some(TOKEN), None);

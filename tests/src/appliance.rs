@@ -35,6 +35,14 @@ pub struct Layout {
     pub pg_behaviour: String,
     /// The broker's storage engine (`crate::kafka::SQLITE` or `MEMORY`).
     pub kafka_storage: &'static str,
+    /// `merchant_auth = "required"` on both ingest instances (the default of `cargo xtask
+    /// up`); false is `"off"`, for reference clients that send no key.
+    pub merchant_auth: bool,
+}
+
+/// `PAYRAIL_MERCHANT_AUTH=off` turns merchant API keys off (reference clients).
+pub fn merchant_auth_from_env() -> bool {
+    std::env::var("PAYRAIL_MERCHANT_AUTH").map_or(true, |v| v != "off")
 }
 
 pub const SHARD_PORTS: [u16; 2] = [3307, 3308];
@@ -121,7 +129,7 @@ fn monitoring_toml(layout: &Layout, dir: &Path, broker_pid: u32) -> String {
         "reconcile_command = [\"{}\", \"--config\", \"{}\", \"reconcile\"]\n\
          instances = [{}]\n\n\
          [kafka]\nbootstrap_servers = \"{}\"\n\n\
-         [k6]\nscenarios_dir = \"{}\"\nbase_url = \"http://{}\"\n\n\
+         [k6]\nscenarios_dir = \"{}\"\nbase_url = \"http://{}\"\nadmin_token_file = \"{}\"\n\n\
          [drill]\nstop_broker = [\"kill\", \"-STOP\", \"{broker_pid}\"]\nresume_broker = [\"kill\", \"-CONT\", \"{broker_pid}\"]\nbase_url = \"http://{}\"\n",
         ledger.display(),
         dir.join("ledger/ledger.toml").display(),
@@ -129,6 +137,7 @@ fn monitoring_toml(layout: &Layout, dir: &Path, broker_pid: u32) -> String {
         layout.kafka(),
         crate::repo_root().join("k6").display(),
         layout.gateway(),
+        dir.join("monitoring/admin-token").display(),
         layout.gateway(),
     )
 }
@@ -187,6 +196,12 @@ impl Appliance {
         std::fs::create_dir_all(&pg_dir).map_err(|e| e.to_string())?;
         let pg = services::start_pg_mock(&pg_dir, &layout.pg(), &layout.pg_behaviour)?;
         appliance.add("pg-mock", Some(pg), &mut on_start)?;
+        // The keyed hash's secret, shared by ingest (checks) and monitoring (issues keys).
+        let api_key_hash = dir.join("api-key-hash");
+        if !api_key_hash.exists() {
+            std::fs::write(&api_key_hash, format!("{}\n", crate::random_hex(32)))
+                .map_err(|e| e.to_string())?;
+        }
         for number in 1..=2 {
             let settings = IngestSettings {
                 instance: format!("ingest-{number}"),
@@ -196,6 +211,7 @@ impl Appliance {
                 redis_url: format!("redis://{}:{REDIS_PORT}/0", layout.vm1),
                 redis_key_prefix: "payrail:".into(),
                 pg_url: format!("http://{}", layout.pg()),
+                api_key_hash_file: layout.merchant_auth.then(|| api_key_hash.clone()),
                 extra_toml: format!("[kafka]\nbootstrap_servers = \"{}\"\n", layout.kafka()),
             };
             let ingest_dir = dir.join(&settings.instance);
@@ -226,9 +242,12 @@ impl Appliance {
         let monitoring_dir = dir.join("monitoring");
         std::fs::create_dir_all(&monitoring_dir).map_err(|e| e.to_string())?;
         let token_file = appliance.admin_token_file();
-        if !token_file.exists() {
-            std::fs::write(&token_file, format!("{}\n", crate::random_hex(16)))
-                .map_err(|e| e.to_string())?;
+        let read_token_file = appliance.read_token_file();
+        for file in [&token_file, &read_token_file] {
+            if !file.exists() {
+                std::fs::write(file, format!("{}\n", crate::random_hex(32)))
+                    .map_err(|e| e.to_string())?;
+            }
         }
         let ingest1 = IngestSettings {
             instance: "monitoring".into(),
@@ -238,6 +257,7 @@ impl Appliance {
             redis_url: format!("redis://{}:{REDIS_PORT}/0", layout.vm1),
             redis_key_prefix: "payrail:".into(),
             pg_url: String::new(),
+            api_key_hash_file: None,
             extra_toml: String::new(),
         };
         let broker_pid = appliance
@@ -251,7 +271,12 @@ impl Appliance {
             &layout.monitoring(),
             &token_file,
             &ingest1,
-            &monitoring_toml(&layout, dir, broker_pid),
+            &format!(
+                "{}\n[[admin_tokens]]\nname = \"mcp\"\nscope = \"read\"\nfile = \"{}\"\n\n[api_keys]\nhash_key_file = \"{}\"\n",
+                monitoring_toml(&layout, dir, broker_pid),
+                read_token_file.display(),
+                api_key_hash.display()
+            ),
         )?;
         appliance.add("monitoring", Some(monitoring), &mut on_start)?;
         let gateway_dir = dir.join("gateway");
@@ -306,6 +331,7 @@ impl Appliance {
         subnet: u8,
         dir_name: &str,
         kafka_storage: &'static str,
+        merchant_auth: bool,
     ) -> Result<(crate::hosts::TwoHost, Self, Pids), String> {
         let mirror = crate::hosts::TwoHost::create(name, subnet)?;
         let dir = crate::repo_root().join(format!("target/{dir_name}-{}", std::process::id()));
@@ -320,6 +346,7 @@ impl Appliance {
             gateway_extra_listen: Vec::new(),
             pg_behaviour: PG_BEHAVIOUR.into(),
             kafka_storage,
+            merchant_auth,
         };
         let mut pids = Vec::new();
         let appliance = Self::start(&dir, layout, &password, &password_file, |name, pid| {
@@ -334,9 +361,37 @@ impl Appliance {
         services::reconcile(&self.dir.join("ledger/ledger.toml"))
     }
 
-    /// The admin API's bearer token (created on first start).
+    /// The admin API's write-scoped bearer token, `operator` (created on first start).
     pub fn admin_token_file(&self) -> PathBuf {
         self.dir.join("monitoring").join("admin-token")
+    }
+
+    /// The read-only admin token, `mcp` (created on first start).
+    pub fn read_token_file(&self) -> PathBuf {
+        self.dir.join("monitoring").join("read-token")
+    }
+
+    /// A new API key for `merchant`, made with `monitoring create-key` (the CLI path of a
+    /// fresh appliance). Returns the key.
+    pub fn create_key(&self, merchant: &str) -> Result<String, String> {
+        let output = std::process::Command::new(crate::bin_dir().join("monitoring"))
+            .arg("--config")
+            .arg(self.dir.join("monitoring/monitoring.toml"))
+            .args(["create-key", merchant])
+            .output()
+            .map_err(|e| format!("monitoring create-key: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "monitoring create-key: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("monitoring create-key printed no JSON: {e}"))?;
+        body["key"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("monitoring create-key: no key in {body}"))
     }
 
     pub fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {

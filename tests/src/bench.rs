@@ -43,6 +43,8 @@ pub struct Target<'a> {
     pub ledger_config: PathBuf,
     /// Facts about the configuration to record (broker storage, PG latency, layout).
     pub config: Vec<(String, String)>,
+    /// k6's `KEYS_FILE` (set by [`run`] when merchant_auth is on).
+    pub keys_file: Option<PathBuf>,
 }
 
 pub struct Options {
@@ -131,6 +133,62 @@ fn metric(summary: &Value, name: &str, stat: &str) -> f64 {
     summary["metrics"][name][stat].as_f64().unwrap_or(0.0)
 }
 
+/// Merchants the scenarios spread over (their default `MERCHANTS`).
+const MERCHANTS: usize = 1000;
+
+/// With merchant_auth on (the gateway answers a keyless read 401), a JSON file of one key
+/// per scenario merchant for k6's `KEYS_FILE`, made through the admin API before any
+/// measurement, so creating keys costs no phase CPU. A file from an earlier run is reused
+/// while its first key still works.
+fn merchant_keys(target: &Target) -> Result<Option<PathBuf>, String> {
+    let host_gateway = target.gateway.as_str();
+    let keyless = crate::http::request(host_gateway, "GET", "/api/payments?limit=1", &[], None)
+        .map_err(|e| format!("gateway: {e}"))?;
+    if keyless.status != 401 {
+        return Ok(None);
+    }
+    let file = repo_root().join("target/bench/merchant-keys.json");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let keys: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if let Some(key) = keys["MERCHANT-0"].as_str() {
+            let bearer = format!("Bearer {key}");
+            let reply = crate::http::request(
+                host_gateway,
+                "GET",
+                "/api/payments?limit=1",
+                &[("Authorization", &bearer)],
+                None,
+            )
+            .map_err(|e| format!("gateway: {e}"))?;
+            if reply.status == 200 {
+                return Ok(Some(file));
+            }
+        }
+    }
+    let mut keys = serde_json::Map::new();
+    for n in 0..MERCHANTS {
+        let merchant = format!("MERCHANT-{n}");
+        let reply = crate::http::admin(
+            host_gateway,
+            "POST",
+            &format!("/api/admin/merchants/{merchant}/keys"),
+            Some(&target.admin_token),
+            None,
+        );
+        if reply.status != 201 {
+            return Err(format!(
+                "key for {merchant}: {} {}",
+                reply.status,
+                reply.text()
+            ));
+        }
+        keys.insert(merchant, reply.json()["key"].clone());
+    }
+    std::fs::create_dir_all(repo_root().join("target/bench")).map_err(|e| e.to_string())?;
+    std::fs::write(&file, Value::Object(keys).to_string()).map_err(|e| e.to_string())?;
+    Ok(Some(file))
+}
+
 fn k6(
     target: &Target,
     script: &str,
@@ -161,6 +219,12 @@ fn k6(
         .args(["-e", &format!("RATE={rate}")])
         .args(["-e", &format!("DURATION={seconds}s")])
         .args(["-e", &format!("RUN_ID=bench-{run_id}")])
+        .args(
+            target
+                .keys_file
+                .iter()
+                .flat_map(|f| ["-e".to_owned(), format!("KEYS_FILE={}", f.display())]),
+        )
         .arg(repo_root().join("k6").join(script))
         .env("K6_CSV_TIME_FORMAT", "unix_milli");
     let output = command.output().map_err(|e| format!("k6: {e}"))?;
@@ -334,6 +398,24 @@ fn versions() -> Value {
 /// Runs every phase and writes `bench-<time>.json` and `.md` (with SVG charts) into
 /// `options.out_dir`. Returns the JSON file's path.
 pub fn run(target: &Target, options: &Options) -> Result<PathBuf, String> {
+    let keys_file = merchant_keys(target)?;
+    let merchant_auth = if keys_file.is_some() {
+        "required"
+    } else {
+        "off"
+    };
+    progress("0", &format!("merchant_auth = {merchant_auth}"));
+    let mut config = target.config.clone();
+    config.push(("merchant_auth".into(), merchant_auth.into()));
+    let target = &Target {
+        gateway: target.gateway.clone(),
+        procs: target.procs.clone(),
+        client: target.client,
+        admin_token: target.admin_token.clone(),
+        ledger_config: target.ledger_config.clone(),
+        config,
+        keys_file,
+    };
     let started = SystemTime::now();
     let stamp = utc_stamp(started);
     let work = repo_root().join("target/bench").join(&stamp);

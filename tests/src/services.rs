@@ -21,6 +21,9 @@ pub struct IngestSettings {
     pub redis_url: String,
     pub redis_key_prefix: String,
     pub pg_url: String,
+    /// The API key hash secret: `Some` runs with `merchant_auth = "required"`, `None` with
+    /// `"off"` (tests that name their merchants, as reference clients do).
+    pub api_key_hash_file: Option<PathBuf>,
     /// Extra TOML tables appended verbatim (test overrides such as `[rate_limits.authorize]`).
     pub extra_toml: String,
 }
@@ -43,8 +46,15 @@ pub fn shards_toml(shards: &[ShardAddress], password_file: &Path) -> String {
 }
 
 pub fn ingest_config(s: &IngestSettings) -> String {
+    let auth = match &s.api_key_hash_file {
+        Some(file) => format!(
+            "merchant_auth = \"required\"\n\n[api_keys]\nhash_key_file = \"{}\"\n",
+            file.display()
+        ),
+        None => "merchant_auth = \"off\"\n".to_owned(),
+    };
     let mut out = format!(
-        "listen = \"{}\"\ninstance = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n[pg]\nbase_url = \"{}\"\n\n",
+        "listen = \"{}\"\ninstance = \"{}\"\n{auth}\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n[pg]\nbase_url = \"{}\"\n\n",
         s.listen, s.instance, s.redis_url, s.redis_key_prefix, s.pg_url
     );
     out.push_str(&shards_toml(&s.shards, &s.db_password_file));
@@ -218,8 +228,9 @@ pub fn start_gateway(
     )
 }
 
-/// Writes monitoring's config to `dir/monitoring.toml` and starts it. The admin token is
-/// read from `token_file`; writes are audit-logged to `dir/audit.jsonl`.
+/// Writes monitoring's config to `dir/monitoring.toml` and starts it. `token_file` holds
+/// the write-scoped admin token named `operator` (more tokens can come in `extra_toml`);
+/// writes are audit-logged to `dir/audit.jsonl`.
 /// `extra_toml` holds the optional tables (kafka, instances, k6, drill, ...).
 pub fn start_monitoring(
     dir: &Path,
@@ -232,10 +243,10 @@ pub fn start_monitoring(
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\ntoken_file = \"{}\"\naudit_log = \"{}\"\nstate_dir = \"{}\"\n{extra_toml}\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n{}",
-            token_file.display(),
+            "listen = \"{listen}\"\naudit_log = \"{}\"\nstate_dir = \"{}\"\n{extra_toml}\n\n[[admin_tokens]]\nname = \"operator\"\nscope = \"write\"\nfile = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n{}",
             dir.join("audit.jsonl").display(),
             dir.join("state").display(),
+            token_file.display(),
             ingest.redis_url,
             ingest.redis_key_prefix,
             shards_toml(&ingest.shards, &ingest.db_password_file)

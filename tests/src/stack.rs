@@ -186,6 +186,9 @@ impl TestStack {
                 redis_url: format!("redis://127.0.0.1:{}/0", stack.redis.port),
                 redis_key_prefix: "payrail:".into(),
                 pg_url: format!("http://{}", stack.pg_addr),
+                // Tests on a bare stack name their merchants; the attack suite runs the
+                // whole appliance with keys.
+                api_key_hash_file: None,
                 extra_toml: format!("{}{kafka_toml}", options.ingest_toml),
             };
             let proc =

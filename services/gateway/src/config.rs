@@ -21,6 +21,9 @@ pub struct Config {
     /// `https://admin.example.com`). Empty: no CORS headers at all. Never `*`.
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
+    /// Failed authentications per client address and key prefix (see `throttle`).
+    #[serde(default)]
+    pub auth_throttle: crate::throttle::ThrottleConfig,
     #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]
@@ -145,6 +148,9 @@ impl Validate for Config {
                     "cors_allowed_origins entry {origin:?} must be an exact origin like https://host[:port]"
                 ));
             }
+        }
+        if self.auth_throttle.failures_max == 0 || self.auth_throttle.window_ms == 0 {
+            return Err("auth_throttle.failures_max and window_ms must be at least 1".into());
         }
         if self.upstream.attempts_max == 0 || self.health.fail_after == 0 {
             return Err("upstream.attempts_max and health.fail_after must be at least 1".into());

@@ -3,6 +3,7 @@
 //! - [`routes`]: `/api/payments/**` → ingest, `/api/admin/**` → monitoring, CORS
 //!   allow-list, request ids, `/health`, `/metrics`.
 //! - [`proxy`]: one request forwarded, with the rule for when re-sending is safe.
+//! - [`throttle`]: failed authentications counted per client address and key prefix (429).
 //! - [`upstream`]: pools, round robin, active health checks, passive ejection.
 //! - [`config`], [`metrics`]: wiring.
 //!
@@ -14,6 +15,7 @@ mod config;
 mod metrics;
 mod proxy;
 mod routes;
+mod throttle;
 mod upstream;
 
 use mimalloc::MiMalloc;
@@ -85,6 +87,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         bridge,
         id_prefix: fastrand::u64(..),
         id_counter: AtomicU64::new(0),
+        throttle: throttle::Throttle::new(config.auth_throttle.clone()),
     });
     let draining = Arc::new(AtomicBool::new(false));
     for address in &config.listen {

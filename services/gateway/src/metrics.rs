@@ -18,6 +18,10 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub in_flight: IntGauge,
     pub cors_rejections: IntCounter,
+    /// Requests answered 429 because their address or key prefix failed too often.
+    pub auth_throttled: IntCounter,
+    /// Refused authentications (401 from an upstream) counted by the throttle.
+    pub auth_failures: IntCounter,
 }
 
 impl Metrics {
@@ -109,6 +113,20 @@ impl Metrics {
                 IntCounter::new(
                     "gateway_cors_rejections_total",
                     "preflight requests from origins not in the allow-list",
+                )?,
+            ),
+            auth_throttled: register(
+                r,
+                IntCounter::new(
+                    "gateway_auth_throttled_total",
+                    "requests refused 429 after too many failed authentications from their address or key prefix",
+                )?,
+            ),
+            auth_failures: register(
+                r,
+                IntCounter::new(
+                    "gateway_auth_failures_total",
+                    "refused authentications (401 from an upstream) counted by the throttle",
                 )?,
             ),
             registry,

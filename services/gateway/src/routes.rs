@@ -23,6 +23,7 @@ pub struct Gateway {
     /// Request ids: a per-process random prefix and a counter (unique without a syscall).
     pub id_prefix: u64,
     pub id_counter: AtomicU64,
+    pub throttle: crate::throttle::Throttle,
 }
 
 #[derive(Clone, Copy)]
@@ -128,7 +129,7 @@ impl Gateway {
     fn preflight(&self, request: &Request<'_>, response: &mut Response) {
         if request.header("origin").is_some() && self.cors(request, response) {
             response.status(204);
-            response.header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+            response.header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
             response.header(
                 "Access-Control-Allow-Headers",
                 "Content-Type, Authorization, Idempotency-Key, X-Request-Id",
@@ -293,8 +294,35 @@ impl Handler for Gateway {
             self.refuse_origin(response);
         } else {
             match route {
-                Route::Payments => self.proxy(&self.payments, request, &request_id, response),
-                Route::Admin => self.proxy(&self.admin, request, &request_id, response),
+                Route::Payments | Route::Admin => {
+                    let pool = if matches!(route, Route::Payments) {
+                        &self.payments
+                    } else {
+                        &self.admin
+                    };
+                    // Only one Authorization header names a prefix; ingest refuses more.
+                    let prefix = request
+                        .header("authorization")
+                        .filter(|_| matches!(route, Route::Payments))
+                        .and_then(crate::throttle::key_prefix);
+                    if let Some(seconds) = self.throttle.blocked(request.peer, prefix) {
+                        self.metrics.auth_throttled.inc();
+                        error_body::write(
+                            response,
+                            429,
+                            "TOO_MANY_FAILED_ATTEMPTS",
+                            "too many failed authentications from this address or for this key; retry after the Retry-After delay",
+                            None,
+                        );
+                        response.header_u64("Retry-After", seconds);
+                    } else {
+                        self.proxy(pool, request, &request_id, response);
+                        if response.status_code() == 401 {
+                            self.metrics.auth_failures.inc();
+                            self.throttle.failed(request.peer, prefix);
+                        }
+                    }
+                }
                 Route::Health => self.health(response),
                 Route::Metrics => {
                     let body = payrail_core::telemetry::render(&self.metrics.registry);

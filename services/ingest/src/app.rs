@@ -33,6 +33,8 @@ pub struct App {
     pub outbox_notify: Arc<Vec<tokio::sync::Notify>>,
     /// The outbox relay, when a broker is configured.
     pub relay: std::sync::OnceLock<Arc<crate::relay::Relay>>,
+    /// Merchant API keys; `None` with `merchant_auth = "off"`.
+    pub keys: Option<crate::merchant_auth::MerchantKeys>,
     /// Source of idempotency owner tokens.
     owner_tokens: AtomicU64,
 }
@@ -66,6 +68,7 @@ impl App {
             outbox_notify.clone(),
         );
         let health = Health::new(shards.count());
+        let keys = crate::merchant_auth::MerchantKeys::load(&config, shards.count())?;
         let seed = (payrail_core::time::now_ms() as u64) ^ (u64::from(std::process::id()) << 32);
         Ok(Arc::new(Self {
             config,
@@ -78,6 +81,7 @@ impl App {
             metrics,
             health,
             outbox_notify,
+            keys,
             relay: std::sync::OnceLock::new(),
             owner_tokens: AtomicU64::new(seed),
         }))

@@ -23,7 +23,12 @@ impl Health {
     /// `(status code, body)`: 200 while at least one shard serves (merchants on a healthy
     /// shard are still served; the others get 503 SHARD_UNAVAILABLE per request), 503 when
     /// no shard does. Redis down is reported but is not fatal (fail-open).
-    pub fn report(&self, breaker_state: &str, publisher_state: Option<&str>) -> (u16, Vec<u8>) {
+    pub fn report(
+        &self,
+        breaker_state: &str,
+        publisher_state: Option<&str>,
+        merchant_auth: &str,
+    ) -> (u16, Vec<u8>) {
         let up: Vec<bool> = self
             .shards_up
             .iter()
@@ -38,7 +43,8 @@ impl Health {
         } else {
             "DOWN"
         };
-        let mut body = format!("{{\"status\":\"{status}\",\"checks\":{{");
+        let mut body =
+            format!("{{\"status\":\"{status}\",\"merchantAuth\":\"{merchant_auth}\",\"checks\":{{");
         for (i, u) in up.iter().enumerate() {
             body.push_str(&format!(
                 "\"mariadb-shard{}\":\"{}\",",

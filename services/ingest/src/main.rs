@@ -1,6 +1,7 @@
 //! ingest: the payment API.
 //!
 //! - [`routes`]: HTTP routes on may coroutines; each request's I/O crosses to tokio once.
+//! - [`merchant_auth`]: the merchant API key of every payment request decides its merchant.
 //! - [`parse`]: request bodies → validated inputs, or the exact 4xx of the contract.
 //! - [`authorize`]: the authorize path (rate limit, idempotency, PG, group commit).
 //! - [`payments`]: capture, refund, void and the read API.
@@ -21,6 +22,7 @@ mod expiry;
 mod group_commit;
 mod health;
 mod idempotency;
+mod merchant_auth;
 mod metrics;
 mod outbox;
 mod outcome;
@@ -104,6 +106,24 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         });
         runtime.spawn(relay::backlog_loop(app.clone()));
     }
+    if let Some(keys) = app.keys.as_ref() {
+        // A first read before listening, so the first requests find their keys; a shard
+        // that is down now is read by the refresh loop once it is back.
+        runtime.block_on(async {
+            for shard in app.shards.numbers() {
+                if let Err(error) = keys.ring.refresh(&app.shards, shard).await {
+                    tracing::warn!(shard, %error, "API keys not read yet");
+                }
+            }
+        });
+        tracing::info!(
+            keys = keys.ring.len(),
+            "merchant_auth = required: payment routes need a merchant API key"
+        );
+    } else {
+        tracing::warn!("merchant_auth = \"off\": payment routes trust the merchantId a request names; use this for reference clients only, never in production");
+    }
+    runtime.spawn(merchant_auth::refresh_loop(app.clone()));
     runtime.spawn(health::check_loop(app.clone()));
     runtime.spawn(idempotency::purge_loop(app.clone()));
     for shard in app.shards.numbers() {

@@ -41,6 +41,11 @@ pub struct Metrics {
     pub pg_unresolved_overdue: IntGaugeVec,
     /// AUTHORIZED payments past their TTL sent to be voided.
     pub authorizations_expired: IntCounter,
+    /// Payment requests refused for their API key, by reason (`missing`, `malformed`,
+    /// `invalid`, `mismatch`, `not_loaded`).
+    pub auth_failures: IntCounterVec,
+    /// Usable API keys this instance holds.
+    pub api_keys: IntGauge,
 }
 
 impl Metrics {
@@ -270,11 +275,28 @@ impl Metrics {
                     "AUTHORIZED payments past their TTL sent to be voided at the PG",
                 )?,
             ),
+            auth_failures: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "auth_failures_total",
+                        "payment requests refused for their merchant API key, by reason",
+                    ),
+                    &["reason"],
+                )?,
+            ),
+            api_keys: register(
+                r,
+                IntGauge::new("api_keys", "usable merchant API keys this instance holds")?,
+            ),
             registry,
         };
         // Series that exist from the start, so dashboards show 0 rather than no data.
         for operation in ["authorize", "void"] {
             metrics.pg_unknown_outcomes.with_label_values(&[operation]);
+        }
+        for reason in ["missing", "malformed", "invalid", "mismatch", "not_loaded"] {
+            metrics.auth_failures.with_label_values(&[reason]);
         }
         Ok(metrics)
     }

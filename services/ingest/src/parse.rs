@@ -52,7 +52,20 @@ pub struct Rejection {
     pub details: Vec<(String, &'static str)>,
 }
 
+/// The code of the 403 for a request naming another merchant than its key's.
+pub const MERCHANT_MISMATCH: &str = "MERCHANT_MISMATCH";
+
 impl Rejection {
+    pub fn mismatch() -> Self {
+        Self {
+            code: MERCHANT_MISMATCH,
+            message:
+                "merchantId differs from the API key's merchant; leave it out or send the key's own"
+                    .to_owned(),
+            details: vec![("merchantId".to_owned(), "is not the API key's merchant")],
+        }
+    }
+
     fn malformed(message: &str) -> Self {
         Self {
             code: "MALFORMED_JSON",
@@ -237,6 +250,7 @@ pub fn authorize(
     body: &mut [u8],
     header_key: Option<&str>,
     currencies: &[String],
+    caller: Option<&str>,
 ) -> Result<AuthorizeInput, Rejection> {
     let tape = parse_tape(body)?;
     let mut problems = Problems::default();
@@ -251,14 +265,11 @@ pub fn authorize(
         ],
         &mut problems,
     )?;
-    let merchant_id = string_field(&fields, "merchantId", &mut problems);
+    let merchant_id = merchant_field(&fields, &mut problems, caller)?;
     let amount = amount_field(&fields, "amount", true, &mut problems);
     let currency = string_field(&fields, "currency", &mut problems);
     let body_key = optional_string(&fields, "idempotencyKey", &mut problems);
     let capture = optional_string(&fields, "capture", &mut problems);
-    if let Some(m) = &merchant_id {
-        check(&mut problems, "merchantId", validate::merchant_id(m));
-    }
     if let Some(c) = &currency {
         check(&mut problems, "currency", validate::currency(c, currencies));
     }
@@ -307,19 +318,31 @@ pub fn authorize(
     }
 }
 
-fn merchant_only(fields: &Fields<'_, '_>, problems: &mut Problems) -> Option<String> {
-    let merchant_id = string_field(fields, "merchantId", problems);
-    if let Some(m) = &merchant_id {
-        check(problems, "merchantId", validate::merchant_id(m));
+/// The request's merchant: the API key's (`caller`), which a `merchantId` field may
+/// repeat but not contradict; or, with merchant auth off, the required field.
+fn merchant_field(
+    fields: &Fields<'_, '_>,
+    problems: &mut Problems,
+    caller: Option<&str>,
+) -> Result<Option<String>, Rejection> {
+    let Some(caller) = caller else {
+        let merchant_id = string_field(fields, "merchantId", problems);
+        if let Some(m) = &merchant_id {
+            check(problems, "merchantId", validate::merchant_id(m));
+        }
+        return Ok(merchant_id);
+    };
+    match optional_string(fields, "merchantId", problems) {
+        Some(named) if named != caller => Err(Rejection::mismatch()),
+        _ => Ok(Some(caller.to_owned())),
     }
-    merchant_id
 }
 
-pub fn capture(body: &mut [u8]) -> Result<CaptureInput, Rejection> {
+pub fn capture(body: &mut [u8], caller: Option<&str>) -> Result<CaptureInput, Rejection> {
     let tape = parse_tape(body)?;
     let mut problems = Problems::default();
     let fields = object_fields(&tape, &["merchantId", "amount"], &mut problems)?;
-    let merchant_id = merchant_only(&fields, &mut problems);
+    let merchant_id = merchant_field(&fields, &mut problems, caller)?;
     let amount = amount_field(&fields, "amount", false, &mut problems);
     problems.into_result()?;
     let merchant_id = merchant_id.ok_or_else(|| Rejection::malformed("invalid request"))?;
@@ -329,7 +352,11 @@ pub fn capture(body: &mut [u8]) -> Result<CaptureInput, Rejection> {
     })
 }
 
-pub fn refund(body: &mut [u8], header_key: Option<&str>) -> Result<RefundInput, Rejection> {
+pub fn refund(
+    body: &mut [u8],
+    header_key: Option<&str>,
+    caller: Option<&str>,
+) -> Result<RefundInput, Rejection> {
     let tape = parse_tape(body)?;
     let mut problems = Problems::default();
     let fields = object_fields(
@@ -337,7 +364,7 @@ pub fn refund(body: &mut [u8], header_key: Option<&str>) -> Result<RefundInput, 
         &["merchantId", "amount", "reason", "idempotencyKey"],
         &mut problems,
     )?;
-    let merchant_id = merchant_only(&fields, &mut problems);
+    let merchant_id = merchant_field(&fields, &mut problems, caller)?;
     let amount = amount_field(&fields, "amount", false, &mut problems);
     let reason = string_field(&fields, "reason", &mut problems);
     if let Some(r) = &reason {
@@ -372,11 +399,11 @@ pub fn refund(body: &mut [u8], header_key: Option<&str>) -> Result<RefundInput, 
     }
 }
 
-pub fn void(body: &mut [u8]) -> Result<VoidInput, Rejection> {
+pub fn void(body: &mut [u8], caller: Option<&str>) -> Result<VoidInput, Rejection> {
     let tape = parse_tape(body)?;
     let mut problems = Problems::default();
     let fields = object_fields(&tape, &["merchantId"], &mut problems)?;
-    let merchant_id = merchant_only(&fields, &mut problems);
+    let merchant_id = merchant_field(&fields, &mut problems, caller)?;
     problems.into_result()?;
     let merchant_id = merchant_id.ok_or_else(|| Rejection::malformed("invalid request"))?;
     Ok(VoidInput { merchant_id })
@@ -412,7 +439,7 @@ mod tests {
 
     fn auth(body: &str) -> Result<AuthorizeInput, Rejection> {
         let mut bytes = body.as_bytes().to_vec();
-        authorize(&mut bytes, None, &currencies())
+        authorize(&mut bytes, None, &currencies(), None)
     }
 
     #[test]
@@ -487,11 +514,11 @@ mod tests {
     fn header_key_must_agree_with_the_body() {
         let mut body =
             br#"{"merchantId":"M","amount":1,"currency":"KRW","idempotencyKey":"a"}"#.to_vec();
-        assert!(authorize(&mut body.clone(), Some("a"), &currencies()).is_ok());
-        assert!(authorize(&mut body, Some("b"), &currencies()).is_err());
+        assert!(authorize(&mut body.clone(), Some("a"), &currencies(), None).is_ok());
+        assert!(authorize(&mut body, Some("b"), &currencies(), None).is_err());
         let mut no_body_key = br#"{"merchantId":"M","amount":1,"currency":"KRW"}"#.to_vec();
         assert_eq!(
-            authorize(&mut no_body_key, Some("h"), &currencies())
+            authorize(&mut no_body_key, Some("h"), &currencies(), None)
                 .map(|i| i.idempotency_key)
                 .ok(),
             Some("h".to_owned())
@@ -511,15 +538,45 @@ mod tests {
     #[test]
     fn refunds_and_captures() {
         let mut b = br#"{"merchantId":"M","reason":"customer request","amount":100}"#.to_vec();
-        assert_eq!(refund(&mut b, None).map(|r| r.amount).ok(), Some(Some(100)));
+        assert_eq!(
+            refund(&mut b, None, None).map(|r| r.amount).ok(),
+            Some(Some(100))
+        );
         let mut b = br#"{"merchantId":"M"}"#.to_vec();
         assert_eq!(
-            refund(&mut b, None).map(|_| ()).unwrap_err().code,
+            refund(&mut b, None, None).map(|_| ()).unwrap_err().code,
             "VALIDATION_FAILED"
         );
         let mut b = br#"{"merchantId":"M"}"#.to_vec();
-        assert!(capture(&mut b).is_ok());
+        assert!(capture(&mut b, None).is_ok());
         let mut b = br#"{"merchantId":"M","amount":null}"#.to_vec();
-        assert_eq!(capture(&mut b).map(|c| c.amount).ok(), Some(None));
+        assert_eq!(capture(&mut b, None).map(|c| c.amount).ok(), Some(None));
+    }
+
+    #[test]
+    fn the_key_decides_the_merchant() {
+        let auth = |json: &str, caller| {
+            let mut bytes = json.as_bytes().to_vec();
+            authorize(&mut bytes, None, &currencies(), caller)
+        };
+        let without = r#"{"amount":1,"currency":"KRW","idempotencyKey":"k"}"#;
+        assert_eq!(
+            auth(without, Some("M-1")).map(|a| a.merchant_id).ok(),
+            Some("M-1".to_owned())
+        );
+        assert_eq!(auth(without, None).unwrap_err().code, "VALIDATION_FAILED");
+        let same = r#"{"merchantId":"M-1","amount":1,"currency":"KRW","idempotencyKey":"k"}"#;
+        assert!(auth(same, Some("M-1")).is_ok());
+        assert_eq!(auth(same, Some("M-2")).unwrap_err().code, MERCHANT_MISMATCH);
+        let mut b = br#"{"merchantId":"M-2"}"#.to_vec();
+        assert_eq!(
+            void(&mut b, Some("M-1")).unwrap_err().code,
+            MERCHANT_MISMATCH
+        );
+        let mut b = br#"{}"#.to_vec();
+        assert_eq!(
+            void(&mut b, Some("M-1")).map(|v| v.merchant_id).ok(),
+            Some("M-1".to_owned())
+        );
     }
 }

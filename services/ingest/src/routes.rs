@@ -1,8 +1,9 @@
 //! The HTTP routes of ingest. Runs on may coroutines: parses and validates in place, then
 //! hands the request's whole I/O to tokio in one bridge call and writes the outcome.
 
+use crate::merchant_auth::{self, Caller};
 use crate::outcome::Outcome;
-use crate::parse::{self, Rejection};
+use crate::parse::{self, Rejection, MERCHANT_MISMATCH};
 use crate::payments::{self, ListQuery};
 use crate::{authorize, App};
 use payrail_core::status::PaymentStatus;
@@ -43,9 +44,15 @@ fn write_rejection(response: &mut Response, rejection: &Rejection, payment_id: O
         .iter()
         .map(|(field, problem)| Detail { field, problem })
         .collect();
+    // Naming another merchant than the key's is forbidden, not malformed.
+    let status = if rejection.code == MERCHANT_MISMATCH {
+        403
+    } else {
+        400
+    };
     error_body::write_with(
         response,
-        400,
+        status,
         rejection.code,
         &rejection.message,
         payment_id,
@@ -118,6 +125,22 @@ fn header_text<'a>(
 }
 
 impl Api {
+    /// The request's caller; `None` when the refusal (401, 400, 503) has been written.
+    fn caller(&self, request: &Request<'_>, response: &mut Response) -> Option<Caller> {
+        merchant_auth::authenticate(&self.app, request, response)
+    }
+
+    fn reject(&self, response: &mut Response, rejection: &Rejection, payment_id: Option<u64>) {
+        if rejection.code == MERCHANT_MISMATCH {
+            self.app
+                .metrics
+                .auth_failures
+                .with_label_values(&["mismatch"])
+                .inc();
+        }
+        write_rejection(response, rejection, payment_id);
+    }
+
     fn run<F>(&self, response: &mut Response, future: F)
     where
         F: std::future::Future<Output = Outcome> + Send + 'static,
@@ -157,35 +180,49 @@ impl Api {
     }
 
     fn authorize(&self, request: &Request<'_>, response: &mut Response) {
+        let Some(caller) = self.caller(request, response) else {
+            return;
+        };
         let Some(mut body) = json_body(request, response) else {
             return;
         };
         let Ok(header_key) = header_text(request, "idempotency-key", response) else {
             return;
         };
-        match parse::authorize(&mut body, header_key, &self.app.config.currencies) {
+        match parse::authorize(
+            &mut body,
+            header_key,
+            &self.app.config.currencies,
+            caller.merchant(),
+        ) {
             Ok(input) => self.run(response, authorize::authorize(self.app.clone(), input)),
-            Err(rejection) => write_rejection(response, &rejection, None),
+            Err(rejection) => self.reject(response, &rejection, None),
         }
     }
 
     fn capture(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
+        let Some(caller) = self.caller(request, response) else {
+            return;
+        };
         let Some(mut body) = json_body(request, response) else {
             return;
         };
         let Some((id, shard)) = self.payment_shard(segment, response) else {
             return;
         };
-        match parse::capture(&mut body) {
+        match parse::capture(&mut body, caller.merchant()) {
             Ok(input) => self.run(
                 response,
                 payments::capture(self.app.clone(), shard, id, input),
             ),
-            Err(rejection) => write_rejection(response, &rejection, Some(id)),
+            Err(rejection) => self.reject(response, &rejection, Some(id)),
         }
     }
 
     fn refund(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
+        let Some(caller) = self.caller(request, response) else {
+            return;
+        };
         let Some(mut body) = json_body(request, response) else {
             return;
         };
@@ -195,30 +232,46 @@ impl Api {
         let Some((id, shard)) = self.payment_shard(segment, response) else {
             return;
         };
-        match parse::refund(&mut body, header_key) {
+        match parse::refund(&mut body, header_key, caller.merchant()) {
             Ok(input) => self.run(
                 response,
                 payments::refund(self.app.clone(), shard, id, input),
             ),
-            Err(rejection) => write_rejection(response, &rejection, Some(id)),
+            Err(rejection) => self.reject(response, &rejection, Some(id)),
         }
     }
 
     fn void(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
+        let Some(caller) = self.caller(request, response) else {
+            return;
+        };
         let Some(mut body) = json_body(request, response) else {
             return;
         };
         let Some((id, shard)) = self.payment_shard(segment, response) else {
             return;
         };
-        match parse::void(&mut body) {
+        match parse::void(&mut body, caller.merchant()) {
             Ok(input) => self.run(response, payments::void(self.app.clone(), shard, id, input)),
-            Err(rejection) => write_rejection(response, &rejection, Some(id)),
+            Err(rejection) => self.reject(response, &rejection, Some(id)),
         }
     }
 
+    /// The merchant of a read: the key's (a `merchantId` query parameter may repeat it, not
+    /// contradict it), or with merchant auth off the required parameter.
     fn merchant_param(&self, request: &Request<'_>, response: &mut Response) -> Option<String> {
-        let merchant = request.query_param("merchantId").unwrap_or("");
+        let caller = self.caller(request, response)?;
+        let named = request.query_param("merchantId");
+        if let Some(own) = caller.merchant() {
+            return match named {
+                Some(named) if !named.is_empty() && named != own => {
+                    self.reject(response, &Rejection::mismatch(), None);
+                    None
+                }
+                _ => Some(own.to_owned()),
+            };
+        }
+        let merchant = named.unwrap_or("");
         if let Err(problem) = payrail_core::validate::merchant_id(merchant) {
             let details = [Detail {
                 field: "merchantId",
@@ -239,10 +292,10 @@ impl Api {
     }
 
     fn get(&self, segment: &str, request: &Request<'_>, response: &mut Response) {
-        let Some((id, shard)) = self.payment_shard(segment, response) else {
+        let Some(merchant) = self.merchant_param(request, response) else {
             return;
         };
-        let Some(merchant) = self.merchant_param(request, response) else {
+        let Some((id, shard)) = self.payment_shard(segment, response) else {
             return;
         };
         self.run(
@@ -311,10 +364,11 @@ impl Api {
                     method_not_allowed(response, "GET");
                 } else {
                     let publisher = self.app.relay.get().map(|r| r.breaker.state().as_str());
-                    let (status, body) = self
-                        .app
-                        .health
-                        .report(self.app.pg_breaker.state().as_str(), publisher);
+                    let (status, body) = self.app.health.report(
+                        self.app.pg_breaker.state().as_str(),
+                        publisher,
+                        self.app.config.merchant_auth.as_str(),
+                    );
                     response.json(status, &body);
                 }
                 return ROUTE_HEALTH;

@@ -16,6 +16,12 @@ pub struct Admin {
     pub redis: redis::Client,
 }
 
+/// Who asked: the admin token's name and the request id, for the audit log.
+pub struct Who {
+    pub actor: String,
+    pub request_id: String,
+}
+
 /// An answer: status and JSON body.
 pub struct Answer {
     pub status: u16,
@@ -344,7 +350,7 @@ impl Admin {
     }
 
     /// Deletes a merchant's rate-limit counters (every action): its budget is whole again.
-    pub async fn reset_rate_limit(&self, merchant_id: &str, request_id: &str) -> Answer {
+    pub async fn reset_rate_limit(&self, merchant_id: &str, who: &Who) -> Answer {
         let prefix = &self.config.redis.key_prefix;
         let keys: Vec<String> = ["authorize", "capture", "refund"]
             .iter()
@@ -362,13 +368,13 @@ impl Admin {
             Ok(deleted) => ok(json!({ "merchantId": merchant_id, "countersDeleted": deleted })),
             Err(e) => error(503, "UPSTREAM_UNAVAILABLE", format!("redis: {e}")),
         };
-        self.audit("rate-limit-reset", merchant_id, &answer, request_id);
+        self.audit("rate-limit-reset", merchant_id, &answer, who);
         answer
     }
 
     /// Clears the Redis idempotency cache layer (MariaDB keeps idempotency exact; the next
     /// retry of a key is answered from MariaDB and refills the cache).
-    pub async fn clear_idempotency_cache(&self, request_id: &str) -> Answer {
+    pub async fn clear_idempotency_cache(&self, who: &Who) -> Answer {
         let pattern = format!("{}idem:*", self.config.redis.key_prefix);
         let result = async {
             let mut conn = self.redis.get_multiplexed_async_connection().await?;
@@ -400,20 +406,21 @@ impl Admin {
             Ok(cleared) => ok(json!({ "cleared": cleared })),
             Err(e) => error(503, "UPSTREAM_UNAVAILABLE", format!("redis: {e}")),
         };
-        self.audit("idempotency-cache-clear", "*", &answer, request_id);
+        self.audit("idempotency-cache-clear", "*", &answer, who);
         answer
     }
 
-    /// One JSON line per write: when, what, on what, the outcome, the request id. A small
-    /// synchronous append: admin writes are rare, and an audit line must not be dropped.
-    pub fn audit(&self, action: &str, target: &str, answer: &Answer, request_id: &str) {
+    /// One JSON line per write: when, who (the token's name), what, on what, the outcome,
+    /// the request id. A small synchronous append: admin writes are rare, and an audit line
+    /// must not be dropped.
+    pub fn audit(&self, action: &str, target: &str, answer: &Answer, who: &Who) {
         let line = json!({
             "at": payrail_core::time::rfc3339(payrail_core::time::now_ms()),
-            "actor": "admin-token",
+            "actor": who.actor,
             "action": action,
             "target": target,
             "status": answer.status,
-            "requestId": request_id,
+            "requestId": who.request_id,
         });
         tracing::info!(%line, "admin write");
         let written = std::fs::OpenOptions::new()

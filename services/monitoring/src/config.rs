@@ -10,8 +10,17 @@ use std::path::PathBuf;
 pub struct Config {
     /// `host:port` to listen on.
     pub listen: String,
-    /// File holding the admin bearer token (never the token itself).
-    pub token_file: PathBuf,
+    /// File holding an admin bearer token with write scope, named `admin` in the audit log
+    /// (never the token itself). Kept for existing configs; `admin_tokens` names each.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Named admin tokens, each with a scope. At least one token (here or `token_file`) is
+    /// required, and each must hold at least 32 bytes.
+    #[serde(default)]
+    pub admin_tokens: Vec<AdminToken>,
+    /// Merchant API keys: without this table the key routes answer 503 "not configured".
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysConfig>,
     /// Every write is appended here as one JSON line (who, what, result).
     pub audit_log: PathBuf,
     /// Where load-test runs and drills are kept (survives restarts).
@@ -50,6 +59,45 @@ pub struct Config {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who the token is, in the audit log (`operator`, `mcp`): 1-32 of `[a-z0-9_-]`.
+    pub name: String,
+    pub scope: Scope,
+    /// The file holding the token.
+    pub file: PathBuf,
+}
+
+/// What a token may do: `read` (every GET) or `write` (everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// The secret file the keys' hash is keyed with: the same file as ingest's.
+    pub hash_key_file: PathBuf,
+    /// The environment word in new keys (`prk_<env>_…`). Default `live`.
+    #[serde(default = "default_key_environment")]
+    pub environment: String,
+    /// How long a rolled key keeps working next to its successor. Default 24 h.
+    #[serde(default = "default_roll_overlap")]
+    pub roll_overlap_seconds: u64,
+}
+
+fn default_key_environment() -> String {
+    "live".into()
+}
+
+fn default_roll_overlap() -> u64 {
+    86_400
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Instance {
     /// A name unique in the list, e.g. `ingest-1`.
     pub name: String,
@@ -79,6 +127,10 @@ pub struct K6Config {
     pub scenarios_dir: PathBuf,
     /// The payment API the scenarios load (the gateway).
     pub base_url: String,
+    /// A write-scoped admin token the scenarios create their merchants' API keys with
+    /// (`ADMIN_TOKEN`); without it they send no key (merchant_auth = "off").
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
     /// Upper bounds an operator cannot exceed from the dashboard.
     #[serde(default = "default_max_rate")]
     pub rate_max: u32,
@@ -179,6 +231,35 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
         if self.shards.is_empty() {
             return Err("shards must list at least one shard".into());
+        }
+        if self.token_file.is_none() && self.admin_tokens.is_empty() {
+            return Err("name at least one admin token (admin_tokens or token_file)".into());
+        }
+        let mut token_names: Vec<&str> =
+            self.admin_tokens.iter().map(|t| t.name.as_str()).collect();
+        if self.token_file.is_some() {
+            token_names.push("admin");
+        }
+        for name in &token_names {
+            if name.is_empty()
+                || name.len() > 32
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "admin token name {name:?} must be 1-32 of [a-z0-9_-]"
+                ));
+            }
+        }
+        token_names.sort_unstable();
+        if token_names.windows(2).any(|w| w[0] == w[1]) {
+            return Err("admin token names must be unique (token_file is named \"admin\")".into());
+        }
+        if let Some(keys) = &self.api_keys {
+            if !payrail_db::api_keys::valid_environment(&keys.environment) {
+                return Err("api_keys.environment must be 1-8 lowercase letters".into());
+            }
         }
         let mut names: Vec<&str> = self.instances.iter().map(|i| i.name.as_str()).collect();
         names.sort_unstable();

@@ -93,6 +93,13 @@ impl LoadTests {
         let id = new_id("k6");
         let summary = self.history.path(&id, ".summary.json");
         let mut command = tokio::process::Command::new(&self.config.binary);
+        // With merchant_auth on, the scenario makes its merchants' keys through the admin
+        // API (and revokes them after). In the environment, not on the command line.
+        if let Some(file) = &self.config.admin_token_file {
+            let token = payrail_core::config::read_secret(file)
+                .map_err(|e| StartError::Failed(e.to_string()))?;
+            command.env("ADMIN_TOKEN", token.trim());
+        }
         command
             .arg("run")
             .arg("--no-color")

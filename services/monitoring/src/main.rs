@@ -14,11 +14,13 @@ mod config;
 mod drill;
 mod history;
 mod kafka;
+mod keys;
 mod llm;
 mod loadtest;
 mod report;
 mod routes;
 mod scrape;
+mod tokens;
 
 use mimalloc::MiMalloc;
 use std::sync::Arc;
@@ -35,10 +37,15 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let Some((_, config)) = payrail_core::config::startup::<config::Config>("monitoring")? else {
+    let Some((args, config)) = payrail_core::config::startup::<config::Config>("monitoring")?
+    else {
         return Ok(());
     };
-    let token = payrail_core::config::read_secret(&config.token_file)?;
+    let tokens = tokens::Tokens::load(&config)?;
+    let keys = match &config.api_keys {
+        Some(k) => Some(Arc::new(keys::Keys::load(k)?)),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("monitoring-io")
@@ -58,6 +65,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         shards,
         redis,
     });
+    if let Some(command) = args.command.as_deref() {
+        return run_command(&runtime, &admin, keys.as_deref(), command, &args.operands);
+    }
     let kafka = match &config.kafka {
         Some(k) => Some(Arc::new(kafka::Kafka::new(k, &config.consumer_groups)?)),
         None => None,
@@ -103,12 +113,46 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 loadtests,
                 drills,
                 llm,
+                keys,
             }),
-            token,
+            tokens,
             bridge,
         }),
     );
     let _ = server.join();
     drop(runtime);
     Ok(())
+}
+
+/// `monitoring --config FILE create-key <merchantId>`: the first key of a fresh appliance
+/// (or any later one) without the HTTP API. Prints the key once, on stdout, and writes the
+/// audit line as `cli`.
+fn run_command(
+    runtime: &tokio::runtime::Runtime,
+    admin: &admin::Admin,
+    keys: Option<&keys::Keys>,
+    command: &str,
+    operands: &[String],
+) -> Result<(), Box<dyn std::error::Error>> {
+    match (command, operands) {
+        ("create-key", [merchant]) => {
+            payrail_core::validate::merchant_id(merchant)
+                .map_err(|problem| format!("merchantId {problem}"))?;
+            let keys = keys.ok_or("create-key needs [api_keys] in the config")?;
+            let who = admin::Who {
+                actor: "cli".to_owned(),
+                request_id: "-".to_owned(),
+            };
+            let answer = runtime.block_on(keys::create(admin, keys, merchant, &who));
+            if answer.status != 201 {
+                return Err(format!("create-key: {}", answer.body).into());
+            }
+            println!("{}", answer.body);
+            Ok(())
+        }
+        _ => Err(format!(
+            "unknown command {command} {operands:?} (known: create-key <merchantId>)"
+        )
+        .into()),
+    }
 }

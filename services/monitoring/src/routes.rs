@@ -1,15 +1,18 @@
 //! The HTTP routes of monitoring. `/health` and the dashboard page are public (the page
 //! asks for the token and sends it with every API call); everything under `/api/admin`
-//! needs `Authorization: Bearer <admin token>`. Writes are audit-logged.
+//! needs `Authorization: Bearer <admin token>`: a `read` token may GET, a `write` token
+//! may also POST and DELETE. Writes are audit-logged with the token's name.
 
-use crate::admin::{answer, error as fail, Admin, Answer};
-use crate::config::Config;
+use crate::admin::{answer, error as fail, Admin, Answer, Who};
+use crate::config::{Config, Scope};
 use crate::drill::Drills;
 use crate::kafka::{Kafka, KafkaError, DLQ_TOPICS};
+use crate::keys::{self, Keys};
 use crate::llm::Llm;
 use crate::loadtest::{LoadTests, StartError};
 use crate::report;
 use crate::scrape::Scraper;
+use crate::tokens::Tokens;
 use payrail_http::{error_body, Bridge, Handler, Request, Response};
 use serde_json::{json, Value as Json};
 use std::sync::Arc;
@@ -27,22 +30,14 @@ pub struct Ops {
     pub loadtests: Option<Arc<LoadTests>>,
     pub drills: Option<Arc<Drills>>,
     pub llm: Llm,
+    /// Merchant API keys, when `[api_keys]` is configured.
+    pub keys: Option<Arc<Keys>>,
 }
 
 pub struct Routes {
     pub ops: Arc<Ops>,
-    pub token: String,
+    pub tokens: Tokens,
     pub bridge: Bridge,
-}
-
-/// Compares without an early exit, so response timing does not reveal the token.
-fn token_matches(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 fn not_configured(what: &str) -> Answer {
@@ -86,11 +81,12 @@ impl Handler for Routes {
             }
             _ => {}
         }
-        let authorized = request
-            .header("authorization")
-            .and_then(|v| v.strip_prefix(b"Bearer "))
-            .is_some_and(|t| token_matches(t, self.token.as_bytes()));
-        if !authorized {
+        let token = if request.header_count("authorization") == 1 {
+            self.tokens.find(request.header("authorization"))
+        } else {
+            None
+        };
+        let Some(token) = token else {
             error_body::write(
                 response,
                 401,
@@ -98,13 +94,31 @@ impl Handler for Routes {
                 "send Authorization: Bearer <admin token>",
                 None,
             );
-            response.header("WWW-Authenticate", "Bearer");
+            response.header("WWW-Authenticate", "Bearer realm=\"payrail-admin\"");
+            return;
+        };
+        if request.method != "GET" && token.scope != Scope::Write {
+            error_body::write(
+                response,
+                403,
+                "INSUFFICIENT_SCOPE",
+                "this admin token is read-only; writes need a token with scope \"write\"",
+                None,
+            );
             return;
         }
-        let result = match self.route(request) {
+        let who = Who {
+            actor: token.name.clone(),
+            request_id: request.request_id.unwrap_or("-").to_owned(),
+        };
+        let result = match self.route(request, who) {
             Ok(answer) => answer,
             Err(answer) => answer,
         };
+        if result.body.get("key").is_some() {
+            // A new key's secret: shown once, kept by nobody in between.
+            response.header("Cache-Control", "no-store");
+        }
         response.json(result.status, result.body.to_string().as_bytes());
     }
 }
@@ -120,9 +134,8 @@ impl Routes {
             .unwrap_or_else(|e| fail(503, "UPSTREAM_UNAVAILABLE", e))
     }
 
-    fn route(&self, request: &Request<'_>) -> Result<Answer, Answer> {
+    fn route(&self, request: &Request<'_>, who: Who) -> Result<Answer, Answer> {
         let ops = self.ops.clone();
-        let request_id = request.request_id.unwrap_or("-").to_owned();
         let segments: Vec<&str> = request.path.trim_end_matches('/').split('/').collect();
         let ["", "api", "admin", rest @ ..] = segments.as_slice() else {
             return Err(fail(404, "NOT_FOUND", "no such admin route"));
@@ -208,7 +221,7 @@ impl Routes {
                         .await
                         .map_or_else(kafka_error, |b| answer(200, b));
                     let target = format!("{topic}/{partition}@{offset}");
-                    ops.admin.audit("dlq-replay", &target, &result, &request_id);
+                    ops.admin.audit("dlq-replay", &target, &result, &who);
                     result
                 })
             }
@@ -260,8 +273,7 @@ impl Routes {
                         Err(StartError::Failed(m)) => fail(503, "K6_UNAVAILABLE", m),
                     };
                     let target = format!("{scenario} rate={rate} duration={duration}s");
-                    ops.admin
-                        .audit("load-test-start", &target, &result, &request_id);
+                    ops.admin.audit("load-test-start", &target, &result, &who);
                     result
                 })
             }
@@ -289,8 +301,7 @@ impl Routes {
                         Some(record) => answer(202, record),
                         None => fail(409, "DRILL_RUNNING", "a drill is already running"),
                     };
-                    ops.admin
-                        .audit("drill-start", "broker", &result, &request_id);
+                    ops.admin.audit("drill-start", "broker", &result, &who);
                     result
                 })
             }
@@ -341,10 +352,62 @@ impl Routes {
                     return Err(fail(400, "VALIDATION_ERROR", "not a valid merchantId"));
                 }
                 let merchant = (*merchant).to_owned();
-                self.call(async move { ops.admin.reset_rate_limit(&merchant, &request_id).await })
+                self.call(async move { ops.admin.reset_rate_limit(&merchant, &who).await })
             }
             ("POST", ["idempotency-cache", "clear"]) => {
-                self.call(async move { ops.admin.clear_idempotency_cache(&request_id).await })
+                self.call(async move { ops.admin.clear_idempotency_cache(&who).await })
+            }
+            (method, ["merchants", merchant, "keys", tail @ ..]) => {
+                if payrail_core::validate::merchant_id(merchant).is_err() {
+                    return Err(fail(400, "VALIDATION_ERROR", "not a valid merchantId"));
+                }
+                let Some(keys) = ops.keys.clone() else {
+                    return Err(not_configured("api_keys"));
+                };
+                let merchant = (*merchant).to_owned();
+                let key_id = match tail {
+                    [] => None,
+                    [id, ..] if payrail_db::api_keys::valid_key_id(id) => Some((*id).to_owned()),
+                    _ => {
+                        return Err(fail(
+                            404,
+                            "NOT_FOUND",
+                            "no such key (key ids look like key_<12 hex>)",
+                        ))
+                    }
+                };
+                match (method, tail, key_id) {
+                    ("POST", [], None) => {
+                        self.call(
+                            async move { keys::create(&ops.admin, &keys, &merchant, &who).await },
+                        )
+                    }
+                    ("GET", [], None) => {
+                        self.call(async move { keys::list(&ops.admin, &merchant).await })
+                    }
+                    ("POST", [_, "roll"], Some(key_id)) => {
+                        let body = json_body(request)?;
+                        let overlap = match &body["overlapSeconds"] {
+                            Json::Null => None,
+                            v => {
+                                Some(v.as_u64().filter(|s| *s <= 30 * 86_400).ok_or_else(|| {
+                                    fail(
+                                        400,
+                                        "VALIDATION_ERROR",
+                                        "overlapSeconds must be an integer from 0 to 2592000",
+                                    )
+                                })?)
+                            }
+                        };
+                        self.call(async move {
+                            keys::roll(&ops.admin, &keys, &merchant, &key_id, overlap, &who).await
+                        })
+                    }
+                    ("DELETE", [_], Some(key_id)) => self.call(async move {
+                        keys::revoke(&ops.admin, &merchant, &key_id, &who).await
+                    }),
+                    _ => fail(404, "NOT_FOUND", "no such admin route"),
+                }
             }
             _ => fail(404, "NOT_FOUND", "no such admin route"),
         })

@@ -59,6 +59,8 @@ pub struct Args {
     pub check_only: bool,
     /// Anything after the options (for example `ingest migrate`).
     pub command: Option<String>,
+    /// The command's own words (`monitoring create-key M-1`: `["M-1"]`).
+    pub operands: Vec<String>,
 }
 
 /// The start of every service's `main`: the command line, the config file (parsed and
@@ -81,6 +83,7 @@ pub fn parse_args(service: &str) -> Result<Args, String> {
     let mut config = None;
     let mut check_only = false;
     let mut command = None;
+    let mut operands = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -94,6 +97,7 @@ pub fn parse_args(service: &str) -> Result<Args, String> {
             other if !other.starts_with('-') && command.is_none() => {
                 command = Some(other.to_owned())
             }
+            other if !other.starts_with('-') => operands.push(other.to_owned()),
             other => return Err(format!("{service}: unknown argument {other}")),
         }
     }
@@ -102,5 +106,6 @@ pub fn parse_args(service: &str) -> Result<Args, String> {
         config,
         check_only,
         command,
+        operands,
     })
 }

@@ -6,8 +6,10 @@
 //!   under a named lock so several instances can start together.
 //! - [`outbox`]: outbox and history rows inside the caller's transaction.
 //! - [`sequence`]: global ids handed out in blocks from each shard's `id_sequence` row.
+//! - [`api_keys`]: merchant API keys: format, keyed hash, store, and the ring ingest checks.
 //! - [`error`]: what callers need to tell apart: shard down, duplicate key, anything else.
 
+pub mod api_keys;
 pub mod error;
 pub mod migrate;
 pub mod outbox;

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pg lifecycle",
         sql: include_str!("../migrations/0003_pg_lifecycle.sql"),
     },
+    Migration {
+        version: 4,
+        name: "api keys",
+        sql: include_str!("../migrations/0004_api_keys.sql"),
+    },
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, `--`

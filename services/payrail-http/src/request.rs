@@ -10,6 +10,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// `X-Request-Id` if the client (or the gateway) sent one.
     pub request_id: Option<&'a str>,
+    /// The connection's peer address (the gateway throttles failed authentication by it).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl<'a> Request<'a> {

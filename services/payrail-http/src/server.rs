@@ -257,6 +257,7 @@ fn connection<H: Handler>(
     draining: &AtomicBool,
 ) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(config.write_timeout_ms)));
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
     let mut response = Response::new();
@@ -419,6 +420,7 @@ fn connection<H: Handler>(
                 headers: parsed.headers,
                 body: &buffer[head.head_len..total],
                 request_id,
+                peer,
             };
             handler.handle(&request, &mut response);
             if let Some(id) = request_id {

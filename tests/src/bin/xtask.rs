@@ -188,8 +188,12 @@ fn saved_layout() -> Layout {
         gateway_extra_listen: Vec::new(),
         pg_behaviour: String::new(),
         kafka_storage: payrail_tests::kafka::storage_engine(),
+        merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
     }
 }
+
+/// The merchant `cargo xtask up` makes a key for.
+const DEMO_MERCHANT: &str = "MERCHANT-DEMO";
 
 fn up() -> Result<(), String> {
     if read_pids().iter().any(|(_, pid)| pid_alive(*pid)) {
@@ -216,6 +220,7 @@ fn up() -> Result<(), String> {
             gateway_extra_listen: vec![format!("127.0.0.1:{GATEWAY_PORT}")],
             pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
             kafka_storage: payrail_tests::kafka::storage_engine(),
+            merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
         },
         None => Layout {
             vm1: "127.0.0.1".into(),
@@ -223,6 +228,7 @@ fn up() -> Result<(), String> {
             gateway_extra_listen: Vec::new(),
             pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
             kafka_storage: payrail_tests::kafka::storage_engine(),
+            merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
         },
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
@@ -239,19 +245,63 @@ fn up() -> Result<(), String> {
             std::fs::write(pid_file(), text).map_err(|e| e.to_string())
         },
     )?;
+    // The demo merchant's key (made once, through the CLI path of a fresh appliance) and
+    // the MCP client's config with the read-only token.
+    let demo_key_file = dir.join("demo-merchant-key");
+    if layout.merchant_auth && !demo_key_file.exists() {
+        let key = appliance.create_key(DEMO_MERCHANT)?;
+        std::fs::write(&demo_key_file, format!("{key}\n")).map_err(|e| e.to_string())?;
+    }
+    let mcp_config = dir.join("mcp.toml");
+    std::fs::write(
+        &mcp_config,
+        format!(
+            "admin_url = \"http://{}\"\ntoken_file = \"{}\"\n",
+            layout.monitoring(),
+            appliance.read_token_file().display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let read_token = appliance.read_token_file();
     appliance.detach();
     println!(
         "payrail is up. State, logs and configs are under {}.",
         dir.display()
     );
     println!();
-    println!("  curl -s -X POST http://127.0.0.1:8080/api/payments/authorize \\");
-    println!("       -H 'Content-Type: application/json' \\");
-    println!("       -d '{{\"merchantId\":\"MERCHANT-123\",\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"order-1\"}}'");
+    if layout.merchant_auth {
+        let key = std::fs::read_to_string(&demo_key_file).map_err(|e| e.to_string())?;
+        println!("  merchant_auth = required. A key for the demo merchant {DEMO_MERCHANT} (also in .stack/demo-merchant-key):");
+        println!("    {}", key.trim());
+        println!();
+        println!("  curl -s -X POST http://127.0.0.1:8080/api/payments/authorize \\");
+        println!("       -H \"Authorization: Bearer $(cat .stack/demo-merchant-key)\" \\");
+        println!("       -H 'Content-Type: application/json' \\");
+        println!(
+            "       -d '{{\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"order-1\"}}'"
+        );
+    } else {
+        println!("  WARNING: merchant_auth = off (PAYRAIL_MERCHANT_AUTH=off): the payment API trusts the merchantId a request names. For reference clients only.");
+        println!();
+        println!("  curl -s -X POST http://127.0.0.1:8080/api/payments/authorize \\");
+        println!("       -H 'Content-Type: application/json' \\");
+        println!("       -d '{{\"merchantId\":\"MERCHANT-123\",\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"order-1\"}}'");
+    }
     println!();
     println!(
-        "  admin dashboard: http://127.0.0.1:8080/admin (token: {})",
-        dir.join("monitoring/admin-token").display()
+        "  admin dashboard: http://127.0.0.1:8080/admin (write token: {}, read-only token: {})",
+        dir.join("monitoring/admin-token").display(),
+        read_token.display()
+    );
+    println!("  new merchant keys: POST /api/admin/merchants/{{merchantId}}/keys, or target/release/monitoring --config .stack/monitoring/monitoring.toml create-key <merchantId>");
+    println!();
+    println!(
+        "  MCP client config (read-only token; e.g. Claude Desktop's claude_desktop_config.json):"
+    );
+    println!(
+        "    {{\"mcpServers\": {{\"payrail\": {{\"command\": \"{}\", \"args\": [\"--config\", \"{}\"]}}}}}}",
+        payrail_tests::bin_dir().join("mcp").display(),
+        mcp_config.display()
     );
     println!("  Prometheus: http://{}", layout.prometheus());
     println!();
@@ -473,6 +523,7 @@ fn bench() -> Result<(), String> {
                 "2 shards, innodb_flush_log_at_trx_commit = 1".into(),
             ),
         ],
+        keys_file: None,
     };
     let options = payrail_tests::bench::Options {
         quick,
