@@ -12,9 +12,14 @@ fn quick_bench_writes_a_sane_report() {
         TwoHost::available(),
         "network namespaces are not available (run as root): the bench test cannot run"
     );
-    let (mirror, appliance, procs) =
-        Appliance::start_on_mirror("prbn", 43, "bench-test", payrail_tests::kafka::SQLITE, true)
-            .expect("the appliance starts");
+    let (mirror, appliance, procs) = Appliance::start_on_mirror(
+        "prbn",
+        43,
+        "bench-test",
+        payrail_tests::kafka::SQLITE,
+        |l| l.merchant_auth = true,
+    )
+    .expect("the appliance starts");
     let dir = appliance.dir.clone();
     let token = std::fs::read_to_string(appliance.admin_token_file()).expect("token");
     let target = Target {

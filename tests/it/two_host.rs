@@ -103,7 +103,7 @@ fn two_hosts_through_the_gateway() {
     // tansu's SQLite engine could not drain the 63 k events of the 1,050 RPS minute; not
     // re-measured with nisshi yet).
     let (mirror, mut appliance, _) =
-        Appliance::start_on_mirror("pr2h", 42, "two-host", payrail_tests::kafka::MEMORY, false)
+        Appliance::start_on_mirror("pr2h", 42, "two-host", payrail_tests::kafka::MEMORY, |_| {})
             .expect("the appliance starts on two hosts");
     let layout = appliance.layout.clone();
     let dir = appliance.dir.clone();

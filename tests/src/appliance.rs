@@ -38,6 +38,8 @@ pub struct Layout {
     /// `merchant_auth = "required"` on both ingest instances (the default of `cargo xtask
     /// up`); false is `"off"`, for reference clients that send no key.
     pub merchant_auth: bool,
+    /// Appended to the gateway's config (e.g. `[auth_throttle]` for the attack suite).
+    pub gateway_toml: String,
 }
 
 /// `PAYRAIL_MERCHANT_AUTH=off` turns merchant API keys off (reference clients).
@@ -291,7 +293,7 @@ impl Appliance {
                 format!("http://{}", layout.ingest(2)),
             ],
             &[format!("http://{}", layout.monitoring())],
-            "",
+            &layout.gateway_toml,
         )?;
         appliance.add("gateway", Some(gateway), &mut on_start)?;
         let mut targets: Vec<(String, String)> = (1..=2)
@@ -324,14 +326,14 @@ impl Appliance {
 
     /// A test's own appliance on a new two-host mirror (namespaces `name`, subnet
     /// 10.77.`subnet`.0/24), state under `target/<dir_name>-<pid>`, pg-mock at 5–15 ms, the
-    /// broker on `kafka_storage`. Returns the mirror, the appliance and every process's pid
+    /// broker on `kafka_storage`, merchant auth off unless `tune` turns it on. Returns the mirror, the appliance and every process's pid
     /// by name (the shards included).
     pub fn start_on_mirror(
         name: &str,
         subnet: u8,
         dir_name: &str,
         kafka_storage: &'static str,
-        merchant_auth: bool,
+        tune: impl FnOnce(&mut Layout),
     ) -> Result<(crate::hosts::TwoHost, Self, Pids), String> {
         let mirror = crate::hosts::TwoHost::create(name, subnet)?;
         let dir = crate::repo_root().join(format!("target/{dir_name}-{}", std::process::id()));
@@ -340,14 +342,16 @@ impl Appliance {
         let password = format!("{dir_name}-test");
         let password_file = dir.join("db-password");
         std::fs::write(&password_file, format!("{password}\n")).map_err(|e| e.to_string())?;
-        let layout = Layout {
+        let mut layout = Layout {
             vm1: mirror.vm1.clone(),
             vm2: mirror.vm2.clone(),
             gateway_extra_listen: Vec::new(),
             pg_behaviour: PG_BEHAVIOUR.into(),
             kafka_storage,
-            merchant_auth,
+            merchant_auth: false,
+            gateway_toml: String::new(),
         };
+        tune(&mut layout);
         let mut pids = Vec::new();
         let appliance = Self::start(&dir, layout, &password, &password_file, |name, pid| {
             pids.push((name.to_owned(), pid));

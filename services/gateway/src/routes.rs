@@ -151,6 +151,19 @@ impl Gateway {
         );
     }
 
+    fn throttled(&self, response: &mut Response, seconds: u64) {
+        self.metrics.auth_throttled.inc();
+        response.reset();
+        error_body::write(
+            response,
+            429,
+            "TOO_MANY_FAILED_ATTEMPTS",
+            "too many failed authentications from this address or for this key; retry after the Retry-After delay",
+            None,
+        );
+        response.header_u64("Retry-After", seconds);
+    }
+
     fn health(&self, response: &mut Response) {
         let mut body = String::from("{\"status\":\"");
         let up = self.payments.any_usable();
@@ -305,21 +318,17 @@ impl Handler for Gateway {
                         .header("authorization")
                         .filter(|_| matches!(route, Route::Payments))
                         .and_then(crate::throttle::key_prefix);
-                    if let Some(seconds) = self.throttle.blocked(request.peer, prefix) {
-                        self.metrics.auth_throttled.inc();
-                        error_body::write(
-                            response,
-                            429,
-                            "TOO_MANY_FAILED_ATTEMPTS",
-                            "too many failed authentications from this address or for this key; retry after the Retry-After delay",
-                            None,
-                        );
-                        response.header_u64("Retry-After", seconds);
+                    let (address_wait, prefix_wait) = self.throttle.blocked(request.peer, prefix);
+                    if let Some(seconds) = address_wait {
+                        self.throttled(response, seconds);
                     } else {
                         self.proxy(pool, request, &request_id, response);
                         if response.status_code() == 401 {
                             self.metrics.auth_failures.inc();
                             self.throttle.failed(request.peer, prefix);
+                            if let Some(seconds) = prefix_wait {
+                                self.throttled(response, seconds);
+                            }
                         }
                     }
                 }

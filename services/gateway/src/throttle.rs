@@ -2,7 +2,10 @@
 //! the client's address, so it counts the 401 answers of its upstreams (a merchant API key
 //! or an admin token refused) per client address and per API key prefix, and once either
 //! has failed `failures_max` times in a window it answers 429 `TOO_MANY_FAILED_ATTEMPTS`
-//! with `Retry-After` until the window ends, without asking the upstream.
+//! with `Retry-After` until the window ends. An address over budget is refused without
+//! asking the upstream. A prefix over budget still reaches it, and only a refusal is
+//! turned into the 429: so whoever knows a key's (displayed) prefix cannot lock its owner
+//! out by failing on purpose, while a guesser gets nothing but 429s.
 //!
 //! A guesser rotating addresses is still held by the prefix count; one rotating prefixes
 //! by the address count. Successful requests cost one atomic load while nothing is
@@ -86,10 +89,14 @@ impl Throttle {
         Duration::from_millis(self.config.window_ms)
     }
 
-    /// Seconds to wait when the address or the prefix is over its budget.
-    pub fn blocked(&self, address: Option<IpAddr>, prefix: Option<&[u8]>) -> Option<u64> {
+    /// Seconds to wait, for the address and for the prefix, when over budget.
+    pub fn blocked(
+        &self,
+        address: Option<IpAddr>,
+        prefix: Option<&[u8]>,
+    ) -> (Option<u64>, Option<u64>) {
         if self.tracked.load(Ordering::Relaxed) == 0 {
-            return None;
+            return (None, None);
         }
         let now = Instant::now();
         let windows = self.windows.lock();
@@ -101,7 +108,7 @@ impl Throttle {
         };
         let by_address = address.and_then(|a| over(Subject::Address(a)));
         let by_prefix = prefix.and_then(|p| over(Subject::Prefix(p.into())));
-        by_address.max(by_prefix)
+        (by_address, by_prefix)
     }
 
     /// Counts one refused attempt.
@@ -161,13 +168,14 @@ mod tests {
         });
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
-        assert_eq!(t.blocked(Some(a), None), None);
+        assert_eq!(t.blocked(Some(a), None), (None, None));
         for _ in 0..3 {
             t.failed(Some(a), Some(b"prk_live_1"));
         }
-        assert!(t.blocked(Some(a), None).is_some());
-        assert!(t.blocked(Some(b), Some(b"prk_live_1")).is_some());
-        assert_eq!(t.blocked(Some(b), Some(b"prk_live_2")), None);
+        assert!(t.blocked(Some(a), None).0.is_some());
+        assert!(t.blocked(Some(b), Some(b"prk_live_1")).1.is_some());
+        assert!(t.blocked(Some(b), Some(b"prk_live_1")).0.is_none());
+        assert_eq!(t.blocked(Some(b), Some(b"prk_live_2")), (None, None));
         for i in 0..20u8 {
             t.failed(Some([10, 1, 0, i].into()), None);
         }

@@ -137,6 +137,8 @@ impl Api {
                 .auth_failures
                 .with_label_values(&["mismatch"])
                 .inc();
+            // Not even the path's own id comes back: the answer says nothing about it.
+            return write_rejection(response, rejection, None);
         }
         write_rejection(response, rejection, payment_id);
     }

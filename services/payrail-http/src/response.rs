@@ -30,7 +30,7 @@ impl Response {
         }
     }
 
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.status = 200;
         self.headers.clear();
         self.body.clear();

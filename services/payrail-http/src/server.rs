@@ -159,11 +159,13 @@ fn inspect_head(
                 "MALFORMED_REQUEST",
                 "Content-Length must be a decimal number",
             ))?;
-            if content_length.is_some_and(|previous| previous != parsed) {
+            // Two Content-Length headers are refused even when they agree: a proxy in front
+            // may have picked either (request smuggling).
+            if content_length.is_some() {
                 return Err(HeadError::Answer(
                     400,
                     "MALFORMED_REQUEST",
-                    "conflicting Content-Length headers",
+                    "send exactly one Content-Length header",
                 ));
             }
             content_length = Some(parsed);
@@ -261,6 +263,9 @@ fn connection<H: Handler>(
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
     let mut response = Response::new();
+    // A new connection must start its first request within the head timeout, not the
+    // keep-alive one: idle floods and slowloris are shed in seconds, not a minute.
+    let mut first = true;
     loop {
         // 1. The head. An idle connection waits up to the keep-alive timeout for the first
         //    byte; once a request has started, the head must complete within its timeout.
@@ -284,6 +289,21 @@ fn connection<H: Handler>(
                             431,
                             "HEADERS_TOO_LARGE",
                             "request head exceeds the size limit",
+                        );
+                        return;
+                    }
+                    Ok(httparse::Status::Complete(head_len))
+                        if has_bare_lf(&buffer[..head_len]) =>
+                    {
+                        // httparse takes a bare LF as a line end; a proxy that does not
+                        // would see other headers than we do (request smuggling).
+                        answer_and_close(
+                            stream,
+                            &mut response,
+                            &mut out,
+                            400,
+                            "MALFORMED_REQUEST",
+                            "end header lines with CRLF",
                         );
                         return;
                     }
@@ -342,6 +362,9 @@ fn connection<H: Handler>(
             }
             let deadline = match started {
                 Some(at) => at + Duration::from_millis(config.header_read_timeout_ms),
+                None if first => {
+                    Instant::now() + Duration::from_millis(config.header_read_timeout_ms)
+                }
                 None => Instant::now() + Duration::from_millis(config.keep_alive_idle_timeout_ms),
             };
             match read_more(stream, &mut buffer, deadline) {
@@ -441,6 +464,7 @@ fn connection<H: Handler>(
             return;
         }
         buffer.drain(..total);
+        first = false;
         // Give back memory a single large request grew, so idle connections stay small.
         if buffer.capacity() > 64 * 1024 && buffer.len() < 8192 {
             buffer.shrink_to(16 * 1024);
@@ -461,12 +485,53 @@ fn answer_and_close(
     response.close();
     out.clear();
     response.encode(out);
-    let _ = stream.write_all(out);
+    if stream.write_all(out).is_ok() {
+        linger(stream);
+    }
+}
+
+/// Most a lingering close reads and throws away, and for how long: enough for a client
+/// that sends a whole oversized body before it reads the 413.
+const LINGER_BYTES_MAX: usize = 4 * 1024 * 1024;
+const LINGER_MS: u64 = 2_000;
+
+/// Closes lingeringly: ends our side, then reads what the client still sends (bounded in
+/// bytes and time), so the kernel does not answer its unread bytes with a reset that
+/// destroys the answer before the client reads it.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_millis(LINGER_MS);
+    let mut sink = [0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES_MAX {
+        let now = Instant::now();
+        if now >= deadline || stream.set_read_timeout(Some(deadline - now)).is_err() {
+            return;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// True when a line of the head ends in LF without CR.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_content_length;
+    use super::{has_bare_lf, parse_content_length};
+
+    #[test]
+    fn bare_line_feeds_are_found() {
+        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\nHost: a\r\n\r\n"));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\n\n"));
+    }
 
     #[test]
     fn content_length_is_strict() {

@@ -189,6 +189,7 @@ fn saved_layout() -> Layout {
         pg_behaviour: String::new(),
         kafka_storage: payrail_tests::kafka::storage_engine(),
         merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
+        gateway_toml: String::new(),
     }
 }
 
@@ -221,6 +222,7 @@ fn up() -> Result<(), String> {
             pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
             kafka_storage: payrail_tests::kafka::storage_engine(),
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
+            gateway_toml: String::new(),
         },
         None => Layout {
             vm1: "127.0.0.1".into(),
@@ -229,6 +231,7 @@ fn up() -> Result<(), String> {
             pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
             kafka_storage: payrail_tests::kafka::storage_engine(),
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
+            gateway_toml: String::new(),
         },
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
