@@ -21,6 +21,9 @@ pub struct Config {
     /// `https://admin.example.com`). Empty: no CORS headers at all. Never `*`.
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
+    /// HTTPS listeners (rustls), next to or instead of the plain ones in `listen`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Failed authentications per client address and key prefix (see `throttle`).
     #[serde(default)]
     pub auth_throttle: crate::throttle::ThrottleConfig,
@@ -36,6 +39,25 @@ pub struct Config {
 
 fn default_instance() -> String {
     "gateway".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `host:port` addresses that speak TLS 1.2+ (e.g. `["0.0.0.0:443"]`).
+    pub listen: Vec<String>,
+    /// PEM certificate chain and private key. Reloaded on SIGHUP (new connections get the
+    /// new certificate; on a bad file the old one stays and the error is logged).
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    /// `Strict-Transport-Security: max-age=…` on answers over TLS; 0 turns it off.
+    /// Default one year.
+    #[serde(default = "default_hsts")]
+    pub hsts_max_age_seconds: u64,
+}
+
+fn default_hsts() -> u64 {
+    31_536_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,8 +149,8 @@ impl Default for RuntimeConfig {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        if self.listen.is_empty() {
-            return Err("listen must name at least one address".into());
+        if self.listen.is_empty() && self.tls.as_ref().is_none_or(|t| t.listen.is_empty()) {
+            return Err("listen (or tls.listen) must name at least one address".into());
         }
         if self.payments.is_empty() {
             return Err("payments must list at least one ingest base URL".into());

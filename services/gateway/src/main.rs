@@ -90,6 +90,27 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         throttle: throttle::Throttle::new(config.auth_throttle.clone()),
     });
     let draining = Arc::new(AtomicBool::new(false));
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(payrail_http::tls::Tls::new(
+            &t.cert_file,
+            &t.key_file,
+            t.hsts_max_age_seconds,
+        )?)),
+        None => None,
+    };
+    if let (Some(t), Some(tls)) = (&config.tls, &tls) {
+        for address in &t.listen {
+            let listener = may::net::TcpListener::bind(address)?;
+            tracing::info!(listen = %listener.local_addr()?, "gateway listening (TLS)");
+            let _server = payrail_http::server::serve_tls(
+                listener,
+                config.http.clone(),
+                gateway.clone(),
+                draining.clone(),
+                Some(tls.clone()),
+            );
+        }
+    }
     for address in &config.listen {
         let listener = may::net::TcpListener::bind(address)?;
         tracing::info!(listen = %listener.local_addr()?, upstreams = config.payments.len(), "gateway listening");
@@ -106,9 +127,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let drain_timeout = Duration::from_millis(config.runtime.drain_timeout_ms);
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = hup.recv() => match &tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(error) => tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the old one stays"),
+                    },
+                    None => tracing::info!("SIGHUP: no TLS configured; nothing to reload"),
+                },
+            }
         }
         draining.store(true, Ordering::Release);
         let started = Instant::now();

@@ -5,6 +5,7 @@
 //! - [`request`] / [`response`]: borrowed requests and reusable response buffers.
 //! - [`bridge`]: runs a future on a tokio runtime and parks the calling coroutine (not its
 //!   thread) until the answer comes back, with a bound on calls in flight.
+//! - [`tls`]: rustls on the same loop (TLS 1.2+, certificate reload, HSTS).
 //! - [`error_body`]: the API's error body and codes (`shared/spec/api.md`).
 //!
 //! Why not may_minihttp's server loop: version 0.1.11 unwraps the `Content-Length` header
@@ -19,6 +20,7 @@ pub mod error_body;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod tls;
 
 pub use bridge::{Bridge, BridgeError};
 pub use request::Request;

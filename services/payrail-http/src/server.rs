@@ -8,9 +8,10 @@
 use crate::error_body;
 use crate::request::Request;
 use crate::response::Response;
-use may::net::{TcpListener, TcpStream};
+use crate::tls::{Secure, Tls, Transport};
+use may::net::TcpListener;
 use serde::Deserialize;
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,17 @@ pub fn serve_draining<H: Handler>(
     handler: Arc<H>,
     draining: Arc<AtomicBool>,
 ) -> may::coroutine::JoinHandle<()> {
+    serve_tls(listener, config, handler, draining, None)
+}
+
+/// [`serve_draining`], speaking TLS on every connection when `tls` is given.
+pub fn serve_tls<H: Handler>(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<H>,
+    draining: Arc<AtomicBool>,
+    tls: Option<Arc<Tls>>,
+) -> may::coroutine::JoinHandle<()> {
     let open = Arc::new(AtomicUsize::new(0));
     let config = Arc::new(config);
     let spawn = move || {
@@ -99,15 +111,26 @@ pub fn serve_draining<H: Handler>(
             let draining = draining.clone();
             let config = config.clone();
             let open = open.clone();
+            let tls = tls.clone();
             let over_cap = open.fetch_add(1, Ordering::AcqRel) >= config.connections_max;
             let go = move || {
-                let mut stream = stream;
-                if over_cap {
-                    refuse_overloaded(&mut stream, &config);
-                } else {
-                    connection(&mut stream, &config, &*handler, &draining);
+                match tls {
+                    None => {
+                        let mut stream = stream;
+                        run(&mut stream, over_cap, &config, &*handler, &draining);
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                    }
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream) {
+                            let mut secure = Secure {
+                                stream,
+                                hsts: tls.hsts.clone(),
+                            };
+                            run(&mut secure, over_cap, &config, &*handler, &draining);
+                            let _ = secure.shutdown_write();
+                        }
+                    }
                 }
-                let _ = stream.shutdown(std::net::Shutdown::Both);
                 open.fetch_sub(1, Ordering::AcqRel);
             };
             may::go!(go);
@@ -116,7 +139,21 @@ pub fn serve_draining<H: Handler>(
     may::go!(spawn)
 }
 
-fn refuse_overloaded(stream: &mut TcpStream, config: &ServerConfig) {
+fn run<T: Transport, H: Handler>(
+    stream: &mut T,
+    over_cap: bool,
+    config: &ServerConfig,
+    handler: &H,
+    draining: &AtomicBool,
+) {
+    if over_cap {
+        refuse_overloaded(stream, config);
+    } else {
+        connection(stream, config, handler, draining);
+    }
+}
+
+fn refuse_overloaded<T: Transport>(stream: &mut T, config: &ServerConfig) {
     let mut response = Response::new();
     error_body::write(
         &mut response,
@@ -217,8 +254,8 @@ enum ReadOutcome {
 }
 
 /// Reads more bytes into `buffer`, waiting at most until `deadline`.
-fn read_more(
-    stream: &mut TcpStream,
+fn read_more<T: Transport>(
+    stream: &mut T,
     buffer: &mut Vec<u8>,
     deadline: Instant,
 ) -> io::Result<ReadOutcome> {
@@ -252,8 +289,8 @@ fn read_more(
     }
 }
 
-fn connection<H: Handler>(
-    stream: &mut TcpStream,
+fn connection<T: Transport, H: Handler>(
+    stream: &mut T,
     config: &ServerConfig,
     handler: &H,
     draining: &AtomicBool,
@@ -446,6 +483,9 @@ fn connection<H: Handler>(
                 peer,
             };
             handler.handle(&request, &mut response);
+            if let Some(hsts) = stream.hsts() {
+                response.header("Strict-Transport-Security", hsts);
+            }
             if let Some(id) = request_id {
                 if id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
                     response.header("X-Request-Id", id);
@@ -472,8 +512,8 @@ fn connection<H: Handler>(
     }
 }
 
-fn answer_and_close(
-    stream: &mut TcpStream,
+fn answer_and_close<T: Transport>(
+    stream: &mut T,
     response: &mut Response,
     out: &mut Vec<u8>,
     status: u16,
@@ -498,8 +538,8 @@ const LINGER_MS: u64 = 2_000;
 /// Closes lingeringly: ends our side, then reads what the client still sends (bounded in
 /// bytes and time), so the kernel does not answer its unread bytes with a reset that
 /// destroys the answer before the client reads it.
-fn linger(stream: &mut TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+fn linger<T: Transport>(stream: &mut T) {
+    let _ = stream.shutdown_write();
     let deadline = Instant::now() + Duration::from_millis(LINGER_MS);
     let mut sink = [0u8; 16 * 1024];
     let mut drained = 0;
