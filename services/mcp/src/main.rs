@@ -26,10 +26,15 @@ static GLOBAL: MiMalloc = MiMalloc;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// The monitoring service, e.g. `http://10.0.0.1:8087`.
+    /// The admin API: monitoring (`http://10.0.0.1:8087`) or the gateway over TLS
+    /// (`https://payments.example.com`).
     admin_url: String,
-    /// File holding the admin bearer token.
+    /// File holding the admin bearer token: a read-only one (`scope = "read"`) is enough.
     token_file: PathBuf,
+    /// A PEM file of CA certificates to trust for an https `admin_url` besides the
+    /// compiled-in public roots (a private or self-signed CA).
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
     /// Per-call budget. Default 60 000 ms (a reconciliation can take a while).
     #[serde(default = "default_timeout")]
     timeout_ms: u64,
@@ -41,8 +46,8 @@ fn default_timeout() -> u64 {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        if !self.admin_url.starts_with("http://") {
-            return Err("admin_url must start with http://".into());
+        if !self.admin_url.starts_with("http://") && !self.admin_url.starts_with("https://") {
+            return Err("admin_url must start with http:// or https://".into());
         }
         Ok(())
     }
@@ -53,7 +58,7 @@ struct Payrail {
     base: String,
     token: String,
     timeout: Duration,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
     #[allow(dead_code)] // read by the code #[tool_handler] generates
     tool_router: ToolRouter<Self>,
 }
@@ -253,9 +258,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let tls = tls_config(config.ca_file.as_deref())?;
     runtime.block_on(async {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let server = Payrail {
             base: config.admin_url.trim_end_matches('/').to_owned(),
             token,
@@ -268,4 +280,28 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     Ok(())
+}
+
+/// The compiled-in public roots (a static binary needs no CA bundle on the host), plus the
+/// CA certificates of `ca_file`.
+fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        {
+            roots
+                .add(cert.map_err(|e| format!("{}: {e}", path.display()))?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
