@@ -71,12 +71,21 @@ in {
     wantedBy = ["multi-user.target"];
     # Until Kafka answers: each try waits up to 60 s, fails, and systemd starts it again.
     startLimitIntervalSec = 0;
-    serviceConfig = {
-      Type = "oneshot";
-      RemainAfterExit = true;
-      Restart = "on-failure";
-      RestartSec = 5;
-    };
+    # The JVM of kafka-topics.sh needs writable-executable memory (its JIT) and a whole
+    # /proc; a refused system call fails with EPERM instead of killing it; its log
+    # directory is the private /tmp (the store is read-only).
+    serviceConfig =
+      import ./nixos-modules/hardening.nix
+      // {
+        MemoryDenyWriteExecute = false;
+        ProcSubset = "all";
+        SystemCallErrorNumber = "EPERM";
+        Environment = ["LOG_DIR=/tmp"];
+        Type = "oneshot";
+        RemainAfterExit = true;
+        Restart = "on-failure";
+        RestartSec = 5;
+      };
     path = [config.services.apache-kafka.package];
     script = ''
       ready=
@@ -99,10 +108,13 @@ in {
     credentials = {
       db-password = secret "db-password";
       redis-password = secret "redis-password";
+      api-key-hash = secret "api-key-hash";
     };
     settings = {
       listen = "0.0.0.0:8081";
       instance = "ingest-1";
+      merchant_auth = hosts.merchantAuth;
+      api_keys.hash_key_file = "/run/credentials/payrail-ingest.service/api-key-hash";
       redis = {
         url = "redis://127.0.0.1:6380/0";
         password_file = "/run/credentials/payrail-ingest.service/redis-password";
@@ -120,10 +132,24 @@ in {
       db-password = secret "db-password";
       redis-password = secret "redis-password";
       admin-token = secret "admin-token";
+      admin-read-token = secret "admin-read-token";
+      api-key-hash = secret "api-key-hash";
     };
     settings = {
       listen = "0.0.0.0:8087";
-      token_file = "/run/credentials/payrail-monitoring.service/admin-token";
+      admin_tokens = [
+        {
+          name = "operator";
+          scope = "write";
+          file = "/run/credentials/payrail-monitoring.service/admin-token";
+        }
+        {
+          name = "mcp";
+          scope = "read";
+          file = "/run/credentials/payrail-monitoring.service/admin-read-token";
+        }
+      ];
+      api_keys.hash_key_file = "/run/credentials/payrail-monitoring.service/api-key-hash";
       audit_log = "/var/lib/payrail-monitoring/audit.jsonl";
       state_dir = "/var/lib/payrail-monitoring/state";
       kafka.bootstrap_servers = "127.0.0.1:9092";

@@ -4,6 +4,7 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }: let
   hosts = config.payrail.hosts.effective;
@@ -27,6 +28,8 @@
     }
   ];
   kafka = {bootstrap_servers = "${hosts.vm1Address}:9092";};
+  inherit (hosts) tls;
+  acmeDir = "/var/lib/acme/${toString tls.acmeHost}";
   pg = "http://127.0.0.1:8090";
   worker = name: port: {
     enable = true;
@@ -63,10 +66,13 @@ in {
     credentials = {
       db-password = secret "db-password";
       redis-password = secret "redis-password";
+      api-key-hash = secret "api-key-hash";
     };
     settings = {
       listen = "0.0.0.0:8082";
       instance = "ingest-2";
+      merchant_auth = hosts.merchantAuth;
+      api_keys.hash_key_file = "/run/credentials/payrail-ingest.service/api-key-hash";
       redis = {
         url = "redis://${hosts.vm1Address}:6380/0";
         password_file = "/run/credentials/payrail-ingest.service/redis-password";
@@ -80,13 +86,50 @@ in {
   services.payrail.gateway = {
     enable = true;
     openFirewall = true;
-    settings = {
-      listen = ["0.0.0.0:8080"];
-      payments = ["http://${hosts.vm1Address}:8081" "http://127.0.0.1:8082"];
-      admin = ["http://${hosts.vm1Address}:8087"];
-      cors_allowed_origins = [];
+    credentials = lib.mkIf (tls.enable && tls.acmeHost == null) {
+      tls-cert = tls.certificateFile;
+      tls-key = tls.keyFile;
     };
+    settings =
+      {
+        listen = ["0.0.0.0:8080"];
+        payments = ["http://${hosts.vm1Address}:8081" "http://127.0.0.1:8082"];
+        admin = ["http://${hosts.vm1Address}:8087"];
+        cors_allowed_origins = [];
+      }
+      // lib.optionalAttrs tls.enable {
+        tls =
+          {listen = ["0.0.0.0:443"];}
+          // (
+            if tls.acmeHost != null
+            then {
+              cert_file = "${acmeDir}/fullchain.pem";
+              key_file = "${acmeDir}/key.pem";
+            }
+            else {
+              cert_file = "/run/credentials/payrail-gateway.service/tls-cert";
+              key_file = "/run/credentials/payrail-gateway.service/tls-key";
+            }
+          );
+      };
   };
+  # HTTPS: port 443 (CAP_NET_BIND_SERVICE only), SIGHUP reloads the certificate, and an
+  # ACME certificate is read in place. Let its renewal reload the gateway with
+  # `security.acme.certs.<acmeHost>.reloadServices = ["payrail-gateway.service"];`.
+  systemd.services.payrail-gateway.serviceConfig = lib.mkIf tls.enable ({
+      ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+      CapabilityBoundingSet = lib.mkForce ["CAP_NET_BIND_SERVICE"];
+      AmbientCapabilities = lib.mkForce ["CAP_NET_BIND_SERVICE"];
+      PrivateUsers = lib.mkForce false;
+    }
+    // lib.optionalAttrs (tls.acmeHost != null) {SupplementaryGroups = ["acme"];});
+  networking.firewall.allowedTCPPorts = lib.mkIf tls.enable [443];
+  assertions = [
+    {
+      assertion = !tls.enable || tls.acmeHost != null || (tls.certificateFile != null && tls.keyFile != null);
+      message = "payrail.hosts.tls: set acmeHost, or certificateFile and keyFile";
+    }
+  ];
 
   services.payrail.settlement-worker = worker "settlement-worker" 8084;
   services.payrail.refund-worker = worker "refund-worker" 8085;

@@ -20,7 +20,7 @@
   requiredNames = ["vm1Address" "vm2Address" "privateNetwork"];
   payrailEnabled = lib.any (s: s.enable or false) (lib.attrValues (config.services.payrail or {}));
   # The secret files every host reads, by credential name.
-  secretNames = ["db-password" "redis-password" "admin-token" "grafana-admin-password" "grafana-secret-key"];
+  secretNames = ["db-password" "redis-password" "admin-token" "admin-read-token" "api-key-hash" "grafana-admin-password" "grafana-secret-key"];
 in {
   options.payrail.hosts = {
     vm1Address = required "Address (or resolvable name) of the state host, as vm2 reaches it. Required.";
@@ -42,7 +42,10 @@ in {
         Directory holding the secret files, put there out of band (sops-nix, agenix, or by
         hand with mode 0400), read by systemd's LoadCredential as root, so any owner works:
         `db-password` (MariaDB user `payrail`), `redis-password`, `grafana-admin-password`,
-        `grafana-secret-key`, `admin-token` (the admin API's bearer token). Never in the
+        `grafana-secret-key`, `admin-token` (the admin API's write-scoped bearer token, the
+        operator's; at least 32 bytes), `admin-read-token` (read-only, for MCP; at least 32
+        bytes), `api-key-hash` (the key of the merchant API keys' BLAKE3 hash, at least 32
+        bytes, the same file on both hosts; replacing it invalidates every key). Never in the
         Nix store. Each file can be pointed elsewhere with `payrail.hosts.secrets.<name>`.
       '';
     };
@@ -55,6 +58,38 @@ in {
         each defaulting to `secretsDir/<name>`: a sops-nix `config.sops.secrets.<x>.path` or
         an agenix `config.age.secrets.<x>.path` fits here.
       '';
+    };
+    merchantAuth = lib.mkOption {
+      type = lib.types.enum ["required" "off"];
+      default = "required";
+      description = ''
+        Whether the payment API needs a merchant API key (`Authorization: Bearer <key>`),
+        which then decides the merchant. `off` trusts the `merchantId` a request names: for
+        reference clients only (ingest logs a warning; `/health` shows it).
+      '';
+    };
+    tls = {
+      enable = lib.mkEnableOption "HTTPS at the gateway on port 443 (rustls, TLS 1.2+, HSTS)";
+      certificateFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = "PEM certificate chain (a secret path, loaded with LoadCredential; rotate with a restart). Or use `acmeHost`.";
+      };
+      keyFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = "PEM private key, with `certificateFile`.";
+      };
+      acmeHost = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "payments.example.com";
+        description = ''
+          Take the certificate from `security.acme.certs.<acmeHost>` (configure that
+          certificate yourself): the gateway reads it from the ACME directory (group `acme`)
+          and reloads it on SIGHUP when it is renewed.
+        '';
+      };
     };
     kafkaClusterId = lib.mkOption {
       type = lib.types.str;

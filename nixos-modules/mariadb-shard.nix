@@ -30,11 +30,21 @@
     after = ["mysql.service"];
     requires = ["mysql.service"];
     wantedBy = ["multi-user.target"];
-    serviceConfig = {
-      Type = "oneshot";
-      RemainAfterExit = true;
-      LoadCredential = ["db-password:${config.payrail.hosts.secrets.db-password}"];
-    };
+    # Root over the socket (MariaDB's unix_socket account), and nothing else: no network,
+    # no capabilities, a read-only system but the socket's directory.
+    serviceConfig =
+      import ./hardening.nix
+      // {
+        DynamicUser = false;
+        PrivateUsers = false;
+        PrivateNetwork = true;
+        IPAddressDeny = "any";
+        RestrictAddressFamilies = ["AF_UNIX"];
+        ReadWritePaths = ["/run/mysqld"];
+        Type = "oneshot";
+        RemainAfterExit = true;
+        LoadCredential = ["db-password:${config.payrail.hosts.secrets.db-password}"];
+      };
     path = [config.services.mysql.package];
     script = ''
       password=$(tr -d '\n' < "$CREDENTIALS_DIRECTORY/db-password")

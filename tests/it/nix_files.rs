@@ -281,3 +281,82 @@ fn every_unit_runs_a_built_binary_and_loads_the_credentials_its_config_names() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(checked >= 30, "only {checked} facts checked: {facts}");
 }
+
+/// The exposure bound of issue 14: "OK" in systemd's own words.
+const EXPOSURE_MAX: f64 = 2.0;
+
+/// Every payrail unit of both hosts, written as a unit file from the evaluated
+/// `serviceConfig` and scored by `systemd-analyze security --offline=true`: each at most
+/// 2.0. Prints the table the README records.
+#[test]
+fn every_unit_is_hardened_to_exposure_2_or_less() {
+    let Some(kit) = nix_eval_kit() else { return };
+    let facts = unit_facts(&kit);
+    let dir = repo_root().join("target/unit-security");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut table = Vec::new();
+    let mut problems = Vec::new();
+    for host in ["vm1", "vm2"] {
+        for (unit, facts) in facts[host]["units"].as_object().expect("units") {
+            if !unit.starts_with("payrail-") {
+                continue;
+            }
+            let mut text = format!("[Unit]\nDescription={unit}\n\n[Service]\n");
+            for (key, value) in facts["serviceConfig"].as_object().expect("serviceConfig") {
+                match value {
+                    serde_json::Value::Array(items)
+                        if key == "SystemCallFilter"
+                            || key == "LoadCredential"
+                            || key == "Environment" =>
+                    {
+                        for item in items {
+                            text.push_str(&format!("{key}={}\n", item.as_str().unwrap_or("")));
+                        }
+                    }
+                    serde_json::Value::Array(items) => {
+                        let words: Vec<&str> = items.iter().filter_map(|i| i.as_str()).collect();
+                        text.push_str(&format!("{key}={}\n", words.join(" ")));
+                    }
+                    serde_json::Value::Bool(b) => {
+                        text.push_str(&format!("{key}={}\n", if *b { "yes" } else { "no" }))
+                    }
+                    other => text.push_str(&format!("{key}={}\n", other.as_str().unwrap_or(""))),
+                }
+            }
+            let file = dir.join(format!("{host}-{unit}.service"));
+            std::fs::write(&file, text).expect("unit file");
+            let output = std::process::Command::new("systemd-analyze")
+                .args(["security", "--offline=true", "--no-pager"])
+                .arg(&file)
+                .output()
+                .expect("systemd-analyze runs (Debian's systemd)");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let Some(exposure) = stdout
+                .lines()
+                .find(|l| l.contains("Overall exposure level"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<f64>().ok())
+            else {
+                problems.push(format!(
+                    "{host} {unit}: no exposure in {stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+                continue;
+            };
+            table.push(format!("| {host} | {unit} | {exposure:.1} |"));
+            if exposure > EXPOSURE_MAX {
+                problems.push(format!(
+                    "{host} {unit}: exposure {exposure} > {EXPOSURE_MAX}"
+                ));
+            }
+        }
+    }
+    println!(
+        "| host | unit | exposure |\n|---|---|---|\n{}",
+        table.join("\n")
+    );
+    assert!(table.len() >= 14, "only {} units scored", table.len());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

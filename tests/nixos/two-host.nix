@@ -12,7 +12,9 @@
       echo test-redis-password > /run/secrets/payrail/redis-password
       echo admin > /run/secrets/payrail/grafana-admin-password
       echo test-grafana-secret-key > /run/secrets/payrail/grafana-secret-key
-      echo test-admin-token > /run/secrets/payrail/admin-token
+      echo test-admin-token-0123456789abcdef0123 > /run/secrets/payrail/admin-token
+      echo test-read-token-0123456789abcdef01234 > /run/secrets/payrail/admin-read-token
+      echo test-api-key-hash-0123456789abcdef012 > /run/secrets/payrail/api-key-hash
       chmod 0400 /run/secrets/payrail/*
     '';
   };
@@ -64,10 +66,11 @@ in {
     client.wait_until_succeeds("curl -sf http://vm2:8080/health | grep UP", timeout=120)
 
     with subtest("full flow through the gateway"):
-        client.succeed("k6 run -e BASE_URL=http://vm2:8080 -e RATE=50 -e DURATION=20s /etc/payrail-k6/full-flow.js")
+        # merchant_auth = "required": k6 makes its merchants' keys through the admin API.
+        client.succeed("k6 run -e BASE_URL=http://vm2:8080 -e ADMIN_TOKEN=test-admin-token-0123456789abcdef0123 -e MERCHANTS=100 -e RATE=50 -e DURATION=20s /etc/payrail-k6/full-flow.js")
 
     with subtest("1,000 RPS of authorizations"):
-        client.succeed("k6 run -e BASE_URL=http://vm2:8080 -e RATE=1000 -e DURATION=30s --summary-export=/tmp/k6.json /etc/payrail-k6/authorize.js")
+        client.succeed("k6 run -e BASE_URL=http://vm2:8080 -e ADMIN_TOKEN=test-admin-token-0123456789abcdef0123 -e RATE=1000 -e DURATION=30s --summary-export=/tmp/k6.json /etc/payrail-k6/authorize.js")
         client.copy_from_vm("/tmp/k6.json", "")
 
     with subtest("the pipeline drains and reconciles"):
@@ -76,8 +79,11 @@ in {
 
     with subtest("the admin API through the gateway"):
         client.fail("curl -sf http://vm2:8080/api/admin/stats")
-        client.succeed("curl -sf -H 'Authorization: Bearer test-admin-token' http://vm2:8080/api/admin/stats | grep '\"up\":true'")
-        auth = "-H 'Authorization: Bearer test-admin-token'"
+        client.fail("curl -sf http://vm2:8080/api/payments?merchantId=M-1")
+        client.succeed("curl -sf -H 'Authorization: Bearer test-read-token-0123456789abcdef01234' http://vm2:8080/api/admin/stats")
+        client.fail("curl -sf -X POST -H 'Authorization: Bearer test-read-token-0123456789abcdef01234' http://vm2:8080/api/admin/merchants/M-1/keys")
+        client.succeed("curl -sf -H 'Authorization: Bearer test-admin-token-0123456789abcdef0123' http://vm2:8080/api/admin/stats | grep '\"up\":true'")
+        auth = "-H 'Authorization: Bearer test-admin-token-0123456789abcdef0123'"
         client.succeed("curl -sf http://vm2:8080/admin | grep 'payrail admin'")
         client.succeed(f"curl -sf {auth} http://vm2:8080/api/admin/kafka | grep settlement-worker")
         client.succeed(f"curl -sf {auth} http://vm2:8080/api/admin/breakers | grep kafka-publisher")
@@ -102,7 +108,7 @@ in {
         vm1.succeed("curl -sf -u admin:admin 'http://127.0.0.1:3000/api/search?query=payrail' | grep -i overview")
 
     with subtest("systemd-analyze security of every payrail unit: exposure at most 2.0"):
-        for machine, units in [(vm1, ["payrail-ingest", "payrail-monitoring"]), (vm2, ["payrail-gateway", "payrail-ingest", "payrail-settlement-worker", "payrail-refund-worker", "payrail-ledger", "payrail-pg-mock"])]:
+        for machine, units in [(vm1, ["payrail-ingest", "payrail-monitoring", "payrail-kafka-topics", "payrail-mariadb-user"]), (vm2, ["payrail-gateway", "payrail-ingest", "payrail-settlement-worker", "payrail-refund-worker", "payrail-ledger", "payrail-pg-mock", "payrail-mariadb-user"])]:
             for unit in units:
                 line = machine.succeed(f"systemd-analyze security {unit}.service | tail -1").strip()
                 machine.log(line)

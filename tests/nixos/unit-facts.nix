@@ -16,6 +16,14 @@
       lib.mapAttrs (_: s: {
         execStart = toString (s.serviceConfig.ExecStart or "");
         loadCredential = map toString (s.serviceConfig.LoadCredential or []);
+        # Every [Service] setting, for `systemd-analyze security --offline` on the unit.
+        serviceConfig = lib.mapAttrs (_: v:
+          if lib.isList v
+          then map toString v
+          else if lib.isBool v
+          then v
+          else toString v)
+        s.serviceConfig;
       })
       (payrailUnits // lib.optionalAttrs c.services.grafana.enable {inherit (c.systemd.services) grafana;});
     # Unit name -> the settings its config file holds.
