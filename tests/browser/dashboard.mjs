@@ -8,7 +8,8 @@
 //
 // Steps: load; a wrong token is refused; log in; start a short k6 run from the Tests tab
 // and wait for its report; check the throughput chart gained points; replay the dead
-// letter from the System tab. Prints one JSON line of what it saw; exits 1 on any failure.
+// letter from the System tab; the merchant_auth = off warning; create and roll a merchant
+// API key from the Keys tab (the secret shown once, the list without it). Prints one JSON line of what it saw; exits 1 on any failure.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 
@@ -75,6 +76,25 @@ try {
   await page.waitForSelector('#dlq button.replay:has-text("Replayed")', { timeout: 15000 });
   seen.replayMessage = await page.textContent('#message');
   await page.screenshot({ path: `${shots}/5-dlq-replayed.png`, fullPage: true });
+
+  await page.waitForSelector('#auth-mode .FAILED:has-text("merchant_auth = off")', { timeout: 10000 });
+  seen.authModeWarning = await page.textContent('#auth-mode');
+  await page.click('nav button[data-tab="keys"]');
+  await page.fill('#keys-merchant', 'M-DASHBOARD');
+  await page.click('#keys-create');
+  await page.waitForFunction(() => document.querySelector('#keys-secret').textContent.startsWith('prk_'), null, { timeout: 10000 });
+  const first = await page.textContent('#keys-secret');
+  await page.waitForSelector('#keys button[data-roll]', { timeout: 10000 });
+  await page.click('#keys button[data-roll]');
+  await page.waitForFunction((old) => {
+    const t = document.querySelector('#keys-secret').textContent;
+    return t.startsWith('prk_') && t !== old;
+  }, first, { timeout: 10000 });
+  await page.waitForSelector('#keys td:has-text("expiring")', { timeout: 10000 });
+  const table = await page.textContent('#keys');
+  if (table.includes(first.split('_').pop())) throw new Error('the key list shows a secret');
+  seen.keysListed = (await page.$$('#keys tbody tr')).length;
+  await page.screenshot({ path: `${shots}/6-keys.png`, fullPage: true });
 
   if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join('; ')}`);
   console.log(JSON.stringify({ ok: true, ...seen }));

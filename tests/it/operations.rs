@@ -50,6 +50,8 @@ fn start_monitoring(stack: &TestStack, name: &str, listen: &str, drill: &str) ->
     std::fs::create_dir_all(&dir).expect("dir");
     let token_file = dir.join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let key_hash_file = dir.join("api-key-hash");
+    std::fs::write(&key_hash_file, "operations-api-key-hash-0123456789abcdef\n").expect("hash key");
     let ingest = &stack.settings[0];
     let ledger_config = &stack.workers[2].1;
     let mut instances: Vec<String> = stack
@@ -79,13 +81,15 @@ fn start_monitoring(stack: &TestStack, name: &str, listen: &str, drill: &str) ->
          instances = [{}]\n\n\
          [kafka]\nbootstrap_servers = \"{bootstrap}\"\n\n\
          [k6]\nscenarios_dir = \"{}\"\nbase_url = \"http://{}\"\nrate_max = 500\nduration_max_s = 60\n\n\
-         [drill]\n{drill}base_url = \"http://{}\"\n",
+         [drill]\n{drill}base_url = \"http://{}\"\n\n\
+         [api_keys]\nhash_key_file = \"{}\"\n",
         payrail_tests::bin_dir().join("ledger").display(),
         ledger_config.display(),
         instances.join(", "),
         repo_root().join("k6").display(),
         ingest.listen,
         ingest.listen,
+        key_hash_file.display(),
     );
     services::start_monitoring(&dir, listen, &token_file, ingest, &extra).expect("monitoring")
 }
@@ -328,7 +332,8 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
         "{reconciliation}"
     );
 
-    // 2. The dashboard in Chromium: k6 run, chart, DLQ replay (the PG has recovered).
+    // 2. The dashboard in Chromium: k6 run, chart, DLQ replay (the PG has recovered), the
+    //    merchant_auth = off warning, a merchant key created and rolled.
     stack.pg_control(json!({"merchantId": "M-13", "failureRate": 0.0}));
     let shots = repo_root().join("target/dashboard-screenshots");
     let output = std::process::Command::new("node")
@@ -353,6 +358,7 @@ fn operations_dashboard_k6_runner_dlq_replay_and_breaker_drill() {
         "3-k6-report",
         "4-overview-chart",
         "5-dlq-replayed",
+        "6-keys",
     ] {
         assert!(shots.join(format!("{shot}.png")).exists(), "{shot} saved");
     }

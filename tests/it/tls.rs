@@ -2,6 +2,7 @@
 //! only, keep-alive, HSTS, and a new certificate after SIGHUP without a restart. curl and
 //! openssl are the clients (both from Debian).
 
+use payrail_tests::mcp::McpClient;
 use payrail_tests::services;
 use payrail_tests::stack::TestStack;
 use std::path::Path;
@@ -22,6 +23,14 @@ fn self_signed(dir: &Path, name: &str) {
         ])
         .arg("-subj")
         .arg(format!("/CN={name}"))
+        // An end-entity certificate for 127.0.0.1 that is its own trust anchor (rustls
+        // refuses a CA certificate as the server's own, and names without a SAN).
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .arg("-keyout")
         .arg(dir.join("key.pem"))
         .arg("-out")
@@ -59,11 +68,25 @@ fn the_gateway_speaks_tls_and_reloads_its_certificate() {
     self_signed(&dir, "payrail-first");
     let plain = format!("127.0.0.1:{}", payrail_tests::free_port());
     let secure = format!("127.0.0.1:{}", payrail_tests::free_port());
+    // Monitoring behind the gateway, for the MCP server over https.
+    let monitoring_dir = stack.dir.join("monitoring");
+    std::fs::create_dir_all(&monitoring_dir).expect("dir");
+    let token_file = monitoring_dir.join("admin-token");
+    std::fs::write(&token_file, "tls-test-admin-token-0123456789abcdef\n").expect("token");
+    let monitoring_listen = format!("127.0.0.1:{}", payrail_tests::free_port());
+    let _monitoring = services::start_monitoring(
+        &monitoring_dir,
+        &monitoring_listen,
+        &token_file,
+        &stack.settings[0],
+        "",
+    )
+    .expect("monitoring");
     let gateway = services::start_gateway(
         &dir,
         std::slice::from_ref(&plain),
         &[format!("http://{}", stack.addr())],
-        &[],
+        &[format!("http://{monitoring_listen}")],
         &format!(
             "[tls]\nlisten = [\"{secure}\"]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
             dir.join("cert.pem").display(),
@@ -104,6 +127,25 @@ fn the_gateway_speaks_tls_and_reloads_its_certificate() {
     let reply = payrail_tests::http::get(&plain, "/health");
     assert_eq!(reply.status, 200);
     assert!(reply.header("Strict-Transport-Security").is_none());
+
+    // The MCP server reads the admin API over https, trusting the certificate by ca_file.
+    let mcp_config = dir.join("mcp.toml");
+    std::fs::write(
+        &mcp_config,
+        format!(
+            "admin_url = \"https://{secure}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n",
+            token_file.display(),
+            dir.join("cert.pem").display()
+        ),
+    )
+    .expect("mcp config");
+    let mut client = McpClient::spawn(&mcp_config);
+    client.initialize();
+    let (error, text) = client.call("statistics", serde_json::json!({}));
+    assert!(!error, "the statistics tool over https: {text}");
+    let stats: serde_json::Value = serde_json::from_str(&text).expect("JSON text");
+    assert!(stats["payments"]["shards"].is_array(), "{stats}");
+    drop(client);
 
     // A new certificate on disk, then SIGHUP: new connections get it, without a restart.
     self_signed(&dir, "payrail-second");

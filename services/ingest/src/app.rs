@@ -69,6 +69,9 @@ impl App {
         );
         let health = Health::new(shards.count());
         let keys = crate::merchant_auth::MerchantKeys::load(&config, shards.count())?;
+        metrics
+            .merchant_auth_required
+            .set(i64::from(keys.is_some()));
         let seed = (payrail_core::time::now_ms() as u64) ^ (u64::from(std::process::id()) << 32);
         Ok(Arc::new(Self {
             config,

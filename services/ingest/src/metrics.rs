@@ -46,6 +46,9 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Usable API keys this instance holds.
     pub api_keys: IntGauge,
+    /// 1 when payment routes need a merchant API key, 0 with `merchant_auth = "off"` (the
+    /// dashboard warns).
+    pub merchant_auth_required: IntGauge,
 }
 
 impl Metrics {
@@ -288,6 +291,13 @@ impl Metrics {
             api_keys: register(
                 r,
                 IntGauge::new("api_keys", "usable merchant API keys this instance holds")?,
+            ),
+            merchant_auth_required: register(
+                r,
+                IntGauge::new(
+                    "merchant_auth_required",
+                    "1 when payment routes need a merchant API key, 0 when merchant_auth = off",
+                )?,
             ),
             registry,
         };

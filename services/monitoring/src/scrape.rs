@@ -141,6 +141,8 @@ const POINTS_MAX: usize = 3_600;
 const REQUESTS: &str = "payrail_http_requests_total";
 const LATENCY: &str = "payrail_http_request_duration_seconds_bucket";
 const BREAKER: &str = "payrail_circuit_breaker_state";
+/// ingest's `merchant_auth` (1 required, 0 off).
+const MERCHANT_AUTH: &str = "payrail_merchant_auth_required";
 
 fn breaker_name(value: f64) -> &'static str {
     match value as i64 {
@@ -195,10 +197,17 @@ impl Scraper {
         };
         for (instance, result) in results {
             let mut breakers = serde_json::Map::new();
+            let mut merchant_auth = Json::Null;
             let up = match result {
                 Ok((200, body)) => {
                     for sample in parse(&String::from_utf8_lossy(&body)) {
-                        if sample.name == BREAKER {
+                        if sample.name == MERCHANT_AUTH {
+                            merchant_auth = json!(if sample.value > 0.5 {
+                                "required"
+                            } else {
+                                "off"
+                            });
+                        } else if sample.name == BREAKER {
                             let name = sample.labels.get("breaker").cloned().unwrap_or_default();
                             breakers.insert(name, json!(breaker_name(sample.value)));
                         } else if sample.name == REQUESTS {
@@ -232,6 +241,7 @@ impl Scraper {
                 "up": up == json!(true),
                 "error": if up == json!(true) { Json::Null } else { up },
                 "breakers": breakers,
+                "merchantAuth": merchant_auth,
             }));
         }
         let previous = self.last.lock().replace(scrape.clone());
