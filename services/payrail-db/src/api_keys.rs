@@ -645,4 +645,42 @@ mod tests {
             Check::NotLoaded
         ));
     }
+
+    /// The cost of one check (keyed hash + lookup) with 1,000 keys in the ring:
+    /// `cargo test --release -p payrail-db -- --ignored --nocapture check_cost`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn check_cost() {
+        let h = hasher();
+        let ring = KeyRing::new(1);
+        ring.loaded[0].store(true, Ordering::Release);
+        let mut keys = Vec::new();
+        for n in 0..1000 {
+            let key = generate("live", &h).expect("key");
+            ring.keys.write().insert(
+                key.prefix.clone(),
+                Arc::new(Entry {
+                    key_id: key.key_id.clone(),
+                    merchant: Arc::from(format!("M-{n}")),
+                    shard: 1,
+                    hash: key.hash,
+                    expires_at_ms: i64::MAX,
+                    last_used_ms: AtomicI64::new(0),
+                    flushed_ms: AtomicI64::new(0),
+                }),
+            );
+            keys.push(key.secret);
+        }
+        let rounds = 200_000;
+        let started = std::time::Instant::now();
+        let mut valid = 0;
+        for i in 0..rounds {
+            if matches!(ring.check(&h, keys[i % keys.len()].as_bytes(), 1), Check::Valid(_)) {
+                valid += 1;
+            }
+        }
+        let per = started.elapsed().as_nanos() as f64 / rounds as f64;
+        assert_eq!(valid, rounds);
+        println!("one key check: {per:.0} ns");
+    }
 }
