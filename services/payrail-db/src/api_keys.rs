@@ -675,7 +675,10 @@ mod tests {
         let started = std::time::Instant::now();
         let mut valid = 0;
         for i in 0..rounds {
-            if matches!(ring.check(&h, keys[i % keys.len()].as_bytes(), 1), Check::Valid(_)) {
+            if matches!(
+                ring.check(&h, keys[i % keys.len()].as_bytes(), 1),
+                Check::Valid(_)
+            ) {
                 valid += 1;
             }
         }
