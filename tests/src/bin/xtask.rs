@@ -255,6 +255,31 @@ fn up() -> Result<(), String> {
         let key = appliance.create_key(DEMO_MERCHANT)?;
         std::fs::write(&demo_key_file, format!("{key}\n")).map_err(|e| e.to_string())?;
     }
+    if layout.merchant_auth {
+        // Both ingest instances read new keys within their 1 s refresh: wait for it, so
+        // the printed curl works at once.
+        let bearer = format!(
+            "Bearer {}",
+            std::fs::read_to_string(&demo_key_file)
+                .map_err(|e| e.to_string())?
+                .trim()
+        );
+        let ready = wait_until(Duration::from_secs(15), || {
+            (0..2).all(|_| {
+                payrail_tests::http::request(
+                    &layout.gateway(),
+                    "GET",
+                    "/api/payments?limit=1",
+                    &[("Authorization", &bearer)],
+                    None,
+                )
+                .is_ok_and(|r| r.status == 200)
+            })
+        });
+        if !ready {
+            eprintln!("xtask: the demo key is not accepted yet; see .stack/ingest-*/ingest-*.log");
+        }
+    }
     let mcp_config = dir.join("mcp.toml");
     std::fs::write(
         &mcp_config,
