@@ -30,6 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What the bench runs against.
+#[derive(Clone)]
 pub struct Target<'a> {
     /// The gateway as the load client reaches it (`host:port`).
     pub gateway: String,
@@ -405,17 +406,12 @@ pub fn run(target: &Target, options: &Options) -> Result<PathBuf, String> {
         "off"
     };
     progress("0", &format!("merchant_auth = {merchant_auth}"));
-    let mut config = target.config.clone();
-    config.push(("merchant_auth".into(), merchant_auth.into()));
-    let target = &Target {
-        gateway: target.gateway.clone(),
-        procs: target.procs.clone(),
-        client: target.client,
-        admin_token: target.admin_token.clone(),
-        ledger_config: target.ledger_config.clone(),
-        config,
-        keys_file,
-    };
+    let mut target = target.clone();
+    target
+        .config
+        .push(("merchant_auth".into(), merchant_auth.into()));
+    target.keys_file = keys_file;
+    let target = &target;
     let started = SystemTime::now();
     let stamp = utc_stamp(started);
     let work = repo_root().join("target/bench").join(&stamp);

@@ -109,13 +109,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(keys) = app.keys.as_ref() {
         // A first read before listening, so the first requests find their keys; a shard
         // that is down now is read by the refresh loop once it is back.
-        runtime.block_on(async {
-            for shard in app.shards.numbers() {
-                if let Err(error) = keys.ring.refresh(&app.shards, shard).await {
-                    tracing::warn!(shard, %error, "API keys not read yet");
-                }
-            }
-        });
+        for (shard, error) in runtime.block_on(keys.ring.refresh_all(&app.shards)) {
+            tracing::warn!(shard, %error, "API keys not read yet");
+        }
         tracing::info!(
             keys = keys.ring.len(),
             "merchant_auth = required: payment routes need a merchant API key"

@@ -170,14 +170,17 @@ pub async fn refresh_loop(app: Arc<App>) {
     let mut warned = vec![false; usize::from(app.shards.count())];
     loop {
         interval.tick().await;
-        for shard in app.shards.numbers() {
-            let index = usize::from(shard) - 1;
-            match keys.ring.refresh(&app.shards, shard).await {
-                Ok(_) => warned[index] = false,
-                Err(error) => {
-                    if !warned[index] {
+        let failed = keys.ring.refresh_all(&app.shards).await;
+        for (index, warned) in warned.iter_mut().enumerate() {
+            match failed
+                .iter()
+                .find(|(shard, _)| usize::from(*shard) == index + 1)
+            {
+                None => *warned = false,
+                Some((shard, error)) => {
+                    if !*warned {
                         tracing::warn!(shard, %error, "API keys not refreshed; keeping the last view");
-                        warned[index] = true;
+                        *warned = true;
                     }
                 }
             }

@@ -332,9 +332,16 @@ fn merchant_field(
         }
         return Ok(merchant_id);
     };
-    match optional_string(fields, "merchantId", problems) {
+    let named = optional_string(fields, "merchantId", problems);
+    own_merchant(caller, named.as_deref()).map(Some)
+}
+
+/// The API key's merchant (`caller`), which a `merchantId` the request names may repeat
+/// but not contradict (403 `MERCHANT_MISMATCH`). Bodies and query strings alike.
+pub fn own_merchant(caller: &str, named: Option<&str>) -> Result<String, Rejection> {
+    match named {
         Some(named) if named != caller => Err(Rejection::mismatch()),
-        _ => Ok(Some(caller.to_owned())),
+        _ => Ok(caller.to_owned()),
     }
 }
 

@@ -265,12 +265,13 @@ impl Api {
         let caller = self.caller(request, response)?;
         let named = request.query_param("merchantId");
         if let Some(own) = caller.merchant() {
-            return match named {
-                Some(named) if !named.is_empty() && named != own => {
-                    self.reject(response, &Rejection::mismatch(), None);
+            // An empty parameter names no merchant.
+            return match parse::own_merchant(own, named.filter(|n| !n.is_empty())) {
+                Ok(merchant) => Some(merchant),
+                Err(rejection) => {
+                    self.reject(response, &rejection, None);
                     None
                 }
-                _ => Some(own.to_owned()),
             };
         }
         let merchant = named.unwrap_or("");

@@ -188,6 +188,36 @@ fn info(row: &Row) -> KeyInfo {
     }
 }
 
+/// Stores a new key; `updated_at` is the database's clock, as every ring's watermark is.
+const INSERT_KEY: &str =
+    "INSERT INTO merchant_api_key (key_id, prefix, merchant_id, key_hash, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(3))";
+
+fn insert_params(key: &NewKey, merchant: &str, now_ms: i64) -> mysql_async::Params {
+    (
+        key.key_id.as_str(),
+        key.prefix.as_str(),
+        merchant.as_bytes(),
+        &key.hash[..],
+        datetime(now_ms),
+    )
+        .into()
+}
+
+/// The list entry of a key just stored.
+fn fresh_info(key: &NewKey, merchant: &str, now_ms: i64) -> KeyInfo {
+    KeyInfo {
+        key_id: key.key_id.clone(),
+        prefix: key.prefix.clone(),
+        merchant_id: merchant.to_owned(),
+        created_at: now_ms,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rolled_to: None,
+    }
+}
+
 /// Stores a new key for `merchant` (in the merchant's shard). A prefix collision (48
 /// random bits) is retried with a new key.
 pub async fn create(
@@ -203,33 +233,14 @@ pub async fn create(
         let key = generate(env, hasher).map_err(|message| DbError::Query { shard, message })?;
         let inserted = shards
             .bounded(shard, async {
-                conn.exec_drop(
-                    "INSERT INTO merchant_api_key (key_id, prefix, merchant_id, key_hash, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
-                    (
-                        key.key_id.as_str(),
-                        key.prefix.as_str(),
-                        merchant.as_bytes(),
-                        &key.hash[..],
-                        datetime(now_ms),
-                    ),
-                )
-                .await
-                .map_err(|e| DbError::classify(shard, e))
+                conn.exec_drop(INSERT_KEY, insert_params(&key, merchant, now_ms))
+                    .await
+                    .map_err(|e| DbError::classify(shard, e))
             })
             .await;
         match inserted {
             Ok(()) => {
-                let info = KeyInfo {
-                    key_id: key.key_id.clone(),
-                    prefix: key.prefix.clone(),
-                    merchant_id: merchant.to_owned(),
-                    created_at: now_ms,
-                    expires_at: None,
-                    revoked_at: None,
-                    last_used_at: None,
-                    rolled_to: None,
-                };
+                let info = fresh_info(&key, merchant, now_ms);
                 return Ok((key, info));
             }
             Err(DbError::Duplicate { .. }) => continue,
@@ -307,19 +318,9 @@ pub async fn roll(
                 return Ok(Err(Refused::Rolled(next)));
             }
             let key = generate(env, hasher).map_err(|message| DbError::Query { shard, message })?;
-            tx.exec_drop(
-                "INSERT INTO merchant_api_key (key_id, prefix, merchant_id, key_hash, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
-                (
-                    key.key_id.as_str(),
-                    key.prefix.as_str(),
-                    merchant.as_bytes(),
-                    &key.hash[..],
-                    datetime(now_ms),
-                ),
-            )
-            .await
-            .map_err(classify)?;
+            tx.exec_drop(INSERT_KEY, insert_params(&key, merchant, now_ms))
+                .await
+                .map_err(classify)?;
             let expires = match old.expires_at {
                 Some(at) => at.min(now_ms + overlap_ms),
                 None => now_ms + overlap_ms,
@@ -331,16 +332,7 @@ pub async fn roll(
             .await
             .map_err(classify)?;
             tx.commit().await.map_err(classify)?;
-            let new_info = KeyInfo {
-                key_id: key.key_id.clone(),
-                prefix: key.prefix.clone(),
-                merchant_id: merchant.to_owned(),
-                created_at: now_ms,
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-                rolled_to: None,
-            };
+            let new_info = fresh_info(&key, merchant, now_ms);
             let old_info = KeyInfo {
                 expires_at: Some(expires),
                 rolled_to: Some(key.key_id.clone()),
@@ -498,12 +490,13 @@ impl KeyRing {
                     continue;
                 };
                 let expires_at_ms = optional_ms(&get(4)).unwrap_or(i64::MAX);
-                let last_used = keys
-                    .get(&prefix)
-                    .map_or(0, |e| e.last_used_ms.load(Ordering::Relaxed));
-                let flushed = keys
-                    .get(&prefix)
-                    .map_or(0, |e| e.flushed_ms.load(Ordering::Relaxed));
+                // A changed row keeps what this instance knows of the key's use.
+                let (last_used, flushed) = keys.get(&prefix).map_or((0, 0), |e| {
+                    (
+                        e.last_used_ms.load(Ordering::Relaxed),
+                        e.flushed_ms.load(Ordering::Relaxed),
+                    )
+                });
                 keys.insert(
                     prefix,
                     Arc::new(Entry {
@@ -521,6 +514,18 @@ impl KeyRing {
         self.watermarks.lock()[index] = newest;
         self.loaded[index].store(true, Ordering::Release);
         Ok(changed)
+    }
+
+    /// [`Self::refresh`] of every shard, each on its own: a down shard delays only its own
+    /// keys. Returns the shards that could not be read.
+    pub async fn refresh_all(&self, shards: &Shards) -> Vec<(u16, DbError)> {
+        let mut failed = Vec::new();
+        for shard in shards.numbers() {
+            if let Err(error) = self.refresh(shards, shard).await {
+                failed.push((shard, error));
+            }
+        }
+        failed
     }
 
     /// Writes `last_used_at` for the keys used since the last flush: one statement per

@@ -182,11 +182,21 @@ enum HeadError {
     Answer(u16, &'static str, &'static str),
 }
 
+/// Checks the framing of a complete head (`head`: its bytes, as `request` parsed them).
 fn inspect_head(
     request: &httparse::Request<'_, '_>,
-    head_len: usize,
+    head: &[u8],
     body_max: usize,
 ) -> Result<Head, HeadError> {
+    // httparse takes a bare LF as a line end; a proxy that does not would see other
+    // headers than we do (request smuggling).
+    if has_bare_lf(head) {
+        return Err(HeadError::Answer(
+            400,
+            "MALFORMED_REQUEST",
+            "end header lines with CRLF",
+        ));
+    }
     let mut content_length: Option<usize> = None;
     let mut close = request.version == Some(0);
     for header in request.headers.iter() {
@@ -230,7 +240,7 @@ fn inspect_head(
         ));
     }
     Ok(Head {
-        head_len,
+        head_len: head.len(),
         content_length,
         close,
     })
@@ -329,23 +339,9 @@ fn connection<T: Transport, H: Handler>(
                         );
                         return;
                     }
-                    Ok(httparse::Status::Complete(head_len))
-                        if has_bare_lf(&buffer[..head_len]) =>
-                    {
-                        // httparse takes a bare LF as a line end; a proxy that does not
-                        // would see other headers than we do (request smuggling).
-                        answer_and_close(
-                            stream,
-                            &mut response,
-                            &mut out,
-                            400,
-                            "MALFORMED_REQUEST",
-                            "end header lines with CRLF",
-                        );
-                        return;
-                    }
                     Ok(httparse::Status::Complete(head_len)) => {
-                        match inspect_head(&parsed, head_len, config.body_size_max_bytes) {
+                        match inspect_head(&parsed, &buffer[..head_len], config.body_size_max_bytes)
+                        {
                             Ok(head) => break head,
                             Err(HeadError::Answer(status, code, message)) => {
                                 answer_and_close(

@@ -251,19 +251,18 @@ fn up() -> Result<(), String> {
     // The demo merchant's key (made once, through the CLI path of a fresh appliance) and
     // the MCP client's config with the read-only token.
     let demo_key_file = dir.join("demo-merchant-key");
-    if layout.merchant_auth && !demo_key_file.exists() {
-        let key = appliance.create_key(DEMO_MERCHANT)?;
-        std::fs::write(&demo_key_file, format!("{key}\n")).map_err(|e| e.to_string())?;
-    }
-    if layout.merchant_auth {
+    let demo_key = if layout.merchant_auth {
+        if !demo_key_file.exists() {
+            let key = appliance.create_key(DEMO_MERCHANT)?;
+            std::fs::write(&demo_key_file, format!("{key}\n")).map_err(|e| e.to_string())?;
+        }
+        let key = std::fs::read_to_string(&demo_key_file)
+            .map_err(|e| e.to_string())?
+            .trim()
+            .to_owned();
         // Both ingest instances read new keys within their 1 s refresh: wait for it, so
         // the printed curl works at once.
-        let bearer = format!(
-            "Bearer {}",
-            std::fs::read_to_string(&demo_key_file)
-                .map_err(|e| e.to_string())?
-                .trim()
-        );
+        let bearer = format!("Bearer {key}");
         let ready = wait_until(Duration::from_secs(15), || {
             (0..2).all(|_| {
                 payrail_tests::http::request(
@@ -279,28 +278,30 @@ fn up() -> Result<(), String> {
         if !ready {
             eprintln!("xtask: the demo key is not accepted yet; see .stack/ingest-*/ingest-*.log");
         }
-    }
+        Some(key)
+    } else {
+        None
+    };
+    let read_token = appliance.read_token_file();
     let mcp_config = dir.join("mcp.toml");
     std::fs::write(
         &mcp_config,
         format!(
             "admin_url = \"http://{}\"\ntoken_file = \"{}\"\n",
             layout.monitoring(),
-            appliance.read_token_file().display()
+            read_token.display()
         ),
     )
     .map_err(|e| e.to_string())?;
-    let read_token = appliance.read_token_file();
     appliance.detach();
     println!(
         "payrail is up. State, logs and configs are under {}.",
         dir.display()
     );
     println!();
-    if layout.merchant_auth {
-        let key = std::fs::read_to_string(&demo_key_file).map_err(|e| e.to_string())?;
+    if let Some(key) = &demo_key {
         println!("  merchant_auth = required. A key for the demo merchant {DEMO_MERCHANT} (also in .stack/demo-merchant-key):");
-        println!("    {}", key.trim());
+        println!("    {key}");
         println!();
         println!("  curl -s -X POST http://127.0.0.1:8080/api/payments/authorize \\");
         println!("       -H \"Authorization: Bearer $(cat .stack/demo-merchant-key)\" \\");
