@@ -1,10 +1,13 @@
-//! TLS at the gateway (issue 14): HTTPS with the certificate from files, TLS 1.2 and up
-//! only, keep-alive, HSTS, and a new certificate after SIGHUP without a restart. curl and
-//! openssl are the clients (both from Debian).
+//! TLS (issue 14). At the gateway: HTTPS with the certificate from files, TLS 1.2 and up
+//! only, keep-alive, HSTS, and a new certificate after SIGHUP without a restart; curl and
+//! openssl are the clients (both from Debian). On the links to the stores: MariaDB shards
+//! and Redis that speak only TLS, reached by ingest with the deployment's CA, and not at
+//! all by an ingest that trusts another CA.
 
+use payrail_tests::http;
 use payrail_tests::mcp::McpClient;
 use payrail_tests::services;
-use payrail_tests::stack::TestStack;
+use payrail_tests::stack::{Options, TestStack};
 use std::path::Path;
 use std::process::Command;
 
@@ -158,4 +161,130 @@ fn the_gateway_speaks_tls_and_reloads_its_certificate() {
     });
     assert!(reloaded, "the certificate was not reloaded on SIGHUP");
     assert_eq!(gateway.pid(), Some(pid));
+}
+
+/// The MariaDB client over TCP to `shard`, as the `payrail` user; `tls` adds `--ssl` with
+/// the CA, else `--skip-ssl`.
+fn mariadb_over_tcp(stack: &TestStack, shard: usize, tls: Option<&Path>) -> (bool, String) {
+    let db = &stack.shards[shard - 1];
+    let mut command = Command::new("mariadb");
+    command
+        .args(["-h", "127.0.0.1", "-P", &db.port.to_string()])
+        .arg(format!("-u{}", db.user))
+        .arg(format!("-p{}", db.password));
+    match tls {
+        Some(ca) => command
+            .arg("--ssl")
+            .arg(format!("--ssl-ca={}", ca.display())),
+        None => command.arg("--skip-ssl"),
+    };
+    let output = command
+        .args(["--batch", "-e", "SHOW SESSION STATUS LIKE 'Ssl_version'"])
+        .output()
+        .expect("mariadb client runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn ingest_reaches_tls_only_stores_with_the_deployment_ca_and_not_with_another() {
+    let stack = TestStack::start_with(
+        "store_tls",
+        Options {
+            store_tls: true,
+            ..Options::default()
+        },
+    );
+    let ca = stack.store_ca.clone().expect("store_tls sets a CA");
+
+    // The stores refuse clear text: MariaDB over TCP without TLS, Redis's plaintext port.
+    for shard in 1..=2 {
+        let (ok, out) = mariadb_over_tcp(&stack, shard, None);
+        // MariaDB 10.11 answers a refused clear-text login as "Access denied" (the same
+        // account and password get in with --ssl just below, and without
+        // require_secure_transport get in clear).
+        assert!(!ok, "shard {shard} answered in clear: {out}");
+        assert!(out.contains("ERROR 1045"), "{out}");
+        let (ok, out) = mariadb_over_tcp(&stack, shard, Some(&ca));
+        assert!(
+            ok && out.contains("TLSv1."),
+            "shard {shard} over TLS: {out}"
+        );
+    }
+    assert!(
+        !payrail_tests::redis::ping("127.0.0.1", stack.redis.port),
+        "Redis answered in clear"
+    );
+
+    // The payment path runs over TLS: a payment on each shard, read back, and the rate
+    // limiter's counter in Redis.
+    let first = stack.authorize("M-TLS-2", 1_000, "tls-1");
+    let second = stack.authorize("M-TLS-3", 2_000, "tls-2");
+    assert_ne!(first >> 42, second >> 42, "one payment on each shard");
+    for (id, merchant) in [(first, "M-TLS-2"), (second, "M-TLS-3")] {
+        let reply = http::get(
+            stack.addr(),
+            &format!("/api/payments/{id}?merchantId={merchant}"),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(stack.status_of(id), "AUTHORIZED");
+    }
+    assert_eq!(
+        stack.redis.cli(&["GET", "payrail:rl:authorize:M-TLS-2"]),
+        "1"
+    );
+    let health = http::get(stack.addr(), "/health").json();
+    assert_eq!(health["status"], "UP", "{health}");
+    assert_eq!(health["checks"]["redis"], "UP", "{health}");
+
+    // An ingest that trusts another CA for Redis: it serves (Redis is an accelerator,
+    // fail-open), but its probe finds Redis DOWN and it writes nothing there.
+    let other = payrail_tests::certs::ca(&stack.dir.join("pki"), "other-ca").expect("CA");
+    let mut settings = stack.settings[0].clone();
+    settings.instance = "ingest-other-redis-ca".into();
+    settings.listen = format!("127.0.0.1:{}", payrail_tests::free_port());
+    settings.redis_tls_ca_file = Some(other.cert.clone());
+    let _redis_untrusting = services::start_ingest(&stack.dir, &settings).expect("ingest");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let health = http::get(&settings.listen, "/health").json();
+    assert_eq!(health["checks"]["redis"], "DOWN", "{health}");
+    let reply = http::post(
+        &settings.listen,
+        "/api/payments/authorize",
+        &payrail_tests::authorize_body("M-TLS-4", 3_000, "tls-3"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        stack.redis.cli(&["EXISTS", "payrail:rl:authorize:M-TLS-4"]),
+        "0"
+    );
+
+    // An ingest that trusts another CA for the shards never reaches them: it logs the
+    // certificate it refused, never serves, and writes nothing.
+    let mut settings = stack.settings[0].clone();
+    settings.instance = "ingest-other-shard-ca".into();
+    settings.listen = format!("127.0.0.1:{}", payrail_tests::free_port());
+    for shard in &mut settings.shards {
+        shard.tls_ca_file = Some(other.cert.clone());
+    }
+    let before = stack.count_all("SELECT COUNT(*) FROM payment");
+    let _shard_untrusting = services::spawn_ingest(&stack.dir, &settings).expect("ingest");
+    let log = services::ingest_log(&stack.dir, &settings);
+    assert!(
+        payrail_tests::wait_until(std::time::Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("invalid peer certificate: UnknownIssuer")
+        }),
+        "no refused certificate in {}",
+        log.display()
+    );
+    assert!(http::request(&settings.listen, "GET", "/health", &[], None).is_err());
+    assert_eq!(stack.count_all("SELECT COUNT(*) FROM payment"), before);
 }

@@ -104,6 +104,7 @@ impl Layout {
                 host: self.shard_host(number).to_owned(),
                 port: SHARD_PORTS[usize::from(number) - 1],
                 database: "payrail".into(),
+                tls_ca_file: None,
             })
             .collect()
     }
@@ -214,6 +215,7 @@ impl Appliance {
                 redis_key_prefix: "payrail:".into(),
                 pg_url: format!("http://{}", layout.pg()),
                 api_key_hash_file: layout.merchant_auth.then(|| api_key_hash.clone()),
+                redis_tls_ca_file: None,
                 extra_toml: format!("[kafka]\nbootstrap_servers = \"{}\"\n", layout.kafka()),
             };
             let ingest_dir = dir.join(&settings.instance);
@@ -260,6 +262,7 @@ impl Appliance {
             redis_key_prefix: "payrail:".into(),
             pg_url: String::new(),
             api_key_hash_file: None,
+            redis_tls_ca_file: None,
             extra_toml: String::new(),
         };
         let broker_pid = appliance

@@ -12,6 +12,7 @@
 pub mod appliance;
 pub mod bench;
 pub mod bench_report;
+pub mod certs;
 pub mod hosts;
 pub mod http;
 pub mod kafka;

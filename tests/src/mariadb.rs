@@ -12,7 +12,20 @@ pub struct MariaDb {
     pub dir: PathBuf,
     pub user: String,
     pub password: String,
+    /// Server options beyond [`server_args`] (TLS), kept for [`MariaDb::restart`].
+    extra_args: Vec<String>,
     proc: Option<Proc>,
+}
+
+/// Server options for a TLS-only server: its certificate and key, and every TCP client
+/// made to use TLS (the unix socket, which the harness uses, counts as secure).
+pub fn tls_only_args(cert: &Path, key: &Path) -> Vec<String> {
+    vec![
+        format!("--ssl-cert={}", cert.display()),
+        format!("--ssl-key={}", key.display()),
+        "--require-secure-transport=ON".into(),
+        "--tls-version=TLSv1.2,TLSv1.3".into(),
+    ]
 }
 
 /// Durable and sized for a 2-core, shared machine. `innodb_flush_log_at_trx_commit=1`
@@ -44,6 +57,17 @@ pub fn server_args(dir: &Path, port: u16, bind: &str) -> Vec<String> {
 impl MariaDb {
     /// Initialises `dir` if needed, starts the server and creates the app user.
     pub fn start(dir: &Path, port: u16, bind: &str, password: &str) -> Result<Self, String> {
+        Self::start_with(dir, port, bind, password, Vec::new())
+    }
+
+    /// [`MariaDb::start`] with `extra_args` after the usual server options.
+    pub fn start_with(
+        dir: &Path,
+        port: u16,
+        bind: &str,
+        password: &str,
+        extra_args: Vec<String>,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !dir.join("data/mysql").exists() {
             let status = Command::new("mariadb-install-db")
@@ -63,7 +87,7 @@ impl MariaDb {
             }
         }
         let mut command = crate::hosts::command(bind, "mariadbd");
-        command.args(server_args(dir, port, bind));
+        command.args(server_args(dir, port, bind)).args(&extra_args);
         let proc = Proc::spawn(&format!("mariadb:{port}"), command, &dir.join("stdout.log"))
             .map_err(|e| format!("mariadbd: {e}"))?;
         let mut db = Self {
@@ -72,6 +96,7 @@ impl MariaDb {
             dir: dir.to_owned(),
             user: "payrail".into(),
             password: password.into(),
+            extra_args,
             proc: Some(proc),
         };
         db.wait_ready(Duration::from_secs(60))?;
@@ -91,6 +116,7 @@ impl MariaDb {
             dir: dir.to_owned(),
             user: "payrail".into(),
             password: password.into(),
+            extra_args: Vec::new(),
             proc: None,
         }
     }
@@ -149,7 +175,9 @@ impl MariaDb {
     /// Starts the server again after a crash, on the same data dir and port.
     pub fn restart(&mut self) -> Result<(), String> {
         let mut command = crate::hosts::command(&self.bind, "mariadbd");
-        command.args(server_args(&self.dir, self.port, &self.bind));
+        command
+            .args(server_args(&self.dir, self.port, &self.bind))
+            .args(&self.extra_args);
         self.proc = Some(
             Proc::spawn(
                 &format!("mariadb:{}", self.port),

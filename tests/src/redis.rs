@@ -1,36 +1,92 @@
 //! A Redis server of our own.
 
 use crate::process::Proc;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 pub struct Redis {
     pub port: u16,
+    /// Set for a TLS-only server: its certificate, key and CA.
+    tls: Option<[PathBuf; 3]>,
     proc: Option<Proc>,
 }
 
 impl Redis {
     pub fn start(dir: &Path, port: u16, bind: &str) -> Result<Self, String> {
+        Self::start_with(dir, port, bind, None)
+    }
+
+    /// A server that speaks only TLS on `port` (no plaintext port), with `cert`, `key`
+    /// and the `ca` redis-cli checks it against; clients need no certificate.
+    pub fn start_tls(
+        dir: &Path,
+        port: u16,
+        bind: &str,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<Self, String> {
+        Self::start_with(
+            dir,
+            port,
+            bind,
+            Some([cert.to_owned(), key.to_owned(), ca.to_owned()]),
+        )
+    }
+
+    fn start_with(
+        dir: &Path,
+        port: u16,
+        bind: &str,
+        tls: Option<[PathBuf; 3]>,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let mut redis = Self { port, proc: None };
+        let mut redis = Self {
+            port,
+            tls,
+            proc: None,
+        };
         redis.launch(dir, bind)?;
         Ok(redis)
+    }
+
+    /// `--port`, or `--port 0` and the TLS options.
+    fn port_args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        match &self.tls {
+            None => vec!["--port".into(), port],
+            Some([cert, key, ca]) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port,
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        }
+    }
+
+    /// redis-cli's options to reach this server.
+    fn cli_args(&self) -> Vec<String> {
+        let mut args = vec!["-p".into(), self.port.to_string()];
+        if let Some([_, _, ca]) = &self.tls {
+            args.extend(["--tls".into(), "--cacert".into(), ca.display().to_string()]);
+        }
+        args
     }
 
     fn launch(&mut self, dir: &Path, bind: &str) -> Result<(), String> {
         let mut command = crate::hosts::command(bind, "redis-server");
         command
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                bind,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(self.port_args())
+            .args(["--bind", bind, "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir);
@@ -43,7 +99,11 @@ impl Redis {
         self.proc = Some(proc);
         let port = self.port;
         let host = bind.to_owned();
-        if crate::wait_until(Duration::from_secs(10), || ping(&host, port)) {
+        let ready = || match self.tls {
+            None => ping(&host, port),
+            Some(_) => self.cli(&["PING"]) == "PONG",
+        };
+        if crate::wait_until(Duration::from_secs(10), ready) {
             Ok(())
         } else {
             Err(format!("redis on port {port} did not start"))
@@ -74,7 +134,7 @@ impl Redis {
     /// Runs one command with redis-cli and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
+            .args(self.cli_args())
             .args(args)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())

@@ -10,6 +10,8 @@ pub struct ShardAddress {
     pub host: String,
     pub port: u16,
     pub database: String,
+    /// The CA of a TLS-only shard (its connections then use TLS).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct IngestSettings {
     pub db_password_file: PathBuf,
     pub redis_url: String,
     pub redis_key_prefix: String,
+    /// The CA of a TLS-only Redis (with a `rediss://` url).
+    pub redis_tls_ca_file: Option<PathBuf>,
     pub pg_url: String,
     /// The API key hash secret: `Some` runs with `merchant_auth = "required"`, `None` with
     /// `"off"` (tests that name their merchants, as reference clients do).
@@ -34,15 +38,22 @@ pub fn shards_toml(shards: &[ShardAddress], password_file: &Path) -> String {
         .iter()
         .map(|shard| {
             format!(
-                "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n\n",
+                "[[shards]]\nnumber = {}\nhost = \"{}\"\nport = {}\ndatabase = \"{}\"\nuser = \"payrail\"\npassword_file = \"{}\"\n{}\n",
                 shard.number,
                 shard.host,
                 shard.port,
                 shard.database,
-                password_file.display()
+                password_file.display(),
+                tls_ca_line(shard.tls_ca_file.as_deref()),
             )
         })
         .collect()
+}
+
+/// `tls_ca_file = "…"` and a newline, or nothing.
+fn tls_ca_line(file: Option<&Path>) -> String {
+    file.map(|f| format!("tls_ca_file = \"{}\"\n", f.display()))
+        .unwrap_or_default()
 }
 
 pub fn ingest_config(s: &IngestSettings) -> String {
@@ -54,8 +65,13 @@ pub fn ingest_config(s: &IngestSettings) -> String {
         None => "merchant_auth = \"off\"\n".to_owned(),
     };
     let mut out = format!(
-        "listen = \"{}\"\ninstance = \"{}\"\n{auth}\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n[pg]\nbase_url = \"{}\"\n\n",
-        s.listen, s.instance, s.redis_url, s.redis_key_prefix, s.pg_url
+        "listen = \"{}\"\ninstance = \"{}\"\n{auth}\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n{}\n[pg]\nbase_url = \"{}\"\n\n",
+        s.listen,
+        s.instance,
+        s.redis_url,
+        s.redis_key_prefix,
+        tls_ca_line(s.redis_tls_ca_file.as_deref()),
+        s.pg_url
     );
     out.push_str(&shards_toml(&s.shards, &s.db_password_file));
     out.push_str(&s.extra_toml);
@@ -103,10 +119,7 @@ pub fn launch(
     config: &Path,
     log: &Path,
 ) -> Result<Proc, String> {
-    let mut command = crate::hosts::command(listen, crate::bin_dir().join(binary));
-    command.arg("--config").arg(config);
-    let proc = Proc::spawn(name, command, log)
-        .map_err(|e| format!("{name}: {e} (run cargo build --release)"))?;
+    let proc = spawn(name, binary, listen, config, log)?;
     if !wait_healthy(listen, Duration::from_secs(60)) {
         return Err(format!(
             "{name} did not become healthy; see {}",
@@ -116,17 +129,47 @@ pub fn launch(
     Ok(proc)
 }
 
+/// Starts `binary --config config` without waiting for it.
+fn spawn(
+    name: &str,
+    binary: &str,
+    listen: &str,
+    config: &Path,
+    log: &Path,
+) -> Result<Proc, String> {
+    let mut command = crate::hosts::command(listen, crate::bin_dir().join(binary));
+    command.arg("--config").arg(config);
+    Proc::spawn(name, command, log).map_err(|e| format!("{name}: {e} (run cargo build --release)"))
+}
+
 pub fn start_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, String> {
+    let proc = spawn_ingest(dir, settings)?;
+    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
+        return Err(format!(
+            "{} did not become healthy; see {}",
+            settings.instance,
+            ingest_log(dir, settings).display()
+        ));
+    }
+    Ok(proc)
+}
+
+/// Starts an ingest instance without waiting for it to be healthy (one that is not
+/// meant to reach its stores).
+pub fn spawn_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, String> {
     let config = dir.join(format!("{}.toml", settings.instance));
     std::fs::write(&config, ingest_config(settings)).map_err(|e| e.to_string())?;
-    let log = dir.join(format!("{}.log", settings.instance));
-    launch(
+    spawn(
         &settings.instance,
         "ingest",
         &settings.listen,
         &config,
-        &log,
+        &ingest_log(dir, settings),
     )
+}
+
+pub fn ingest_log(dir: &Path, settings: &IngestSettings) -> PathBuf {
+    dir.join(format!("{}.log", settings.instance))
 }
 
 #[derive(Debug, Clone)]

@@ -16,6 +16,9 @@ pub struct Options {
     pub pg_behaviour: String,
     /// Start two MariaDB servers for this stack alone (for tests that stop a shard).
     pub own_shards: bool,
+    /// Own shards and Redis that speak only TLS, with certificates from a CA of the
+    /// stack's own (`pki/ca.pem`); ingest trusts that CA alone.
+    pub store_tls: bool,
     /// Start a broker and let ingest's outbox relay publish to it.
     pub kafka: bool,
     /// Extra lines for ingest's `[kafka]` table.
@@ -35,6 +38,7 @@ impl Default for Options {
             ingest_toml: String::new(),
             pg_behaviour: "latency_min_ms = 1\nlatency_max_ms = 3".into(),
             own_shards: false,
+            store_tls: false,
             kafka: false,
             kafka_toml: String::new(),
             workers: false,
@@ -50,6 +54,8 @@ pub struct TestStack {
     pub database: String,
     pub shards: Vec<MariaDb>,
     pub redis: Redis,
+    /// The CA the shards' and Redis's certificates chain to, with [`Options::store_tls`].
+    pub store_ca: Option<PathBuf>,
     pub pg: Proc,
     pub pg_addr: String,
     pub ingests: Vec<Proc>,
@@ -102,16 +108,29 @@ impl TestStack {
         let dir = crate::repo_root().join("target/test-stacks").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let (shards, password_file) = if options.own_shards {
+        // With store_tls: one CA, and a certificate for 127.0.0.1 the shards and Redis share.
+        let pki = options.store_tls.then(|| {
+            let pki = dir.join("pki");
+            let ca = crate::certs::ca(&pki, "ca").unwrap_or_else(|e| panic!("{e}"));
+            let server = crate::certs::server(&pki, &ca, "store", "127.0.0.1")
+                .unwrap_or_else(|e| panic!("{e}"));
+            (ca, server)
+        });
+        let (shards, password_file) = if options.own_shards || options.store_tls {
             let password_file = dir.join("db-password");
             std::fs::write(&password_file, "payrail-own\n").unwrap_or_else(|e| panic!("{e}"));
             let shards = (1..=2)
                 .map(|n| {
-                    MariaDb::start(
+                    MariaDb::start_with(
                         &dir.join(format!("shard{n}")),
                         crate::free_port(),
                         "127.0.0.1",
                         "payrail-own",
+                        pki.as_ref()
+                            .map(|(_, server)| {
+                                crate::mariadb::tls_only_args(&server.cert, &server.key)
+                            })
+                            .unwrap_or_default(),
                     )
                     .unwrap_or_else(|e| panic!("{e}"))
                 })
@@ -128,8 +147,24 @@ impl TestStack {
                 ))
                 .unwrap_or_else(|e| panic!("create database {database}: {e}"));
         }
-        let redis =
-            Redis::start(&dir, crate::free_port(), "127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+        let redis = match &pki {
+            None => Redis::start(&dir, crate::free_port(), "127.0.0.1"),
+            Some((ca, server)) => Redis::start_tls(
+                &dir,
+                crate::free_port(),
+                "127.0.0.1",
+                &server.cert,
+                &server.key,
+                &ca.cert,
+            ),
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
+        let store_ca = pki.map(|(ca, _)| ca.cert);
+        let redis_scheme = if store_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         let pg_addr = format!("127.0.0.1:{}", crate::free_port());
         let pg = services::start_pg_mock(&dir, &pg_addr, &options.pg_behaviour)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -158,6 +193,7 @@ impl TestStack {
             database,
             shards,
             redis,
+            store_ca,
             pg,
             pg_addr,
             ingests: Vec::new(),
@@ -180,11 +216,13 @@ impl TestStack {
                         host: "127.0.0.1".into(),
                         port: s.port,
                         database: stack.database.clone(),
+                        tls_ca_file: stack.store_ca.clone(),
                     })
                     .collect(),
                 db_password_file: password_file.clone(),
-                redis_url: format!("redis://127.0.0.1:{}/0", stack.redis.port),
+                redis_url: format!("{redis_scheme}://127.0.0.1:{}/0", stack.redis.port),
                 redis_key_prefix: "payrail:".into(),
+                redis_tls_ca_file: stack.store_ca.clone(),
                 pg_url: format!("http://{}", stack.pg_addr),
                 // Tests on a bare stack name their merchants; the attack suite runs the
                 // whole appliance with keys.

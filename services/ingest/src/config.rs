@@ -116,11 +116,15 @@ fn default_id_block_size() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`, without the password.
+    /// `redis://host:port/db`, or `rediss://` for TLS; without the password.
     pub url: String,
     /// File holding the Redis password, if Redis requires one.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// With a `rediss://` url: the PEM file of the CA Redis's certificate must chain to
+    /// (the system roots without it).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Longest a Redis call may take before the request goes on without Redis (fail-open
     /// for rate limits, MariaDB for idempotency). Default 100 ms.
     #[serde(default = "default_redis_timeout")]

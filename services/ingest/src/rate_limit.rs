@@ -83,14 +83,11 @@ pub struct Redis {
 impl Redis {
     /// Connects lazily: Redis being down at start-up does not stop ingest.
     pub fn new(config: &crate::config::RedisConfig) -> Result<Self, String> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-            .map_err(|e| format!("redis url: {e}"))?;
-        if let Some(path) = &config.password_file {
-            let password = payrail_core::config::read_secret(path).map_err(|e| e.to_string())?;
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info).map_err(|e| format!("redis client: {e}"))?;
+        let client = payrail_db::redis::client(
+            &config.url,
+            config.password_file.as_deref(),
+            config.tls_ca_file.as_deref(),
+        )?;
         let timeout = Duration::from_millis(config.timeout_ms);
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))

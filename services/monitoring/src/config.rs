@@ -108,10 +108,14 @@ pub struct Instance {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`, without the password.
+    /// `redis://host:port/db`, or `rediss://` for TLS; without the password.
     pub url: String,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// With a `rediss://` url: the PEM file of the CA Redis's certificate must chain to
+    /// (the system roots without it).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// The key prefix ingest uses (`payrail:` by default).
     #[serde(default = "default_prefix")]
     pub key_prefix: String,

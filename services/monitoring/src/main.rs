@@ -53,13 +53,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let _guard = runtime.enter();
     let shards = payrail_db::Shards::new(&config.shards, &config.pool)?;
-    let mut info = redis::IntoConnectionInfo::into_connection_info(config.redis.url.as_str())?;
-    if let Some(path) = &config.redis.password_file {
-        let password = payrail_core::config::read_secret(path)?;
-        let settings = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    let redis = redis::Client::open(info)?;
+    let redis = payrail_db::redis::client(
+        &config.redis.url,
+        config.redis.password_file.as_deref(),
+        config.redis.tls_ca_file.as_deref(),
+    )?;
     let admin = Arc::new(admin::Admin {
         config: config.clone(),
         shards,

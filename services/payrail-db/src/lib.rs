@@ -1,4 +1,4 @@
-//! MariaDB, sharded by merchant.
+//! payrail's state stores: MariaDB, sharded by merchant, and Redis.
 //!
 //! - [`shards`]: one bounded `mysql_async` pool per shard, built from config with every
 //!   option set explicitly, and a timeout around each use.
@@ -7,12 +7,14 @@
 //! - [`outbox`]: outbox and history rows inside the caller's transaction.
 //! - [`sequence`]: global ids handed out in blocks from each shard's `id_sequence` row.
 //! - [`api_keys`]: merchant API keys: format, keyed hash, store, and the ring ingest checks.
+//! - [`redis`]: the Redis client every service builds alike (password file, TLS with a CA).
 //! - [`error`]: what callers need to tell apart: shard down, duplicate key, anything else.
 
 pub mod api_keys;
 pub mod error;
 pub mod migrate;
 pub mod outbox;
+pub mod redis;
 pub mod sequence;
 pub mod shards;
 

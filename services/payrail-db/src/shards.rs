@@ -1,7 +1,7 @@
 //! One connection pool per shard.
 
 use crate::error::{DbError, Result};
-use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
 use serde::Deserialize;
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,6 +19,13 @@ pub struct ShardConfig {
     /// File holding the password (NixOS `LoadCredential`); none for passwordless local users.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// PEM file of the CA the shard's server certificate must chain to. Set, every
+    /// connection to the shard is TLS (1.2 or 1.3, rustls), verified against this CA alone
+    /// and against `host` (a DNS name or IP in the certificate's subjectAltName); a shard
+    /// that does not offer TLS is unavailable, never reached in clear. For links that leave
+    /// the host; loopback links stay plain.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,8 +85,21 @@ impl Shards {
                 }
                 None => None,
             };
+            let ssl = match &shard.tls_ca_file {
+                // Read now, so a missing file stops start-up instead of every connection.
+                Some(path) => {
+                    let ca = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    Some(
+                        SslOpts::default()
+                            .with_root_certs(vec![ca.into()])
+                            .with_disable_built_in_roots(true),
+                    )
+                }
+                None => None,
+            };
             let opts = OptsBuilder::default()
                 .ip_or_hostname(shard.host.clone())
+                .ssl_opts(ssl)
                 .tcp_port(shard.port)
                 .db_name(Some(shard.database.clone()))
                 .user(Some(shard.user.clone()))

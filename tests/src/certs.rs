@@ -1,0 +1,119 @@
+//! Certificates made with openssl (Debian's) for the TLS tests: a CA and server
+//! certificates it signs, as a deployment has for its cross-host links.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A CA's certificate and key.
+pub struct Ca {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A server's certificate (signed by a [`Ca`]) and key.
+pub struct ServerCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .map_err(|e| format!("openssl: {e} (is openssl installed?)"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// A new P-256 CA named `name`, its files `<name>.pem` and `<name>.key` in `dir`.
+pub fn ca(dir: &Path, name: &str) -> Result<Ca, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let ca = Ca {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        path(&ca.key),
+        "-out",
+        path(&ca.cert),
+    ])?;
+    Ok(ca)
+}
+
+/// A server certificate for `ip` (its subjectAltName), signed by `ca`.
+pub fn server(dir: &Path, ca: &Ca, name: &str, ip: &str) -> Result<ServerCert, String> {
+    let server = ServerCert {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    let csr = dir.join(format!("{name}.csr"));
+    let extensions = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &extensions,
+        format!(
+            "subjectAltName=IP:{ip}\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        &format!("/CN={name}"),
+        "-keyout",
+        path(&server.key),
+        "-out",
+        path(&csr),
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path(&csr),
+        "-CA",
+        path(&ca.cert),
+        "-CAkey",
+        path(&ca.key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        path(&extensions),
+        "-out",
+        path(&server.cert),
+    ])?;
+    Ok(server)
+}
