@@ -9,22 +9,24 @@
 }: let
   hosts = config.payrail.hosts.effective;
   secret = name: hosts.secrets.${name};
-  shard = number: host: port: {
-    inherit number host port;
-    database = "payrail";
-    user = "payrail";
-    password_file = "/run/credentials/payrail-ingest.service/db-password";
-  };
-  # Both shards as monitoring (and the reconciliation it runs) reach them.
-  monitoringShards = let
+  storeTls = hosts.storeTls.enable;
+  # Both shards as a unit reaches them: this host's over loopback, vm2's over the private
+  # network (TLS with storeTls, checked against the CA in the unit's credentials).
+  shards = unit: let
     shard = number: host: {
       inherit number host;
       port = 3306;
       database = "payrail";
       user = "payrail";
-      password_file = "/run/credentials/payrail-monitoring.service/db-password";
+      password_file = "/run/credentials/${unit}.service/db-password";
     };
-  in [(shard 1 "127.0.0.1") (shard 2 hosts.vm2Address)];
+  in [
+    (shard 1 "127.0.0.1")
+    (shard 2 hosts.vm2Address // lib.optionalAttrs storeTls {tls_ca_file = "/run/credentials/${unit}.service/store-tls-ca";})
+  ];
+  # The credentials of a unit that reaches vm2's shard.
+  storeCa = lib.optionalAttrs storeTls {store-tls-ca = secret "store-tls-ca";};
+  monitoringShards = shards "payrail-monitoring";
 in {
   imports = [./nixos-modules/mariadb-shard.nix];
 
@@ -37,7 +39,22 @@ in {
     requirePassFile = secret "redis-password";
     save = [];
     appendOnly = false;
+    # With storeTls, vm2 reaches Redis on a TLS port (the firewall opens it instead of
+    # 6380); clients need no certificate of their own, only the password.
+    settings = lib.mkIf storeTls {
+      tls-port = 6381;
+      tls-cert-file = "/run/credentials/redis-payrail.service/store-tls-cert";
+      tls-key-file = "/run/credentials/redis-payrail.service/store-tls-key";
+      tls-ca-cert-file = "/run/credentials/redis-payrail.service/store-tls-ca";
+      tls-auth-clients = "no";
+      tls-protocols = "TLSv1.2 TLSv1.3";
+    };
   };
+  systemd.services.redis-payrail.serviceConfig.LoadCredential = lib.mkIf storeTls [
+    "store-tls-cert:${secret "store-tls-cert"}"
+    "store-tls-key:${secret "store-tls-key"}"
+    "store-tls-ca:${secret "store-tls-ca"}"
+  ];
 
   services.apache-kafka = {
     enable = true;
@@ -105,11 +122,13 @@ in {
 
   services.payrail.ingest = {
     enable = true;
-    credentials = {
-      db-password = secret "db-password";
-      redis-password = secret "redis-password";
-      api-key-hash = secret "api-key-hash";
-    };
+    credentials =
+      {
+        db-password = secret "db-password";
+        redis-password = secret "redis-password";
+        api-key-hash = secret "api-key-hash";
+      }
+      // storeCa;
     settings = {
       listen = "0.0.0.0:8081";
       instance = "ingest-1";
@@ -121,20 +140,22 @@ in {
       };
       pg.base_url = "http://${hosts.vm2Address}:8090";
       kafka.bootstrap_servers = "127.0.0.1:9092";
-      shards = [(shard 1 "127.0.0.1" 3306) (shard 2 hosts.vm2Address 3306)];
+      shards = shards "payrail-ingest";
     };
   };
   systemd.services.payrail-ingest.after = ["mysql.service" "payrail-mariadb-user.service" "redis-payrail.service" "apache-kafka.service"];
 
   services.payrail.monitoring = {
     enable = true;
-    credentials = {
-      db-password = secret "db-password";
-      redis-password = secret "redis-password";
-      admin-token = secret "admin-token";
-      admin-read-token = secret "admin-read-token";
-      api-key-hash = secret "api-key-hash";
-    };
+    credentials =
+      {
+        db-password = secret "db-password";
+        redis-password = secret "redis-password";
+        admin-token = secret "admin-token";
+        admin-read-token = secret "admin-read-token";
+        api-key-hash = secret "api-key-hash";
+      }
+      // storeCa;
     settings = {
       listen = "0.0.0.0:8087";
       admin_tokens = [
@@ -263,7 +284,12 @@ in {
   networking.firewall.allowedTCPPorts = [9090 3000];
   networking.nftables.enable = true;
   networking.firewall.extraInputRules = ''
-    # vm2 reaches MariaDB, Redis, Kafka, ingest #1 and monitoring here.
-    ip saddr ${hosts.privateNetwork} tcp dport { 3306, 6380, 9092, 8081, 8087 } accept
+    # vm2 reaches MariaDB, Redis (its TLS port with storeTls), Kafka, ingest #1 and
+    # monitoring here.
+    ip saddr ${hosts.privateNetwork} tcp dport { 3306, ${
+      if storeTls
+      then "6381"
+      else "6380"
+    }, 9092, 8081, 8087 } accept
   '';
 }

@@ -9,15 +9,19 @@
 }: let
   hosts = config.payrail.hosts.effective;
   secret = name: hosts.secrets.${name};
+  storeTls = hosts.storeTls.enable;
+  # vm1's shard over the private network (TLS with storeTls, checked against the CA in the
+  # unit's credentials), this host's over loopback.
   shards = unit: [
-    {
-      number = 1;
-      host = hosts.vm1Address;
-      port = 3306;
-      database = "payrail";
-      user = "payrail";
-      password_file = "/run/credentials/${unit}.service/db-password";
-    }
+    ({
+        number = 1;
+        host = hosts.vm1Address;
+        port = 3306;
+        database = "payrail";
+        user = "payrail";
+        password_file = "/run/credentials/${unit}.service/db-password";
+      }
+      // lib.optionalAttrs storeTls {tls_ca_file = "/run/credentials/${unit}.service/store-tls-ca";})
     {
       number = 2;
       host = "127.0.0.1";
@@ -27,6 +31,10 @@
       password_file = "/run/credentials/${unit}.service/db-password";
     }
   ];
+  # The credentials of every unit that reaches vm1's shard.
+  dbCredentials =
+    {db-password = secret "db-password";}
+    // lib.optionalAttrs storeTls {store-tls-ca = secret "store-tls-ca";};
   kafka = {bootstrap_servers = "${hosts.vm1Address}:9092";};
   inherit (hosts) tls;
   acmeDir = "/var/lib/acme/${toString tls.acmeHost}";
@@ -34,7 +42,7 @@
   worker = name: port: {
     enable = true;
     commands = ["replay-dlq"];
-    credentials.db-password = secret "db-password";
+    credentials = dbCredentials;
     settings = {
       listen = "0.0.0.0:${toString port}";
       instance = name;
@@ -63,20 +71,29 @@ in {
   services.payrail.ingest = {
     enable = true;
     port = 8082;
-    credentials = {
-      db-password = secret "db-password";
-      redis-password = secret "redis-password";
-      api-key-hash = secret "api-key-hash";
-    };
+    credentials =
+      dbCredentials
+      // {
+        redis-password = secret "redis-password";
+        api-key-hash = secret "api-key-hash";
+      };
     settings = {
       listen = "0.0.0.0:8082";
       instance = "ingest-2";
       merchant_auth = hosts.merchantAuth;
       api_keys.hash_key_file = "/run/credentials/payrail-ingest.service/api-key-hash";
-      redis = {
-        url = "redis://${hosts.vm1Address}:6380/0";
-        password_file = "/run/credentials/payrail-ingest.service/redis-password";
-      };
+      redis =
+        {
+          password_file = "/run/credentials/payrail-ingest.service/redis-password";
+        }
+        // (
+          if storeTls
+          then {
+            url = "rediss://${hosts.vm1Address}:6381/0";
+            tls_ca_file = "/run/credentials/payrail-ingest.service/store-tls-ca";
+          }
+          else {url = "redis://${hosts.vm1Address}:6380/0";}
+        );
       pg.base_url = pg;
       inherit kafka;
       shards = shards "payrail-ingest";
@@ -137,7 +154,7 @@ in {
   services.payrail.ledger = {
     enable = true;
     commands = ["reconcile"];
-    credentials.db-password = secret "db-password";
+    credentials = dbCredentials;
     settings = {
       listen = "0.0.0.0:8086";
       instance = "ledger";

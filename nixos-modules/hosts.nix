@@ -20,7 +20,7 @@
   requiredNames = ["vm1Address" "vm2Address" "privateNetwork"];
   payrailEnabled = lib.any (s: s.enable or false) (lib.attrValues (config.services.payrail or {}));
   # The secret files every host reads, by credential name.
-  secretNames = ["db-password" "redis-password" "admin-token" "admin-read-token" "api-key-hash" "grafana-admin-password" "grafana-secret-key"];
+  secretNames = ["db-password" "redis-password" "admin-token" "admin-read-token" "api-key-hash" "grafana-admin-password" "grafana-secret-key" "store-tls-ca" "store-tls-cert" "store-tls-key"];
 in {
   options.payrail.hosts = {
     vm1Address = required "Address (or resolvable name) of the state host, as vm2 reaches it. Required.";
@@ -45,7 +45,9 @@ in {
         `grafana-secret-key`, `admin-token` (the admin API's write-scoped bearer token, the
         operator's; at least 32 bytes), `admin-read-token` (read-only, for MCP; at least 32
         bytes), `api-key-hash` (the key of the merchant API keys' BLAKE3 hash, at least 32
-        bytes, the same file on both hosts; replacing it invalidates every key). Never in the
+        bytes, the same file on both hosts; replacing it invalidates every key); with
+        `storeTls.enable`, `store-tls-ca` (the CA, the same on both hosts), `store-tls-cert`
+        and `store-tls-key` (this host's MariaDB and Redis certificate and key). Never in the
         Nix store. Each file can be pointed elsewhere with `payrail.hosts.secrets.<name>`.
       '';
     };
@@ -91,6 +93,14 @@ in {
         '';
       };
     };
+    storeTls.enable = lib.mkEnableOption ''
+      TLS on the links between the hosts to MariaDB and Redis: each host's MariaDB requires
+      TLS of the `payrail` account from any address but loopback (`REQUIRE SSL`), vm1's Redis
+      adds a TLS port (6381) that the private network reaches instead of the plaintext one
+      (6380, loopback only), and every service verifies the other host's certificate
+      against the CA in the `store-tls-ca` secret alone. Each host's `store-tls-cert` and
+      `store-tls-key` secrets are its server certificate (with the host's address, as the
+      other host names it, in its subjectAltName) and key. Loopback links stay plain'';
     kafkaClusterId = lib.mkOption {
       type = lib.types.str;
       default = "pAyRaIlKrAfTcLuStEr001";

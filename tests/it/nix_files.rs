@@ -196,7 +196,10 @@ fn credential_paths(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// On both example hosts: every payrail unit runs a binary the package builds, and every
+/// The example hosts and the VM test's nodes (store links and gateway over TLS).
+const HOSTS: [&str; 4] = ["vm1", "vm2", "test-vm1", "test-vm2"];
+
+/// On the example hosts and the VM test's nodes: every payrail unit runs a binary the package builds, and every
 /// secret a unit's config names lies in that unit's own credentials directory and is
 /// loaded by that unit's LoadCredential (a oneshot reading another unit's directory, or
 /// Grafana reading root's secret files, fails at run time, never at evaluation).
@@ -208,7 +211,7 @@ fn every_unit_runs_a_built_binary_and_loads_the_credentials_its_config_names() {
         .expect("services/package.nix");
     let mut problems = Vec::new();
     let mut checked = 0;
-    for host in ["vm1", "vm2"] {
+    for host in HOSTS {
         let units = facts[host]["units"].as_object().expect("units");
         let loaded = |unit: &str| -> Vec<String> {
             units[unit]["loadCredential"]
@@ -285,7 +288,7 @@ fn every_unit_runs_a_built_binary_and_loads_the_credentials_its_config_names() {
 /// The exposure bound of issue 14: "OK" in systemd's own words.
 const EXPOSURE_MAX: f64 = 2.0;
 
-/// Every payrail unit of both hosts, written as a unit file from the evaluated
+/// Every payrail unit of the example hosts and the VM test's nodes, written as a unit file from the evaluated
 /// `serviceConfig` and scored by `systemd-analyze security --offline=true`: each at most
 /// 2.0. Prints the table the README records.
 #[test]
@@ -297,7 +300,7 @@ fn every_unit_is_hardened_to_exposure_2_or_less() {
     std::fs::create_dir_all(&dir).expect("dir");
     let mut table = Vec::new();
     let mut problems = Vec::new();
-    for host in ["vm1", "vm2"] {
+    for host in HOSTS {
         for (unit, facts) in facts[host]["units"].as_object().expect("units") {
             if !unit.starts_with("payrail-") {
                 continue;

@@ -3,9 +3,34 @@
 # k6 check, then the pipeline drains and `ledger reconcile` is clean; every payrail unit's
 # `systemd-analyze security` is logged.
 {self}: let
+  # Test-only CA and server certificates for the store links (payrail.hosts.storeTls),
+  # made at build time with a subjectAltName of each node's name; a deployment's are
+  # secrets like the others.
+  storePki = pkgs:
+    pkgs.runCommand "payrail-test-store-pki" {nativeBuildInputs = [pkgs.openssl];} ''
+      mkdir "$out" && cd "$out"
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj /CN=payrail-test-ca -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign,cRLSign -keyout ca.key -out ca.pem
+      for host in vm1 vm2; do
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$host" \
+          -keyout "$host.key" -out "$host.csr"
+        printf 'subjectAltName=DNS:%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+          "$host" > "$host.ext"
+        openssl x509 -req -in "$host.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+          -extfile "$host.ext" -out "$host.pem"
+      done
+    '';
   # Test-only secrets, written at boot by an activation script (a real deployment puts
   # them in payrail.hosts.secretsDir out of band; they never enter the store there).
   testSecrets = {
+    config,
+    pkgs,
+    ...
+  }: let
+    pki = storePki pkgs;
+    host = config.networking.hostName;
+  in {
     system.activationScripts.payrail-test-secrets = ''
       mkdir -p /run/secrets/payrail
       echo test-db-password > /run/secrets/payrail/db-password
@@ -15,6 +40,9 @@
       echo test-admin-token-0123456789abcdef0123 > /run/secrets/payrail/admin-token
       echo test-read-token-0123456789abcdef01234 > /run/secrets/payrail/admin-read-token
       echo test-api-key-hash-0123456789abcdef012 > /run/secrets/payrail/api-key-hash
+      cp ${pki}/ca.pem /run/secrets/payrail/store-tls-ca
+      cp ${pki}/${host}.pem /run/secrets/payrail/store-tls-cert
+      cp ${pki}/${host}.key /run/secrets/payrail/store-tls-key
       chmod 0400 /run/secrets/payrail/*
     '';
   };
@@ -26,6 +54,7 @@
       vm1Address = "vm1";
       vm2Address = "vm2";
       privateNetwork = "192.168.1.0/24";
+      storeTls.enable = true;
     };
     services.mysql.settings.mysqld = {
       innodb_buffer_pool_size = "512M";
@@ -44,11 +73,20 @@ in {
       imports = [(vm ../../vm1.nix)];
       services.apache-kafka.jvmOptions = ["-Xms512m" "-Xmx512m"];
     };
-    vm2 = vm ../../vm2.nix;
+    # The gateway serves HTTPS too, with vm2's certificate from the store PKI.
+    vm2 = {
+      imports = [(vm ../../vm2.nix)];
+      payrail.hosts.tls = {
+        enable = true;
+        certificateFile = "/run/secrets/payrail/store-tls-cert";
+        keyFile = "/run/secrets/payrail/store-tls-key";
+      };
+    };
     # k6 at 1,000 RPS needs about a core and a few hundred MiB of its own.
     client = {pkgs, ...}: {
       environment.systemPackages = [pkgs.k6 pkgs.curl];
       environment.etc."payrail-k6".source = ../../k6;
+      environment.etc."payrail-ca.pem".source = "${storePki pkgs}/ca.pem";
       virtualisation = {
         memorySize = 2048;
         cores = 2;
@@ -76,6 +114,23 @@ in {
     with subtest("the pipeline drains and reconciles"):
         vm2.wait_until_succeeds("systemctl start payrail-ledger-reconcile.service", timeout=300)
         vm2.log(vm2.succeed("journalctl -u payrail-ledger-reconcile.service -n 5 --no-pager"))
+
+    with subtest("the gateway over HTTPS"):
+        client.succeed("curl -sf --cacert /etc/payrail-ca.pem https://vm2/health | grep UP")
+        client.succeed("curl -sfI --cacert /etc/payrail-ca.pem https://vm2/health | grep -i strict-transport-security")
+        vm2.succeed("systemctl reload payrail-gateway.service")
+        client.succeed("curl -sf --cacert /etc/payrail-ca.pem https://vm2/health | grep UP")
+
+    with subtest("the links between the hosts to MariaDB and Redis are TLS"):
+        # Each shard accepted TLS sessions (the other host's services); the payrail account
+        # is refused in clear from the other host; Redis's plaintext port is closed to it.
+        for machine in [vm1, vm2]:
+            accepts = machine.succeed("mysql -u root -N -e \"SHOW GLOBAL STATUS LIKE 'Ssl_accepts'\"").split()[-1]
+            assert int(accepts) > 0, f"{machine.name}: Ssl_accepts {accepts}"
+        vm2.fail("mysql -h vm1 -u payrail -ptest-db-password --skip-ssl -e 'SELECT 1'")
+        vm2.succeed("mysql -h vm1 -u payrail -ptest-db-password --ssl --ssl-ca=/run/secrets/payrail/store-tls-ca -e 'SELECT 1'")
+        vm2.fail("timeout 5 bash -c '</dev/tcp/vm1/6380'")
+        vm1.succeed("redis-cli -p 6381 --tls --cacert /run/secrets/payrail/store-tls-ca -a test-redis-password --no-auth-warning PING | grep PONG")
 
     with subtest("the admin API through the gateway"):
         client.fail("curl -sf http://vm2:8080/api/admin/stats")
