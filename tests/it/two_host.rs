@@ -2,7 +2,8 @@
 //! network namespace, vm2 this host, a load client namespace; the whole appliance placed
 //! as `system.md` places it, every request through the gateway on vm2.
 //!
-//! One test, in phases, on one appliance (starting it is the slow part):
+//! MariaDB and Redis speak only TLS (the VM test's `payrail.hosts.storeTls`), checked
+//! before the phases. One test, in phases, on one appliance (starting it is the slow part):
 //! 1. full flow (k6 `full-flow.js` from the client namespace), then 1,050 RPS of
 //!    authorizations for `PAYRAIL_TWO_HOST_SECONDS` (default 60) with k6 `authorize.js`;
 //!    both k6 threshold sets pass; the pipeline drains; reconciliation is clean;
@@ -103,9 +104,23 @@ fn two_hosts_through_the_gateway() {
     // tansu's SQLite engine could not drain the 63 k events of the 1,050 RPS minute; not
     // re-measured with nisshi yet).
     let (mirror, mut appliance, _) =
-        Appliance::start_on_mirror("pr2h", 42, "two-host", payrail_tests::kafka::MEMORY, |_| {})
-            .expect("the appliance starts on two hosts");
+        Appliance::start_on_mirror("pr2h", 42, "two-host", payrail_tests::kafka::MEMORY, |l| {
+            l.store_tls = true
+        })
+        .expect("the appliance starts on two hosts");
     let layout = appliance.layout.clone();
+    // Every service reached both shards and Redis over TLS; Redis has no clear-text port.
+    for (i, db) in appliance.shards.iter().enumerate() {
+        let accepts = db
+            .root_sql("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")
+            .expect("status");
+        let accepts: i64 = accepts[0][1].parse().unwrap_or(0);
+        assert!(accepts > 0, "shard {}: no TLS session accepted", i + 1);
+    }
+    assert!(!payrail_tests::redis::ping(
+        &layout.vm1,
+        payrail_tests::appliance::REDIS_PORT
+    ));
     let dir = appliance.dir.clone();
     let gateway = layout.gateway();
     let ingest1 = format!("http://{}", layout.ingest(1));

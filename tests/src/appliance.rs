@@ -40,6 +40,11 @@ pub struct Layout {
     pub merchant_auth: bool,
     /// Appended to the gateway's config (e.g. `[auth_throttle]` for the attack suite).
     pub gateway_toml: String,
+    /// MariaDB and Redis speak only TLS, each host's with a certificate for its address
+    /// from a CA of the appliance's own (`pki/`), and every service trusts that CA alone:
+    /// `payrail.hosts.storeTls` of the NixOS hosts (where loopback links stay plain; here
+    /// every link uses TLS).
+    pub store_tls: bool,
 }
 
 /// `PAYRAIL_MERCHANT_AUTH=off` turns merchant API keys off (reference clients).
@@ -110,6 +115,35 @@ impl Layout {
     }
 }
 
+/// The CA and each host's certificate (for its address) of [`Layout::store_tls`].
+struct StorePki {
+    ca: crate::certs::Ca,
+    vm1: crate::certs::ServerCert,
+    vm2: crate::certs::ServerCert,
+    vm1_address: String,
+}
+
+impl StorePki {
+    fn create(dir: &Path, layout: &Layout) -> Result<Self, String> {
+        let ca = crate::certs::ca(dir, "ca")?;
+        Ok(Self {
+            vm1: crate::certs::server(dir, &ca, "vm1", &layout.vm1)?,
+            vm2: crate::certs::server(dir, &ca, "vm2", &layout.vm2)?,
+            ca,
+            vm1_address: layout.vm1.clone(),
+        })
+    }
+
+    /// The certificate of the host at `address`.
+    fn host(&self, address: &str) -> &crate::certs::ServerCert {
+        if address == self.vm1_address {
+            &self.vm1
+        } else {
+            &self.vm2
+        }
+    }
+}
+
 /// monitoring's tables for this layout: the broker, every instance to scrape, the
 /// reconcile command, the k6 runner (the repo's scenarios, against the gateway) and the
 /// drill (SIGSTOP / SIGCONT of the broker process).
@@ -171,12 +205,41 @@ impl Appliance {
             shards: Vec::new(),
             procs: Vec::new(),
         };
+        let pki = if layout.store_tls {
+            Some(StorePki::create(&dir.join("pki"), &layout)?)
+        } else {
+            None
+        };
+        let ca = pki.as_ref().map(|p| p.ca.cert.clone());
+        let shards = || -> Vec<ShardAddress> {
+            layout
+                .shards()
+                .into_iter()
+                .map(|shard| ShardAddress {
+                    tls_ca_file: ca.clone(),
+                    ..shard
+                })
+                .collect()
+        };
+        let redis_url = format!(
+            "{}://{}:{REDIS_PORT}/0",
+            if pki.is_some() { "rediss" } else { "redis" },
+            layout.vm1
+        );
         for shard in layout.shards() {
-            let db = MariaDb::start(
+            let tls_args = match &pki {
+                Some(p) => {
+                    let server = p.host(&shard.host);
+                    crate::mariadb::tls_only_args(&server.cert, &server.key)
+                }
+                None => Vec::new(),
+            };
+            let db = MariaDb::start_with(
                 &dir.join(format!("shard{}", shard.number)),
                 shard.port,
                 &shard.host,
                 password,
+                tls_args,
             )?;
             db.root_sql("CREATE DATABASE IF NOT EXISTS payrail")?;
             on_start(
@@ -185,7 +248,20 @@ impl Appliance {
             )?;
             appliance.shards.push(db);
         }
-        let redis = Redis::start(&dir.join("redis"), REDIS_PORT, &layout.vm1)?;
+        let redis = match &pki {
+            Some(p) => {
+                let server = p.host(&layout.vm1);
+                Redis::start_tls(
+                    &dir.join("redis"),
+                    REDIS_PORT,
+                    &layout.vm1,
+                    &server.cert,
+                    &server.key,
+                    &p.ca.cert,
+                )?
+            }
+            None => Redis::start(&dir.join("redis"), REDIS_PORT, &layout.vm1)?,
+        };
         appliance.add("redis", redis.into_proc(), &mut on_start)?;
         let broker = Broker::start_with(
             &dir.join("broker"),
@@ -209,13 +285,13 @@ impl Appliance {
             let settings = IngestSettings {
                 instance: format!("ingest-{number}"),
                 listen: layout.ingest(number),
-                shards: layout.shards(),
+                shards: shards(),
                 db_password_file: password_file.to_owned(),
-                redis_url: format!("redis://{}:{REDIS_PORT}/0", layout.vm1),
+                redis_url: redis_url.clone(),
                 redis_key_prefix: "payrail:".into(),
                 pg_url: format!("http://{}", layout.pg()),
                 api_key_hash_file: layout.merchant_auth.then(|| api_key_hash.clone()),
-                redis_tls_ca_file: None,
+                redis_tls_ca_file: ca.clone(),
                 extra_toml: format!("[kafka]\nbootstrap_servers = \"{}\"\n", layout.kafka()),
             };
             let ingest_dir = dir.join(&settings.instance);
@@ -227,7 +303,7 @@ impl Appliance {
             let settings = WorkerSettings {
                 service: service.into(),
                 listen: layout.worker(service).unwrap_or_default(),
-                shards: layout.shards(),
+                shards: shards(),
                 db_password_file: password_file.to_owned(),
                 bootstrap_servers: layout.kafka(),
                 kafka_toml: String::new(),
@@ -256,13 +332,13 @@ impl Appliance {
         let ingest1 = IngestSettings {
             instance: "monitoring".into(),
             listen: layout.monitoring(),
-            shards: layout.shards(),
+            shards: shards(),
             db_password_file: password_file.to_owned(),
-            redis_url: format!("redis://{}:{REDIS_PORT}/0", layout.vm1),
+            redis_url: redis_url.clone(),
             redis_key_prefix: "payrail:".into(),
             pg_url: String::new(),
             api_key_hash_file: None,
-            redis_tls_ca_file: None,
+            redis_tls_ca_file: ca.clone(),
             extra_toml: String::new(),
         };
         let broker_pid = appliance
@@ -353,6 +429,7 @@ impl Appliance {
             kafka_storage,
             merchant_auth: false,
             gateway_toml: String::new(),
+            store_tls: false,
         };
         tune(&mut layout);
         let mut pids = Vec::new();

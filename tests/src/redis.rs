@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub struct Redis {
     pub port: u16,
+    /// The address it listens on.
+    host: String,
     /// Set for a TLS-only server: its certificate, key and CA.
     tls: Option<[PathBuf; 3]>,
     proc: Option<Proc>,
@@ -44,6 +46,7 @@ impl Redis {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let mut redis = Self {
             port,
+            host: bind.to_owned(),
             tls,
             proc: None,
         };
@@ -75,7 +78,12 @@ impl Redis {
 
     /// redis-cli's options to reach this server.
     fn cli_args(&self) -> Vec<String> {
-        let mut args = vec!["-p".into(), self.port.to_string()];
+        let mut args = vec![
+            "-h".into(),
+            self.host.clone(),
+            "-p".into(),
+            self.port.to_string(),
+        ];
         if let Some([_, _, ca]) = &self.tls {
             args.extend(["--tls".into(), "--cacert".into(), ca.display().to_string()]);
         }
@@ -119,7 +127,8 @@ impl Redis {
 
     /// Starts it again after [`Redis::stop`], empty.
     pub fn restart(&mut self, dir: &Path) -> Result<(), String> {
-        self.launch(dir, "127.0.0.1")
+        let host = self.host.clone();
+        self.launch(dir, &host)
     }
 
     pub fn detach(mut self) -> Option<u32> {

@@ -286,12 +286,13 @@ pub fn start_monitoring(
     std::fs::write(
         &config,
         format!(
-            "listen = \"{listen}\"\naudit_log = \"{}\"\nstate_dir = \"{}\"\n{extra_toml}\n\n[[admin_tokens]]\nname = \"operator\"\nscope = \"write\"\nfile = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\n{}",
+            "listen = \"{listen}\"\naudit_log = \"{}\"\nstate_dir = \"{}\"\n{extra_toml}\n\n[[admin_tokens]]\nname = \"operator\"\nscope = \"write\"\nfile = \"{}\"\n\n[redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n{}\n{}",
             dir.join("audit.jsonl").display(),
             dir.join("state").display(),
             token_file.display(),
             ingest.redis_url,
             ingest.redis_key_prefix,
+            tls_ca_line(ingest.redis_tls_ca_file.as_deref()),
             shards_toml(&ingest.shards, &ingest.db_password_file)
         ),
     )

@@ -190,6 +190,7 @@ fn saved_layout() -> Layout {
         kafka_storage: payrail_tests::kafka::storage_engine(),
         merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
         gateway_toml: String::new(),
+        store_tls: false,
     }
 }
 
@@ -223,6 +224,7 @@ fn up() -> Result<(), String> {
             kafka_storage: payrail_tests::kafka::storage_engine(),
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
             gateway_toml: String::new(),
+            store_tls: false,
         },
         None => Layout {
             vm1: "127.0.0.1".into(),
@@ -232,6 +234,7 @@ fn up() -> Result<(), String> {
             kafka_storage: payrail_tests::kafka::storage_engine(),
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
             gateway_toml: String::new(),
+            store_tls: false,
         },
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
