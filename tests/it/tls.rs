@@ -130,6 +130,15 @@ fn the_gateway_speaks_tls_and_reloads_its_certificate() {
     let reply = payrail_tests::http::get(&plain, "/health");
     assert_eq!(reply.status, 200);
     assert!(reply.header("Strict-Transport-Security").is_none());
+    // This stack's ingest runs merchant_auth = "off": the gateway's /health says so once its
+    // health check has read ingest's.
+    assert!(
+        payrail_tests::wait_until(std::time::Duration::from_secs(10), || {
+            payrail_tests::http::get(&plain, "/health").json()["merchantAuth"] == "off"
+        }),
+        "{}",
+        payrail_tests::http::get(&plain, "/health").text()
+    );
 
     // The MCP server reads the admin API over https, trusting the certificate by ca_file.
     let mcp_config = dir.join("mcp.toml");

@@ -168,6 +168,12 @@ impl Gateway {
         let mut body = String::from("{\"status\":\"");
         let up = self.payments.any_usable();
         body.push_str(if up { "UP" } else { "DOWN" });
+        // "off" when any payment instance trusts the merchantId a request names.
+        body.push_str(if self.payments.any_merchant_auth_off() {
+            "\",\"merchantAuth\":\"off"
+        } else {
+            "\",\"merchantAuth\":\"required"
+        });
         body.push_str("\",\"checks\":{");
         self.payments.health_json(&mut body);
         self.admin.health_json(&mut body);

@@ -33,6 +33,9 @@ pub struct Member {
     passes: AtomicU32,
     /// Skipped until this time (ms since the epoch) after a failed connect.
     ejected_until_ms: AtomicI64,
+    /// Its last healthy `/health` said `"merchantAuth":"off"` (an ingest instance that
+    /// trusts the `merchantId` a request names).
+    merchant_auth_off: AtomicBool,
 }
 
 pub struct Pool {
@@ -53,6 +56,7 @@ impl Pool {
                     fails: AtomicU32::new(0),
                     passes: AtomicU32::new(0),
                     ejected_until_ms: AtomicI64::new(0),
+                    merchant_auth_off: AtomicBool::new(false),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -126,6 +130,13 @@ impl Pool {
             .set(i64::from(member.healthy.load(Ordering::Relaxed)));
     }
 
+    /// True when an instance's last `/health` said it runs `merchant_auth = "off"`.
+    pub fn any_merchant_auth_off(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.merchant_auth_off.load(Ordering::Relaxed))
+    }
+
     /// `{"upstream":"UP"|"DOWN",...}` for the gateway's `/health`.
     pub fn health_json(&self, out: &mut String) {
         let now = payrail_core::time::now_ms();
@@ -160,20 +171,24 @@ pub async fn health_loop(
             let uri = format!("{}/health", member.base);
             let timeout = Duration::from_millis(health.timeout_ms);
             async move {
-                let ok = match uri.parse::<hyper::Uri>() {
-                    Ok(uri) => {
-                        let request = hyper::Request::get(uri).body(Full::new(Bytes::new()));
-                        match request {
-                            Ok(request) => matches!(
-                                tokio::time::timeout(timeout, client.request(request)).await,
-                                Ok(Ok(response)) if response.status() == 200
-                            ),
-                            Err(_) => false,
-                        }
+                // 200 within the timeout, and the body read (it names the merchant_auth mode).
+                let check = async {
+                    let uri = uri.parse::<hyper::Uri>().ok()?;
+                    let request = hyper::Request::get(uri)
+                        .body(Full::new(Bytes::new()))
+                        .ok()?;
+                    let response = client.request(request).await.ok()?;
+                    if response.status() != 200 {
+                        return None;
                     }
-                    Err(_) => false,
+                    let body = http_body_util::BodyExt::collect(response.into_body())
+                        .await
+                        .ok()?
+                        .to_bytes();
+                    Some(contains(&body, b"\"merchantAuth\":\"off\""))
                 };
-                (i, ok)
+                let answer = tokio::time::timeout(timeout, check).await.ok().flatten();
+                (i, answer)
             }
         });
         let mut results = Vec::with_capacity(pool.members.len());
@@ -181,9 +196,19 @@ pub async fn health_loop(
             results.push(tokio::spawn(check));
         }
         for result in results {
-            if let Ok((i, ok)) = result.await {
-                pool.record_check(i, ok, &health, &metrics);
+            if let Ok((i, answer)) = result.await {
+                if let Some(off) = answer {
+                    pool.members[i]
+                        .merchant_auth_off
+                        .store(off, Ordering::Relaxed);
+                }
+                pool.record_check(i, answer.is_some(), &health, &metrics);
             }
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack` (a `/health` body: a few hundred bytes).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
