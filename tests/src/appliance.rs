@@ -47,6 +47,12 @@ pub struct Layout {
     pub store_tls: bool,
 }
 
+/// `PAYRAIL_STORE_TLS=on` runs MariaDB and Redis TLS-only ([`Layout::store_tls`]), to
+/// measure what TLS to the stores costs.
+pub fn store_tls_from_env() -> bool {
+    std::env::var("PAYRAIL_STORE_TLS").is_ok_and(|v| v == "on")
+}
+
 /// `PAYRAIL_MERCHANT_AUTH=off` turns merchant API keys off (reference clients).
 pub fn merchant_auth_from_env() -> bool {
     std::env::var("PAYRAIL_MERCHANT_AUTH").map_or(true, |v| v != "off")

@@ -224,7 +224,7 @@ fn up() -> Result<(), String> {
             kafka_storage: payrail_tests::kafka::storage_engine(),
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
             gateway_toml: String::new(),
-            store_tls: false,
+            store_tls: payrail_tests::appliance::store_tls_from_env(),
         },
         None => Layout {
             vm1: "127.0.0.1".into(),
@@ -234,7 +234,7 @@ fn up() -> Result<(), String> {
             kafka_storage: payrail_tests::kafka::storage_engine(),
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
             gateway_toml: String::new(),
-            store_tls: false,
+            store_tls: payrail_tests::appliance::store_tls_from_env(),
         },
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
