@@ -11,48 +11,9 @@ use payrail_tests::stack::{Options, TestStack};
 use std::path::Path;
 use std::process::Command;
 
-fn self_signed(dir: &Path, name: &str) {
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .arg("-subj")
-        .arg(format!("/CN={name}"))
-        // An end-entity certificate for 127.0.0.1 that is its own trust anchor (rustls
-        // refuses a CA certificate as the server's own, and names without a SAN).
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .expect("openssl runs");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-}
-
-fn curl(args: &[&str]) -> (bool, String) {
-    let output = Command::new("curl")
-        .args(["-sk", "-v", "--max-time", "5"])
-        .args(args)
-        .output()
-        .expect("curl runs");
+/// Runs `command`: whether it succeeded, and its stdout and stderr together.
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command.output().expect("the client runs");
     (
         output.status.success(),
         format!(
@@ -63,12 +24,18 @@ fn curl(args: &[&str]) -> (bool, String) {
     )
 }
 
+fn curl(args: &[&str]) -> (bool, String) {
+    run(Command::new("curl")
+        .args(["-sk", "-v", "--max-time", "5"])
+        .args(args))
+}
+
 #[test]
 fn the_gateway_speaks_tls_and_reloads_its_certificate() {
     let stack = TestStack::start("tls");
     let dir = stack.dir.join("gateway");
     std::fs::create_dir_all(&dir).expect("dir");
-    self_signed(&dir, "payrail-first");
+    payrail_tests::certs::self_signed(&dir, "payrail-first").expect("certificate");
     let plain = format!("127.0.0.1:{}", payrail_tests::free_port());
     let secure = format!("127.0.0.1:{}", payrail_tests::free_port());
     // Monitoring behind the gateway, for the MCP server over https.
@@ -160,7 +127,7 @@ fn the_gateway_speaks_tls_and_reloads_its_certificate() {
     drop(client);
 
     // A new certificate on disk, then SIGHUP: new connections get it, without a restart.
-    self_signed(&dir, "payrail-second");
+    payrail_tests::certs::self_signed(&dir, "payrail-second").expect("certificate");
     let pid = gateway.pid().expect("gateway pid");
     let _ = Command::new("kill")
         .args(["-HUP", &pid.to_string()])
@@ -187,18 +154,7 @@ fn mariadb_over_tcp(stack: &TestStack, shard: usize, tls: Option<&Path>) -> (boo
             .arg(format!("--ssl-ca={}", ca.display())),
         None => command.arg("--skip-ssl"),
     };
-    let output = command
-        .args(["--batch", "-e", "SHOW SESSION STATUS LIKE 'Ssl_version'"])
-        .output()
-        .expect("mariadb client runs");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    run(command.args(["--batch", "-e", "SHOW SESSION STATUS LIKE 'Ssl_version'"]))
 }
 
 #[test]

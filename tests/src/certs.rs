@@ -36,14 +36,16 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
-/// A new P-256 CA named `name`, its files `<name>.pem` and `<name>.key` in `dir`.
-pub fn ca(dir: &Path, name: &str) -> Result<Ca, String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let ca = Ca {
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}.key")),
-    };
-    openssl(&[
+/// `openssl req -x509` of a new P-256 key, valid two days, subject `/CN=<name>`, with the
+/// extensions `extensions`, written to `cert` and `key`.
+fn self_signed_with(
+    cert: &Path,
+    key: &Path,
+    name: &str,
+    extensions: &[&str],
+) -> Result<(), String> {
+    let subject = format!("/CN={name}");
+    let mut args = vec![
         "req",
         "-x509",
         "-newkey",
@@ -54,17 +56,52 @@ pub fn ca(dir: &Path, name: &str) -> Result<Ca, String> {
         "-days",
         "2",
         "-subj",
-        &format!("/CN={name}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        path(&ca.key),
-        "-out",
-        path(&ca.cert),
-    ])?;
+        &subject,
+    ];
+    for extension in extensions {
+        args.extend(["-addext", extension]);
+    }
+    args.extend(["-keyout", path(key), "-out", path(cert)]);
+    openssl(&args)
+}
+
+/// A new P-256 CA named `name`, its files `<name>.pem` and `<name>.key` in `dir`.
+pub fn ca(dir: &Path, name: &str) -> Result<Ca, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let ca = Ca {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    self_signed_with(
+        &ca.cert,
+        &ca.key,
+        name,
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    )?;
     Ok(ca)
+}
+
+/// An end-entity certificate for 127.0.0.1 that is its own trust anchor, in
+/// `dir/cert.pem` and `dir/key.pem` (rustls refuses a CA certificate as the server's own,
+/// and names without a subjectAltName).
+pub fn self_signed(dir: &Path, name: &str) -> Result<ServerCert, String> {
+    let server = ServerCert {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    self_signed_with(
+        &server.cert,
+        &server.key,
+        name,
+        &[
+            "subjectAltName=IP:127.0.0.1",
+            "basicConstraints=critical,CA:FALSE",
+        ],
+    )?;
+    Ok(server)
 }
 
 /// A server certificate for `ip` (its subjectAltName), signed by `ca`.

@@ -143,22 +143,20 @@ fn spawn(
 }
 
 pub fn start_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, String> {
-    let proc = spawn_ingest(dir, settings)?;
-    if !wait_healthy(&settings.listen, Duration::from_secs(60)) {
-        return Err(format!(
-            "{} did not become healthy; see {}",
-            settings.instance,
-            ingest_log(dir, settings).display()
-        ));
-    }
-    Ok(proc)
+    let config = write_ingest_config(dir, settings)?;
+    launch(
+        &settings.instance,
+        "ingest",
+        &settings.listen,
+        &config,
+        &ingest_log(dir, settings),
+    )
 }
 
 /// Starts an ingest instance without waiting for it to be healthy (one that is not
 /// meant to reach its stores).
 pub fn spawn_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, String> {
-    let config = dir.join(format!("{}.toml", settings.instance));
-    std::fs::write(&config, ingest_config(settings)).map_err(|e| e.to_string())?;
+    let config = write_ingest_config(dir, settings)?;
     spawn(
         &settings.instance,
         "ingest",
@@ -166,6 +164,12 @@ pub fn spawn_ingest(dir: &Path, settings: &IngestSettings) -> Result<Proc, Strin
         &config,
         &ingest_log(dir, settings),
     )
+}
+
+fn write_ingest_config(dir: &Path, settings: &IngestSettings) -> Result<PathBuf, String> {
+    let config = dir.join(format!("{}.toml", settings.instance));
+    std::fs::write(&config, ingest_config(settings)).map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 pub fn ingest_log(dir: &Path, settings: &IngestSettings) -> PathBuf {
