@@ -18,18 +18,36 @@ pub fn client(
         let settings = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(settings);
     }
-    let tls = url.starts_with("rediss://");
     match tls_ca_file {
-        Some(path) if tls => {
+        // build_with_tls refuses a url that is not rediss:// itself.
+        Some(path) => {
             let ca = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let certificates = ::redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(ca),
             };
             ::redis::Client::build_with_tls(info, certificates)
-                .map_err(|e| format!("redis tls: {e}"))
+                .map_err(|e| format!("redis tls_ca_file: {e}"))
         }
-        Some(_) => Err("redis tls_ca_file needs a rediss:// url".to_owned()),
         None => ::redis::Client::open(info).map_err(|e| format!("redis client: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client;
+
+    #[test]
+    fn a_ca_file_needs_a_rediss_url() {
+        let ca = std::env::temp_dir().join(format!("payrail-redis-ca-{}", std::process::id()));
+        std::fs::write(&ca, b"").expect("write");
+        let plain = client("redis://127.0.0.1:6379/0", None, Some(&ca));
+        let tls = client("rediss://127.0.0.1:6379/0", None, Some(&ca));
+        let _ = std::fs::remove_file(&ca);
+        let Err(error) = plain else {
+            panic!("a plain url with a CA must be refused");
+        };
+        assert!(error.contains("rediss://"), "{error}");
+        assert!(tls.is_ok());
     }
 }
