@@ -167,24 +167,17 @@ pub async fn refresh_loop(app: Arc<App>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flush_every = Duration::from_millis(config.last_used_flush_ms);
     let mut last_flush = std::time::Instant::now();
-    let mut warned = vec![false; usize::from(app.shards.count())];
+    // The shards that failed last round: each outage is logged once, when it starts.
+    let mut failing: Vec<u16> = Vec::new();
     loop {
         interval.tick().await;
         let failed = keys.ring.refresh_all(&app.shards).await;
-        for (index, warned) in warned.iter_mut().enumerate() {
-            match failed
-                .iter()
-                .find(|(shard, _)| usize::from(*shard) == index + 1)
-            {
-                None => *warned = false,
-                Some((shard, error)) => {
-                    if !*warned {
-                        tracing::warn!(shard, %error, "API keys not refreshed; keeping the last view");
-                        *warned = true;
-                    }
-                }
+        for (shard, error) in &failed {
+            if !failing.contains(shard) {
+                tracing::warn!(shard, %error, "API keys not refreshed; keeping the last view");
             }
         }
+        failing = failed.into_iter().map(|(shard, _)| shard).collect();
         app.metrics.api_keys.set(keys.ring.len() as i64);
         if last_flush.elapsed() >= flush_every {
             last_flush = std::time::Instant::now();
