@@ -108,14 +108,15 @@ impl Layout {
     pub fn kafka(&self) -> String {
         format!("{}:{KAFKA_PORT}", self.vm1)
     }
-    pub fn shards(&self) -> Vec<ShardAddress> {
+    /// Both shards, reached over TLS with `tls_ca_file` (see [`Layout::store_tls`]).
+    pub fn shards(&self, tls_ca_file: Option<&Path>) -> Vec<ShardAddress> {
         (1..=2u16)
             .map(|number| ShardAddress {
                 number,
                 host: self.shard_host(number).to_owned(),
                 port: SHARD_PORTS[usize::from(number) - 1],
                 database: "payrail".into(),
-                tls_ca_file: None,
+                tls_ca_file: tls_ca_file.map(Path::to_owned),
             })
             .collect()
     }
@@ -217,22 +218,8 @@ impl Appliance {
             None
         };
         let ca = pki.as_ref().map(|p| p.ca.cert.clone());
-        let shards = || -> Vec<ShardAddress> {
-            layout
-                .shards()
-                .into_iter()
-                .map(|shard| ShardAddress {
-                    tls_ca_file: ca.clone(),
-                    ..shard
-                })
-                .collect()
-        };
-        let redis_url = format!(
-            "{}://{}:{REDIS_PORT}/0",
-            if pki.is_some() { "rediss" } else { "redis" },
-            layout.vm1
-        );
-        for shard in layout.shards() {
+        let shards = layout.shards(ca.as_deref());
+        for shard in &shards {
             let tls_args = match &pki {
                 Some(p) => {
                     let server = p.host(&shard.host);
@@ -268,6 +255,7 @@ impl Appliance {
             }
             None => Redis::start(&dir.join("redis"), REDIS_PORT, &layout.vm1)?,
         };
+        let redis_url = redis.url();
         appliance.add("redis", redis.into_proc(), &mut on_start)?;
         let broker = Broker::start_with(
             &dir.join("broker"),
@@ -291,7 +279,7 @@ impl Appliance {
             let settings = IngestSettings {
                 instance: format!("ingest-{number}"),
                 listen: layout.ingest(number),
-                shards: shards(),
+                shards: shards.clone(),
                 db_password_file: password_file.to_owned(),
                 redis_url: redis_url.clone(),
                 redis_key_prefix: "payrail:".into(),
@@ -309,7 +297,7 @@ impl Appliance {
             let settings = WorkerSettings {
                 service: service.into(),
                 listen: layout.worker(service).unwrap_or_default(),
-                shards: shards(),
+                shards: shards.clone(),
                 db_password_file: password_file.to_owned(),
                 bootstrap_servers: layout.kafka(),
                 kafka_toml: String::new(),
@@ -338,7 +326,7 @@ impl Appliance {
         let ingest1 = IngestSettings {
             instance: "monitoring".into(),
             listen: layout.monitoring(),
-            shards: shards(),
+            shards: shards.clone(),
             db_password_file: password_file.to_owned(),
             redis_url: redis_url.clone(),
             redis_key_prefix: "payrail:".into(),

@@ -2,7 +2,6 @@
 //! certificates it signs, as a deployment has for its cross-host links.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A CA's certificate and key.
 pub struct Ca {
@@ -17,19 +16,7 @@ pub struct ServerCert {
 }
 
 fn openssl(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .map_err(|e| format!("openssl: {e} (is openssl installed?)"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {}: {}",
-            args.first().unwrap_or(&""),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+    crate::run_tool("openssl", args)
 }
 
 fn path(p: &Path) -> &str {

@@ -40,19 +40,7 @@ pub fn command(addr: &str, program: impl AsRef<OsStr>) -> Command {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    crate::run_tool("ip", args)
 }
 
 pub struct TwoHost {

@@ -50,8 +50,18 @@ impl Redis {
             tls,
             proc: None,
         };
-        redis.launch(dir, bind)?;
+        redis.launch(dir)?;
         Ok(redis)
+    }
+
+    /// The url clients use: `rediss://` for a TLS-only server.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}:{}/0", self.host, self.port)
     }
 
     /// `--port`, or `--port 0` and the TLS options.
@@ -90,11 +100,11 @@ impl Redis {
         args
     }
 
-    fn launch(&mut self, dir: &Path, bind: &str) -> Result<(), String> {
-        let mut command = crate::hosts::command(bind, "redis-server");
+    fn launch(&mut self, dir: &Path) -> Result<(), String> {
+        let mut command = crate::hosts::command(&self.host, "redis-server");
         command
             .args(self.port_args())
-            .args(["--bind", bind, "--save", "", "--appendonly", "no"])
+            .args(["--bind", &self.host, "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir);
@@ -105,16 +115,14 @@ impl Redis {
         )
         .map_err(|e| format!("redis-server: {e} (is redis-server installed?)"))?;
         self.proc = Some(proc);
-        let port = self.port;
-        let host = bind.to_owned();
         let ready = || match self.tls {
-            None => ping(&host, port),
+            None => ping(&self.host, self.port),
             Some(_) => self.cli(&["PING"]) == "PONG",
         };
         if crate::wait_until(Duration::from_secs(10), ready) {
             Ok(())
         } else {
-            Err(format!("redis on port {port} did not start"))
+            Err(format!("redis on port {} did not start", self.port))
         }
     }
 
@@ -127,8 +135,7 @@ impl Redis {
 
     /// Starts it again after [`Redis::stop`], empty.
     pub fn restart(&mut self, dir: &Path) -> Result<(), String> {
-        let host = self.host.clone();
-        self.launch(dir, &host)
+        self.launch(dir)
     }
 
     pub fn detach(mut self) -> Option<u32> {

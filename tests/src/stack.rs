@@ -160,11 +160,6 @@ impl TestStack {
         }
         .unwrap_or_else(|e| panic!("{e}"));
         let store_ca = pki.map(|(ca, _)| ca.cert);
-        let redis_scheme = if store_ca.is_some() {
-            "rediss"
-        } else {
-            "redis"
-        };
         let pg_addr = format!("127.0.0.1:{}", crate::free_port());
         let pg = services::start_pg_mock(&dir, &pg_addr, &options.pg_behaviour)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -220,7 +215,7 @@ impl TestStack {
                     })
                     .collect(),
                 db_password_file: password_file.clone(),
-                redis_url: format!("{redis_scheme}://127.0.0.1:{}/0", stack.redis.port),
+                redis_url: stack.redis.url(),
                 redis_key_prefix: "payrail:".into(),
                 redis_tls_ca_file: stack.store_ca.clone(),
                 pg_url: format!("http://{}", stack.pg_addr),
