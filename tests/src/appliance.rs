@@ -45,6 +45,9 @@ pub struct Layout {
     /// `payrail.hosts.storeTls` of the NixOS hosts (where loopback links stay plain; here
     /// every link uses TLS).
     pub store_tls: bool,
+    /// Shards sized for tests ([`crate::mariadb::test_sizing_args`]); `cargo xtask up` and
+    /// the bench keep the full size.
+    pub test_sizing: bool,
 }
 
 /// `PAYRAIL_STORE_TLS=on` runs MariaDB and Redis TLS-only ([`Layout::store_tls`]), to
@@ -227,12 +230,16 @@ impl Appliance {
                 }
                 None => Vec::new(),
             };
+            let mut args = tls_args;
+            if layout.test_sizing {
+                args.extend(crate::mariadb::test_sizing_args());
+            }
             let db = MariaDb::start_with(
                 &dir.join(format!("shard{}", shard.number)),
                 shard.port,
                 &shard.host,
                 password,
-                tls_args,
+                args,
             )?;
             db.root_sql("CREATE DATABASE IF NOT EXISTS payrail")?;
             on_start(
@@ -424,6 +431,7 @@ impl Appliance {
             merchant_auth: false,
             gateway_toml: String::new(),
             store_tls: false,
+            test_sizing: true,
         };
         tune(&mut layout);
         let mut pids = Vec::new();

@@ -28,6 +28,16 @@ pub fn tls_only_args(cert: &Path, key: &Path) -> Vec<String> {
     ]
 }
 
+/// Overrides [`server_args`]' sizing for tests, which run several servers at once on one
+/// disk: InnoDB writes its whole redo log up front, so 1 GiB each filled CI's disk.
+/// Test loads are short and light, far from a 256 MiB log's checkpoint limit.
+pub fn test_sizing_args() -> Vec<String> {
+    vec![
+        "--innodb-log-file-size=256M".into(),
+        "--innodb-buffer-pool-size=256M".into(),
+    ]
+}
+
 /// Durable and sized for a 2-core, shared machine. `innodb_flush_log_at_trx_commit=1`
 /// is invariant 1 of system.md: a 200 means the commit reached the disk.
 pub fn server_args(dir: &Path, port: u16, bind: &str) -> Vec<String> {

@@ -121,16 +121,16 @@ impl TestStack {
             std::fs::write(&password_file, "payrail-own\n").unwrap_or_else(|e| panic!("{e}"));
             let shards = (1..=2)
                 .map(|n| {
+                    let mut args = crate::mariadb::test_sizing_args();
+                    if let Some((_, server)) = &pki {
+                        args.extend(crate::mariadb::tls_only_args(&server.cert, &server.key));
+                    }
                     MariaDb::start_with(
                         &dir.join(format!("shard{n}")),
                         crate::free_port(),
                         "127.0.0.1",
                         "payrail-own",
-                        pki.as_ref()
-                            .map(|(_, server)| {
-                                crate::mariadb::tls_only_args(&server.cert, &server.key)
-                            })
-                            .unwrap_or_default(),
+                        args,
                     )
                     .unwrap_or_else(|e| panic!("{e}"))
                 })

@@ -191,6 +191,7 @@ fn saved_layout() -> Layout {
         merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
         gateway_toml: String::new(),
         store_tls: false,
+        test_sizing: false,
     }
 }
 
@@ -225,6 +226,7 @@ fn up() -> Result<(), String> {
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
             gateway_toml: String::new(),
             store_tls: payrail_tests::appliance::store_tls_from_env(),
+            test_sizing: false,
         },
         None => Layout {
             vm1: "127.0.0.1".into(),
@@ -235,6 +237,7 @@ fn up() -> Result<(), String> {
             merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
             gateway_toml: String::new(),
             store_tls: payrail_tests::appliance::store_tls_from_env(),
+            test_sizing: false,
         },
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
