@@ -354,9 +354,12 @@ impl Default for RuntimeConfig {
 pub struct RelayConfig {
     /// Events claimed and published per round. Default 500.
     pub batch_size_max: usize,
-    /// How often an idle relay looks for events committed by other instances (its own
-    /// commits wake it at once). Default 50 ms.
+    /// How often a relay looks for events committed by other instances (its own commits
+    /// wake it at once) while it finds some. Default 50 ms.
     pub poll_interval_ms: u64,
+    /// While it finds none, the wait doubles up to this (`payrail_core::poll`), so another
+    /// instance's first event after a quiet spell waits up to this long. Default 1 000 ms.
+    pub idle_poll_max_ms: u64,
     /// How long a relay holds a shard after its last renewal; another instance takes the
     /// shard over after this if the holder dies. Default 10 000 ms.
     pub lease_ms: u64,
@@ -373,6 +376,7 @@ impl Default for RelayConfig {
         Self {
             batch_size_max: 500,
             poll_interval_ms: 50,
+            idle_poll_max_ms: 1_000,
             lease_ms: 10_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 5_000,

@@ -231,7 +231,10 @@ impl Relay {
         ] {
             counter.with_label_values(&[&shard_label]).inc_by(0);
         }
-        let poll = Duration::from_millis(config.poll_interval_ms);
+        let mut poll = payrail_core::poll::IdlePoll::new(
+            Duration::from_millis(config.poll_interval_ms),
+            Duration::from_millis(config.idle_poll_max_ms),
+        );
         let mut backoff = Duration::from_millis(config.backoff_initial_ms);
         let mut last_renewal: Option<Instant> = None;
         loop {
@@ -271,9 +274,12 @@ impl Relay {
             };
             if events.is_empty() {
                 let wake = app.outbox_notify[usize::from(shard) - 1].notified();
-                let _ = tokio::time::timeout(poll, wake).await;
+                if tokio::time::timeout(poll.idle(), wake).await.is_ok() {
+                    poll.busy();
+                }
                 continue;
             }
+            poll.busy();
             if let Err(rejected) = self.breaker.check() {
                 tokio::time::sleep(Duration::from_millis(
                     rejected.retry_after_ms.clamp(10, 1000),

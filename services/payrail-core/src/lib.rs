@@ -7,6 +7,7 @@
 //! - [`event`]: event types and payloads. [`json`]: JSON string escaping.
 //! - [`time`]: RFC 3339 timestamps with milliseconds, UTC. [`url`]: percent-encoding.
 //! - [`breaker`]: a time-window circuit breaker counting successes, failures and slow calls.
+//! - [`poll`]: the backing-off wait of a loop that polls a table for work.
 //! - [`config`]: TOML config files with `deny_unknown_fields` and `--check-config`.
 //! - [`telemetry`]: tracing setup and the Prometheus text endpoint.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod event;
 pub mod id;
 pub mod json;
+pub mod poll;
 pub mod shard;
 pub mod status;
 pub mod telemetry;

@@ -30,6 +30,14 @@ pub struct KafkaConfig {
     /// Default 100 000.
     #[serde(default = "default_queue_max")]
     pub queue_messages_max: u64,
+    /// Longest a consumer's Fetch waits at the broker for data (`fetch.wait.max.ms`).
+    /// Default 2 000 ms, librdkafka's is 500: a Fetch with data returns at once, so
+    /// this is only the idle wait, and nisshi spends it re-reading every partition from
+    /// storage with halving sleeps (about log2 of it in rounds per Fetch), so a longer
+    /// one is fewer rounds per second. New data then waits up to half of it at the
+    /// broker, off the request path.
+    #[serde(default = "default_fetch_wait_max")]
+    pub fetch_wait_max_ms: u64,
     /// Consumer session timeout. Default 10 000 ms.
     #[serde(default = "default_session_timeout")]
     pub session_timeout_ms: u64,
@@ -74,6 +82,9 @@ fn default_linger() -> u64 {
 }
 fn default_queue_max() -> u64 {
     100_000
+}
+fn default_fetch_wait_max() -> u64 {
+    2_000
 }
 fn default_session_timeout() -> u64 {
     10_000
@@ -132,6 +143,7 @@ impl KafkaConfig {
                 "max.poll.interval.ms",
                 self.max_poll_interval_ms.to_string(),
             )
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false");
         config

@@ -66,8 +66,12 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
-    /// How often an idle scheduler looks for due jobs. Default 100 ms.
+    /// How often a scheduler looks for due jobs while it finds some (new jobs from its
+    /// own intake wake it at once). Default 100 ms.
     pub poll_interval_ms: u64,
+    /// While it finds none, the wait doubles up to this (`payrail_core::poll`), so a retry
+    /// falling due in a quiet spell starts up to this late. Default 1 000 ms.
+    pub idle_poll_max_ms: u64,
     /// Jobs claimed per round and shard. Default 200.
     pub claim_batch_size: usize,
     /// A claimed job not finished in this time is due again (its worker died). Default 30 000 ms.
@@ -82,6 +86,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             poll_interval_ms: 100,
+            idle_poll_max_ms: 1_000,
             claim_batch_size: 200,
             claim_timeout_ms: 30_000,
             concurrency_max: 64,

@@ -293,7 +293,10 @@ async fn process<K: JobKind>(worker: Arc<Worker<K>>, shard: u16, job: Job) {
 }
 
 pub async fn run<K: JobKind>(worker: Arc<Worker<K>>, shard: u16) {
-    let poll = Duration::from_millis(worker.config.scheduler.poll_interval_ms);
+    let mut poll = payrail_core::poll::IdlePoll::new(
+        Duration::from_millis(worker.config.scheduler.poll_interval_ms),
+        Duration::from_millis(worker.config.scheduler.idle_poll_max_ms),
+    );
     loop {
         let jobs = match claim(&worker, shard).await {
             Ok(jobs) => jobs,
@@ -305,9 +308,12 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>, shard: u16) {
         };
         if jobs.is_empty() {
             let arrived = worker.arrivals[usize::from(shard) - 1].notified();
-            let _ = tokio::time::timeout(poll, arrived).await;
+            if tokio::time::timeout(poll.idle(), arrived).await.is_ok() {
+                poll.busy();
+            }
             continue;
         }
+        poll.busy();
         for job in jobs {
             // The semaphore bounds PG calls in flight across all shards.
             let Ok(permit) = worker.pg_slots.clone().acquire_owned().await else {
