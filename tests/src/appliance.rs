@@ -223,14 +223,13 @@ impl Appliance {
         let ca = pki.as_ref().map(|p| p.ca.cert.clone());
         let shards = layout.shards(ca.as_deref());
         for shard in &shards {
-            let tls_args = match &pki {
+            let mut args = match &pki {
                 Some(p) => {
                     let server = p.host(&shard.host);
                     crate::mariadb::tls_only_args(&server.cert, &server.key)
                 }
                 None => Vec::new(),
             };
-            let mut args = tls_args;
             if layout.test_sizing {
                 args.extend(crate::mariadb::test_sizing_args());
             }

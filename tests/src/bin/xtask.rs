@@ -216,29 +216,25 @@ fn up() -> Result<(), String> {
     } else {
         None
     };
-    let layout = match &mirror {
-        Some(m) => Layout {
-            vm1: m.vm1.clone(),
-            vm2: m.vm2.clone(),
-            gateway_extra_listen: vec![format!("127.0.0.1:{GATEWAY_PORT}")],
-            pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
-            kafka_storage: payrail_tests::kafka::storage_engine(),
-            merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
-            gateway_toml: String::new(),
-            store_tls: payrail_tests::appliance::store_tls_from_env(),
-            test_sizing: false,
-        },
-        None => Layout {
-            vm1: "127.0.0.1".into(),
-            vm2: "127.0.0.1".into(),
-            gateway_extra_listen: Vec::new(),
-            pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
-            kafka_storage: payrail_tests::kafka::storage_engine(),
-            merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
-            gateway_toml: String::new(),
-            store_tls: payrail_tests::appliance::store_tls_from_env(),
-            test_sizing: false,
-        },
+    // On the mirror the gateway also listens on 127.0.0.1:8080 (the README's curl).
+    let (vm1, vm2, gateway_extra_listen) = match &mirror {
+        Some(m) => (
+            m.vm1.clone(),
+            m.vm2.clone(),
+            vec![format!("127.0.0.1:{GATEWAY_PORT}")],
+        ),
+        None => ("127.0.0.1".into(), "127.0.0.1".into(), Vec::new()),
+    };
+    let layout = Layout {
+        vm1,
+        vm2,
+        gateway_extra_listen,
+        pg_behaviour: payrail_tests::appliance::PG_BEHAVIOUR.into(),
+        kafka_storage: payrail_tests::kafka::storage_engine(),
+        merchant_auth: payrail_tests::appliance::merchant_auth_from_env(),
+        gateway_toml: String::new(),
+        store_tls: payrail_tests::appliance::store_tls_from_env(),
+        test_sizing: false,
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
         .map_err(|e| e.to_string())?;
