@@ -376,3 +376,111 @@ fn a_killed_worker_resumes_without_double_effects() {
     );
     stack.assert_reconciled();
 }
+
+/// A refund asked for while its capture settles is accepted (`AWAITING_CAPTURE`, its amount
+/// reserved against the requested capture) and sent to the PG only once the capture has
+/// settled; if the capture fails for good, the refund is cancelled and nothing is refunded.
+#[test]
+fn a_refund_waits_for_its_settling_capture_or_is_cancelled_with_it() {
+    let stack = TestStack::start_with(
+        "pipeline_refund_waits",
+        pipeline("[retry]\nattempts_max = 3\nbackoff_initial_ms = 1000\nbackoff_max_ms = 1000\n"),
+    );
+    let settles = stack.authorize("M-21", 1_000, "settles");
+    let fails = stack.authorize("M-22", 800, "fails");
+    // Both merchants' captures fail at the PG for now, so both stay CAPTURE_REQUESTED.
+    for merchant in ["M-21", "M-22"] {
+        stack.pg_control(json!({"merchantId": merchant, "operation": "capture", "failureRate": 1.0}));
+    }
+    post_ok(
+        &stack,
+        &format!("/api/payments/capture/{settles}"),
+        json!({"merchantId": "M-21", "amount": 900}),
+    );
+    post_ok(
+        &stack,
+        &format!("/api/payments/capture/{fails}"),
+        json!({"merchantId": "M-22"}),
+    );
+    let refund = |id: u64, merchant: &str, amount: i64, key: &str| {
+        http::post(
+            stack.addr(),
+            &format!("/api/payments/refund/{id}"),
+            &json!({"merchantId": merchant, "reason": "waits", "amount": amount, "idempotencyKey": key}),
+        )
+    };
+    let first = refund(settles, "M-21", 300, "w-1");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let body = first.json();
+    assert_eq!(body["status"], "CAPTURE_REQUESTED", "{body}");
+    assert_eq!(body["refunds"][0]["status"], "AWAITING_CAPTURE", "{body}");
+    let second = refund(settles, "M-21", 600, "w-2");
+    assert_eq!(second.status, 200, "{}", second.text());
+    // Bounded by what the capture asked for (900), not by the authorization (1,000).
+    let over = refund(settles, "M-21", 1, "w-3");
+    assert_eq!(over.status, 409, "{}", over.text());
+    assert_eq!(over.code(), "REFUND_CONFLICT");
+    let doomed = refund(fails, "M-22", 800, "w-4");
+    assert_eq!(doomed.status, 200, "{}", doomed.text());
+    assert_eq!(
+        stack.pg_records("refund").len(),
+        0,
+        "nothing is refunded before its capture"
+    );
+
+    // The PG takes M-21's captures again: the capture settles, then both refunds run.
+    stack.pg_control(json!({"merchantId": "M-21", "operation": "capture", "failureRate": 0.0}));
+    assert!(
+        wait_until(Duration::from_secs(60), || stack.status_of(settles) == "REFUNDED"),
+        "settling capture then refunds: {}",
+        stack.status_of(settles)
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || stack.status_of(fails) == "CAPTURE_FAILED"),
+        "the failing capture fails: {}",
+        stack.status_of(fails)
+    );
+    let shard = |id: u64| (id >> 42) as usize;
+    let refund_rows = |id: u64| {
+        stack.rows(
+            shard(id),
+            &format!("SELECT amount, status FROM refund WHERE payment_id = {id} ORDER BY refund_id"),
+        )
+    };
+    assert_eq!(
+        refund_rows(settles),
+        vec![
+            vec!["300".to_owned(), "REFUNDED".to_owned()],
+            vec!["600".to_owned(), "REFUNDED".to_owned()]
+        ]
+    );
+    assert_eq!(
+        refund_rows(fails),
+        vec![vec!["800".to_owned(), "CANCELLED".to_owned()]]
+    );
+    let amounts = |id: u64| {
+        stack.rows(
+            shard(id),
+            &format!("SELECT captured_amount, refunded_amount, refund_pending_amount FROM payment WHERE payment_id = {id}"),
+        )
+    };
+    assert_eq!(amounts(settles), vec![vec!["900", "900", "0"]]);
+    assert_eq!(amounts(fails), vec![vec!["0", "0", "0"]]);
+    // The PG refunded exactly the two waiting refunds, after the capture, and nothing of
+    // the failed one.
+    let refunded_at_pg: Vec<(u64, i64)> = stack
+        .pg_records("refund")
+        .iter()
+        .filter(|r| r["decision"] == "APPROVED")
+        .map(|r| (r["paymentId"].as_u64().unwrap_or(0), r["amount"].as_i64().unwrap_or(0)))
+        .collect();
+    assert_eq!(refunded_at_pg.len(), 2, "{refunded_at_pg:?}");
+    assert!(refunded_at_pg.iter().all(|(id, _)| *id == settles));
+    assert_eq!(refunded_at_pg.iter().map(|(_, a)| a).sum::<i64>(), 900);
+    // A retry of an accepted refund replays its first answer byte for byte.
+    let again = refund(settles, "M-21", 300, "w-1");
+    assert_eq!(again.status, 200);
+    assert_eq!(again.text(), first.text());
+    stack.assert_reconciled();
+}
+

@@ -22,6 +22,10 @@ use payrail_db::{datetime, epoch_ms, DbError};
 use payrail_http::error_body::Detail;
 use std::sync::Arc;
 
+/// A refund asked for while its capture settles: the settlement worker moves it to
+/// `REQUESTED` (and announces it) once the PG has captured, or to `CANCELLED`.
+const REFUND_AWAITING_CAPTURE: &str = "AWAITING_CAPTURE";
+
 const PAYMENT_COLUMNS: &str =
     "payment_id, merchant_id, status, amount, captured_amount, refunded_amount, currency, \
                                approval_number, created_at, updated_at, refund_pending_amount, capture_requested_amount";
@@ -444,15 +448,16 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                 }
             }
             let status = loaded.view.status;
-            if status == PaymentStatus::CaptureRequested {
+            // While the capture settles the refund is accepted against what the capture
+            // asked for and waits (AWAITING_CAPTURE); the settlement worker hands it on
+            // once the PG has captured, or cancels it if the capture fails for good.
+            let settling = status == PaymentStatus::CaptureRequested;
+            if !settling && !matches!(status, PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::RefundRequested | PaymentStatus::RefundFailed) {
                 tx.rollback().await.map_err(classify)?;
-                return Ok(Outcome::conflict("REFUND_CONFLICT", "the capture is still settling; retry shortly", payment_id, status.as_str()).retry_after(1));
+                return Ok(Outcome::conflict("REFUND_CONFLICT", "only a captured payment (or one whose capture is settling) can be refunded", payment_id, status.as_str()));
             }
-            if !matches!(status, PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::RefundRequested | PaymentStatus::RefundFailed) {
-                tx.rollback().await.map_err(classify)?;
-                return Ok(Outcome::conflict("REFUND_CONFLICT", "only a captured payment can be refunded", payment_id, status.as_str()));
-            }
-            let refundable = loaded.view.captured_amount - loaded.view.refunded_amount - loaded.refund_pending_amount;
+            let ceiling = if settling { loaded.view.capture_requested_amount } else { loaded.view.captured_amount };
+            let refundable = ceiling - loaded.view.refunded_amount - loaded.refund_pending_amount;
             let amount = input.amount.unwrap_or(refundable);
             if refundable <= 0 || amount > refundable {
                 tx.rollback().await.map_err(classify)?;
@@ -460,42 +465,53 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                 return Ok(Outcome::conflict("REFUND_CONFLICT", &message, payment_id, status.as_str()));
             }
             let now = payrail_core::time::now_ms();
-            tx.exec_drop(
+            let reserve = if settling {
+                "UPDATE payment SET refund_pending_amount = refund_pending_amount + ?, updated_at = ? \
+                 WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED' \
+                 AND refunded_amount + refund_pending_amount + ? <= capture_requested_amount"
+            } else {
                 "UPDATE payment SET status = 'REFUND_REQUESTED', refund_pending_amount = refund_pending_amount + ?, updated_at = ? \
                  WHERE payment_id = ? AND status IN ('CAPTURED', 'PARTIALLY_REFUNDED', 'REFUND_REQUESTED', 'REFUND_FAILED') \
-                 AND refunded_amount + refund_pending_amount + ? <= captured_amount",
-                (amount, datetime(now), payment_id, amount),
-            )
-            .await
-            .map_err(classify)?;
+                 AND refunded_amount + refund_pending_amount + ? <= captured_amount"
+            };
+            tx.exec_drop(reserve, (amount, datetime(now), payment_id, amount))
+                .await
+                .map_err(classify)?;
             if tx.affected_rows() != 1 {
                 tx.rollback().await.map_err(classify)?;
                 return Ok(Outcome::conflict("REFUND_CONFLICT", "the payment changed; nothing refundable for this amount", payment_id, status.as_str()));
             }
             tx.exec_drop(
-                "INSERT INTO refund (refund_id, payment_id, merchant_id, amount, status, reason, idempotency_key, request_fingerprint, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, 'REQUESTED', ?, ?, ?, ?, ?)",
+                "INSERT INTO refund (refund_id, payment_id, merchant_id, amount, status, reason, idempotency_key, request_fingerprint, created_at, updated_at, request_event_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     refund_id,
                     payment_id,
                     input.merchant_id.as_bytes(),
                     amount,
+                    if settling { REFUND_AWAITING_CAPTURE } else { "REQUESTED" },
                     input.reason.as_str(),
                     input.idempotency_key.as_deref().map(str::as_bytes),
                     fingerprint.as_str(),
                     datetime(now),
                     datetime(now),
+                    event_id,
                 ),
             )
             .await
             .map_err(classify)?;
             let mut view = loaded.view;
-            view.status = PaymentStatus::RefundRequested;
             view.updated_at_ms = now;
-            let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
-            record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_REFUND_REQUESTED, outbox::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
+            let message = if settling {
+                "refund accepted; it goes to the PG once the capture has settled"
+            } else {
+                view.status = PaymentStatus::RefundRequested;
+                let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
+                record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_REFUND_REQUESTED, outbox::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
+                "refund requested"
+            };
             let details = load_details(&mut tx, shard, payment_id).await?;
-            let body = full_body(&view, &details, "refund requested");
+            let body = full_body(&view, &details, message);
             if input.idempotency_key.is_some() {
                 tx.exec_drop("UPDATE refund SET response_body = ? WHERE refund_id = ?", (body.as_slice(), refund_id))
                     .await

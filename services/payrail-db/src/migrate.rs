@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api keys",
         sql: include_str!("../migrations/0004_api_keys.sql"),
     },
+    Migration {
+        version: 5,
+        name: "refund while settling",
+        sql: include_str!("../migrations/0005_refund_while_settling.sql"),
+    },
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, `--`

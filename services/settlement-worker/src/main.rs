@@ -8,6 +8,11 @@
 //! capture per authorization). A capture that fails for good ends `CAPTURE_FAILED`, tells
 //! the ledger (`payment.capture-failed`: the hold is released) and asks for the void that
 //! releases the authorization at the PG, so no hold outlives a payment that is not live.
+//!
+//! Refunds accepted while the capture settled (`AWAITING_CAPTURE`) follow the capture: the
+//! transaction that records it hands them to the refund worker (`REQUESTED` and their
+//! `payment.refund-requested`); the one that records a capture failed for good cancels
+//! them (`CANCELLED`, their reservation released).
 
 use mimalloc::MiMalloc;
 use mysql_async::prelude::Queryable;
@@ -32,6 +37,87 @@ async fn authorized_amount(tx: &mut Tx<'_>, shard: u16, job: &Job) -> Result<i64
         .await
         .map_err(|e| DbError::classify(shard, e))?;
     Ok(authorized.unwrap_or(job.amount))
+}
+
+/// Moves waiting refunds (`AWAITING_CAPTURE`) to `status`, by primary key: a range update
+/// on the refund table's payment index would also lock the gap after this payment's
+/// refunds, where other payments' refunds are being inserted. The set cannot change under
+/// us: the caller holds the payment row, which ingest's refund path locks first.
+async fn set_refund_status(
+    tx: &mut Tx<'_>,
+    shard: u16,
+    refund_ids: &[u64],
+    status: &str,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    if refund_ids.is_empty() {
+        return Ok(());
+    }
+    let placeholders = vec!["?"; refund_ids.len()].join(",");
+    let mut params = vec![
+        mysql_async::Value::from(status),
+        payrail_db::datetime(now_ms),
+    ];
+    params.extend(refund_ids.iter().map(|id| mysql_async::Value::UInt(*id)));
+    tx.exec_drop(
+        format!("UPDATE refund SET status = ?, updated_at = ? WHERE refund_id IN ({placeholders}) AND status = 'AWAITING_CAPTURE'"),
+        params,
+    )
+    .await
+    .map_err(|e| DbError::classify(shard, e))
+}
+
+/// Hands the refunds that waited for this capture (`AWAITING_CAPTURE`) to the refund
+/// worker: each becomes `REQUESTED` and its `payment.refund-requested` (with the event id
+/// ingest drew when it accepted the refund: nothing is drawn inside this transaction) is
+/// written here, in the transaction that records the capture, so none is sent to the PG
+/// before the capture it refunds. The payment row is locked by the caller's UPDATE, and ingest's refund path
+/// locks it first too, so no refund can slip in between.
+async fn release_waiting_refunds(
+    tx: &mut Tx<'_>,
+    shard: u16,
+    job: &Job,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    let classify = |e| DbError::classify(shard, e);
+    let waiting: Vec<(u64, i64, String, u64)> = tx
+        .exec(
+            "SELECT refund_id, amount, reason, request_event_id FROM refund WHERE payment_id = ? AND status = 'AWAITING_CAPTURE' ORDER BY refund_id",
+            (job.payment_id,),
+        )
+        .await
+        .map_err(classify)?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<u64> = waiting.iter().map(|(id, _, _, _)| *id).collect();
+    set_refund_status(tx, shard, &ids, "REQUESTED", now_ms).await?;
+    payrail_db::outbox::history(tx, shard, job.payment_id, "REFUND_REQUESTED", now_ms).await?;
+    for (refund_id, amount, reason, event_id) in &waiting {
+        let extra = [
+            ("refundId", Extra::Number(*refund_id as i64)),
+            ("reason", Extra::Text(reason)),
+        ];
+        let requested = Event {
+            event_id: *event_id,
+            event_type: event::REFUND_REQUESTED,
+            payment_id: job.payment_id,
+            merchant_id: &job.merchant_id,
+            amount: *amount,
+            currency: &job.currency,
+            status: "REFUND_REQUESTED",
+            occurred_at_ms: now_ms,
+            extra: &extra,
+        };
+        payrail_db::outbox::insert(
+            tx,
+            shard,
+            payrail_kafka::topics::REFUND_REQUESTED,
+            &requested,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A job per payment (captures and voids: one of each at most), keyed by the payment id.
@@ -72,8 +158,11 @@ impl JobKind for Settlement {
         now_ms: i64,
     ) -> Result<(), DbError> {
         let classify = |e| DbError::classify(shard, e);
+        // Refunds accepted while the capture settled (their amount is reserved in
+        // refund_pending_amount) make the payment REFUND_REQUESTED at once.
         tx.exec_drop(
-            "UPDATE payment SET status = 'CAPTURED', captured_amount = ?, updated_at = ? WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED'",
+            "UPDATE payment SET status = IF(refund_pending_amount > 0, 'REFUND_REQUESTED', 'CAPTURED'), captured_amount = ?, updated_at = ? \
+             WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED'",
             (job.amount, payrail_db::datetime(now_ms), job.payment_id),
         )
         .await
@@ -100,7 +189,8 @@ impl JobKind for Settlement {
             occurred_at_ms: now_ms,
             extra: &extra,
         };
-        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURED, &captured).await
+        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURED, &captured).await?;
+        release_waiting_refunds(tx, shard, job, now_ms).await
     }
 
     async fn fail(
@@ -112,8 +202,9 @@ impl JobKind for Settlement {
         now_ms: i64,
     ) -> Result<(), DbError> {
         let classify = |e| DbError::classify(shard, e);
+        // Refunds that waited for this capture are cancelled and their reservation released.
         tx.exec_drop(
-            "UPDATE payment SET status = 'CAPTURE_FAILED', updated_at = ? WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED'",
+            "UPDATE payment SET status = 'CAPTURE_FAILED', refund_pending_amount = 0, updated_at = ? WHERE payment_id = ? AND status = 'CAPTURE_REQUESTED'",
             (payrail_db::datetime(now_ms), job.payment_id),
         )
         .await
@@ -121,6 +212,14 @@ impl JobKind for Settlement {
         if tx.affected_rows() != 1 {
             return Ok(());
         }
+        let waiting: Vec<u64> = tx
+            .exec(
+                "SELECT refund_id FROM refund WHERE payment_id = ? AND status = 'AWAITING_CAPTURE'",
+                (job.payment_id,),
+            )
+            .await
+            .map_err(classify)?;
+        set_refund_status(tx, shard, &waiting, "CANCELLED", now_ms).await?;
         let authorized = authorized_amount(tx, shard, job).await?;
         payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURE_FAILED", now_ms).await?;
         let failed_extra = [
