@@ -42,6 +42,12 @@ pub struct PoolConfig {
     /// Longest a query, a transaction step or a wait for a pooled connection may take
     /// before the shard is treated as unavailable. Default 3 000 ms.
     pub query_timeout_ms: u64,
+    /// `innodb_lock_wait_timeout` of every session, shorter than `query_timeout_ms`: a
+    /// statement waiting on a row lock fails on the server, which releases what its
+    /// transaction holds. Without it a client that gave up left its transaction waiting
+    /// (and holding its own locks) for the server's 50 s default, and every transaction
+    /// queued behind it timed out too. Default 1 s.
+    pub lock_wait_timeout_seconds: u64,
 }
 
 impl Default for PoolConfig {
@@ -51,6 +57,7 @@ impl Default for PoolConfig {
             connections_max: 24,
             statement_cache_size: 512,
             query_timeout_ms: 3_000,
+            lock_wait_timeout_seconds: 1,
         }
     }
 }
@@ -77,6 +84,11 @@ impl Shards {
         }
         let constraints = PoolConstraints::new(pool.connections_min, pool.connections_max)
             .ok_or("pool connections_min must not exceed connections_max")?;
+        if pool.lock_wait_timeout_seconds == 0
+            || pool.lock_wait_timeout_seconds * 1000 >= pool.query_timeout_ms
+        {
+            return Err("pool lock_wait_timeout_seconds must be at least 1 and shorter than query_timeout_ms".into());
+        }
         let mut pools = Vec::with_capacity(sorted.len());
         for shard in sorted {
             let password = match &shard.password_file {
@@ -106,6 +118,10 @@ impl Shards {
                 .pass(password)
                 .tcp_nodelay(true)
                 .stmt_cache_size(pool.statement_cache_size)
+                .init(vec![format!(
+                    "SET SESSION innodb_lock_wait_timeout = {}",
+                    pool.lock_wait_timeout_seconds
+                )])
                 .wait_timeout(Some(28_800))
                 .pool_opts(
                     PoolOpts::default()

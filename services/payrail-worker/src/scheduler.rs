@@ -68,6 +68,26 @@ async fn claim<K: JobKind>(worker: &Worker<K>, shard: u16) -> Result<Vec<Job>, D
         .await
 }
 
+/// Runs an outcome's transaction again (up to 3 more times, a few ms apart) when it lost a
+/// deadlock or a lock wait: the conflict is transient, and a job whose outcome was not
+/// recorded would otherwise wait out its whole claim timeout before it is tried again.
+async fn retry_on_lock_conflict<F, Fut>(mut transaction: F) -> Result<(), DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), DbError>>,
+{
+    let mut tries = 0;
+    loop {
+        match transaction().await {
+            Err(DbError::LockConflict { .. }) if tries < 3 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
 /// jobs that failed together spread out.
 fn backoff_ms(initial_ms: u64, max_ms: u64, attempt: u32) -> u64 {
@@ -87,9 +107,10 @@ async fn record_success<K: JobKind>(
         .sequences
         .next_id(&worker.shards, shard, Kind::Event)
         .await?;
-    worker
-        .shards
-        .bounded(shard, async {
+    retry_on_lock_conflict(|| {
+        worker
+            .shards
+            .bounded(shard, async {
             let classify = |e| DbError::classify(shard, e);
             let mut conn = worker.shards.conn(shard).await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
@@ -108,8 +129,9 @@ async fn record_success<K: JobKind>(
                 K::succeed(&mut tx, shard, job, reply, event_id, now).await?;
             }
             tx.commit().await.map_err(classify)
-        })
-        .await
+            })
+    })
+    .await
 }
 
 async fn record_retry<K: JobKind>(
@@ -124,9 +146,10 @@ async fn record_retry<K: JobKind>(
         retry.backoff_max_ms,
         job.attempts + 1,
     );
-    worker
-        .shards
-        .bounded(shard, async {
+    retry_on_lock_conflict(|| {
+        worker
+            .shards
+            .bounded(shard, async {
             let mut conn = worker.shards.conn(shard).await?;
             conn.exec_drop(
                 format!(
@@ -139,8 +162,9 @@ async fn record_retry<K: JobKind>(
             )
             .await
             .map_err(|e| DbError::classify(shard, e))
-        })
-        .await
+            })
+    })
+    .await
 }
 
 async fn record_failure<K: JobKind>(
@@ -154,9 +178,10 @@ async fn record_failure<K: JobKind>(
         .sequences
         .next_ids(&worker.shards, shard, Kind::Event, 3, &mut ids)
         .await?;
-    worker
-        .shards
-        .bounded(shard, async {
+    retry_on_lock_conflict(|| {
+        worker
+            .shards
+            .bounded(shard, async {
             let classify = |e| DbError::classify(shard, e);
             let mut conn = worker.shards.conn(shard).await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
@@ -189,8 +214,9 @@ async fn record_failure<K: JobKind>(
                 .map_err(classify)?;
             }
             tx.commit().await.map_err(classify)
-        })
-        .await
+            })
+    })
+    .await
 }
 
 /// The PG's answer (from the call or the status inquiry): success, or a decline, which is final.
