@@ -484,3 +484,52 @@ fn a_refund_waits_for_its_settling_capture_or_is_cancelled_with_it() {
     stack.assert_reconciled();
 }
 
+/// Bounded growth: published outbox events and finished jobs past their retention are
+/// deleted; younger ones, unpublished events and pending jobs stay.
+#[test]
+fn retention_purges_published_events_and_finished_jobs_only_when_old() {
+    let stack = TestStack::start_with(
+        "pipeline_retention",
+        Options {
+            ingest_toml: "[relay]\nretention_seconds = 3600\npurge_interval_seconds = 1\n".into(),
+            ..pipeline("[retention]\nfinished_job_seconds = 3600\npurge_interval_seconds = 1\n")
+        },
+    );
+    let ids: Vec<u64> = (0..6)
+        .map(|i| stack.authorize("M-3", 1_000, &format!("retention-{i}")))
+        .collect();
+    for id in &ids {
+        post_ok(
+            &stack,
+            &format!("/api/payments/capture/{id}"),
+            json!({"merchantId": "M-3"}),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || ids
+            .iter()
+            .all(|id| stack.status_of(*id) == "CAPTURED")
+            && stack.outbox_backlog() == 0),
+        "captured and published"
+    );
+    let shard = (ids[0] >> 42) as usize;
+    let (old, young) = ids.split_at(3);
+    let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    // Age half of everything by two hours.
+    stack.rows(shard, &format!("UPDATE outbox_event SET created_at = created_at - INTERVAL 2 HOUR, published_at = published_at - INTERVAL 2 HOUR WHERE payment_id IN ({})", list(old)));
+    stack.rows(shard, &format!("UPDATE settlement_request SET next_attempt_at = next_attempt_at - INTERVAL 2 HOUR WHERE job_id IN ({})", list(old)));
+    let events_of = |ids: &[u64]| stack.count(shard, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id IN ({})", list(ids)));
+    let jobs_of = |ids: &[u64]| stack.count(shard, &format!("SELECT COUNT(*) FROM settlement_request WHERE job_id IN ({})", list(ids)));
+    let young_events = events_of(young);
+    assert!(young_events >= 6, "authorized and capture-requested per young payment");
+    assert!(
+        wait_until(Duration::from_secs(30), || events_of(old) == 0 && jobs_of(old) == 0),
+        "old published events and old finished jobs purged: {} events, {} jobs left",
+        events_of(old),
+        jobs_of(old)
+    );
+    assert_eq!(events_of(young), young_events, "young events stay");
+    assert_eq!(jobs_of(young), 3, "young jobs stay");
+    // The payments themselves are never purged.
+    assert_eq!(stack.count(shard, &format!("SELECT COUNT(*) FROM payment WHERE payment_id IN ({})", list(&ids))), 6);
+}

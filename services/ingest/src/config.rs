@@ -369,6 +369,13 @@ pub struct RelayConfig {
     /// The `kafka-publisher` breaker: OPEN at ≥ 50 % failures or ≥ 50 % calls slower than
     /// 2 s over ≥ 5 calls; HALF_OPEN after 30 s with 3 probes.
     pub breaker: BreakerConfig,
+    /// How long published events stay in `outbox_event` (for inspection) before they are
+    /// deleted, so the table stays the size of a week's traffic. Default 604 800 s (7 days).
+    pub retention_seconds: u64,
+    /// How often the purge runs. Default 60 s.
+    pub purge_interval_seconds: u64,
+    /// Rows deleted per purge transaction, so no batch holds locks for long. Default 1 000.
+    pub purge_batch_size: u64,
 }
 
 impl Default for RelayConfig {
@@ -384,6 +391,9 @@ impl Default for RelayConfig {
                 minimum_calls: 5,
                 ..BreakerConfig::default()
             },
+            retention_seconds: 604_800,
+            purge_interval_seconds: 60,
+            purge_batch_size: 1_000,
         }
     }
 }

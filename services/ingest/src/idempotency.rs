@@ -20,7 +20,7 @@
 use crate::group_commit::Reservation;
 use crate::App;
 use mysql_async::prelude::Queryable;
-use payrail_db::{DbError, Shards};
+use payrail_db::{retention, DbError, Shards};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,32 +171,17 @@ pub async fn purge_loop(app: Arc<App>) {
     loop {
         interval.tick().await;
         for shard in app.shards.numbers() {
-            loop {
-                let result = app
-                    .shards
-                    .bounded(shard, async {
-                        let mut conn = app.shards.conn(shard).await?;
-                        conn.exec_drop(
-                            "DELETE FROM idempotency_record WHERE created_at < UTC_TIMESTAMP(3) - INTERVAL ? SECOND LIMIT ?",
-                            (config.retention_seconds, config.purge_batch_size),
-                        )
-                        .await
-                        .map_err(|e| DbError::classify(shard, e))?;
-                        Ok(conn.affected_rows())
-                    })
-                    .await;
-                match result {
-                    Ok(deleted) => {
-                        app.metrics.idempotency_purged.inc_by(deleted);
-                        if deleted < config.purge_batch_size {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(shard, %error, "idempotency purge failed; will retry");
-                        break;
-                    }
-                }
+            match retention::purge(
+                &app.shards,
+                shard,
+                retention::IDEMPOTENCY_RECORDS,
+                config.retention_seconds,
+                config.purge_batch_size,
+            )
+            .await
+            {
+                Ok(deleted) => app.metrics.idempotency_purged.inc_by(deleted),
+                Err(error) => tracing::warn!(shard, %error, "idempotency purge failed; will retry"),
             }
         }
     }

@@ -105,6 +105,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
         runtime.spawn(relay::backlog_loop(app.clone()));
+        runtime.spawn(relay::purge_loop(app.clone()));
     }
     if let Some(keys) = app.keys.as_ref() {
         // A first read before listening, so the first requests find their keys; a shard

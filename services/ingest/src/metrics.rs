@@ -25,6 +25,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub idempotency_purged: IntCounter,
     pub outbox_published: IntCounterVec,
+    /// Published events deleted after `relay.retention_seconds`.
+    pub outbox_purged: IntCounterVec,
     pub outbox_publish_failures: IntCounterVec,
     pub outbox_lag: HistogramVec,
     pub outbox_backlog: IntGaugeVec,
@@ -177,6 +179,16 @@ impl Metrics {
                     Opts::new(
                         "outbox_published_total",
                         "outbox events confirmed by the broker",
+                    ),
+                    &["shard"],
+                )?,
+            ),
+            outbox_purged: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "outbox_purged_total",
+                        "published outbox events deleted after retention",
                     ),
                     &["shard"],
                 )?,

@@ -5,6 +5,8 @@
 //! - [`migrate`]: versioned schema migrations (`migrations/*.sql`), applied once per shard
 //!   under a named lock so several instances can start together.
 //! - [`outbox`]: outbox and history rows inside the caller's transaction.
+//! - [`retention`]: rows past their retention (published outbox events, idempotency
+//!   records, finished jobs) deleted in small batches.
 //! - [`sequence`]: global ids handed out in blocks from each shard's `id_sequence` row.
 //! - [`api_keys`]: merchant API keys: format, keyed hash, store, and the ring ingest checks.
 //! - [`redis`]: the Redis client every service builds alike (password file, TLS with a CA).
@@ -15,6 +17,7 @@ pub mod error;
 pub mod migrate;
 pub mod outbox;
 pub mod redis;
+pub mod retention;
 pub mod sequence;
 pub mod shards;
 

@@ -22,7 +22,33 @@ pub struct WorkerConfig {
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
     pub http: ServerConfig,
+}
+
+/// Finished jobs are deleted after a while, so the job tables stay the size of the
+/// retention's traffic.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How long a `SUCCEEDED` or `FAILED` job row stays (a DLQ replay re-arms a failed
+    /// job from it). Default 604 800 s (7 days).
+    pub finished_job_seconds: u64,
+    /// How often the purge runs. Default 60 s.
+    pub purge_interval_seconds: u64,
+    /// Rows deleted per purge transaction. Default 1 000.
+    pub purge_batch_size: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            finished_job_seconds: 604_800,
+            purge_interval_seconds: 60,
+            purge_batch_size: 1_000,
+        }
+    }
 }
 
 fn default_instance() -> String {

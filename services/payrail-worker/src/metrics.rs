@@ -1,7 +1,7 @@
 //! A worker's metrics.
 
 use payrail_core::telemetry::register;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -9,6 +9,8 @@ pub struct Metrics {
     pub outcomes: IntCounterVec,
     pub attempts: Histogram,
     pub pg_duration: Histogram,
+    /// Finished jobs deleted after `retention.finished_job_seconds`.
+    pub jobs_purged: IntCounter,
 }
 
 impl Metrics {
@@ -48,6 +50,13 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new("worker_pg_call_duration_seconds", "PG call latency")
                         .buckets(payrail_core::telemetry::LATENCY_BUCKETS.to_vec()),
+                )?,
+            ),
+            jobs_purged: register(
+                r,
+                IntCounter::new(
+                    "worker_jobs_purged_total",
+                    "finished jobs deleted after retention",
                 )?,
             ),
             registry,

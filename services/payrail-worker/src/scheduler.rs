@@ -354,6 +354,34 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>, shard: u16) {
     }
 }
 
+/// Deletes kind `K`'s finished jobs past `retention.finished_job_seconds` on every
+/// shard, in small batches, forever.
+pub async fn purge_loop<K: JobKind>(worker: Arc<Worker<K>>) {
+    let config = worker.config.retention;
+    let delete = payrail_db::retention::finished_jobs(K::TABLE);
+    let mut interval =
+        tokio::time::interval(Duration::from_secs(config.purge_interval_seconds.max(1)));
+    loop {
+        interval.tick().await;
+        for shard in worker.shards.numbers() {
+            match payrail_db::retention::purge(
+                &worker.shards,
+                shard,
+                &delete,
+                config.finished_job_seconds,
+                config.purge_batch_size.max(1),
+            )
+            .await
+            {
+                Ok(deleted) => worker.metrics.jobs_purged.inc_by(deleted),
+                Err(error) => {
+                    tracing::warn!(shard, %error, "finished-job purge failed; will retry")
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::backoff_ms;

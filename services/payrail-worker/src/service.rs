@@ -116,6 +116,7 @@ fn start<K: JobKind>(
     for shard in shards.numbers() {
         runtime.spawn(crate::scheduler::run(worker.clone(), shard));
     }
+    runtime.spawn(crate::scheduler::purge_loop(worker.clone()));
     Ok(worker.metrics.registry.clone())
 }
 
