@@ -390,7 +390,9 @@ fn a_refund_waits_for_its_settling_capture_or_is_cancelled_with_it() {
     let fails = stack.authorize("M-22", 800, "fails");
     // Both merchants' captures fail at the PG for now, so both stay CAPTURE_REQUESTED.
     for merchant in ["M-21", "M-22"] {
-        stack.pg_control(json!({"merchantId": merchant, "operation": "capture", "failureRate": 1.0}));
+        stack.pg_control(
+            json!({"merchantId": merchant, "operation": "capture", "failureRate": 1.0}),
+        );
     }
     post_ok(
         &stack,
@@ -431,12 +433,14 @@ fn a_refund_waits_for_its_settling_capture_or_is_cancelled_with_it() {
     // The PG takes M-21's captures again: the capture settles, then both refunds run.
     stack.pg_control(json!({"merchantId": "M-21", "operation": "capture", "failureRate": 0.0}));
     assert!(
-        wait_until(Duration::from_secs(60), || stack.status_of(settles) == "REFUNDED"),
+        wait_until(Duration::from_secs(60), || stack.status_of(settles)
+            == "REFUNDED"),
         "settling capture then refunds: {}",
         stack.status_of(settles)
     );
     assert!(
-        wait_until(Duration::from_secs(60), || stack.status_of(fails) == "CAPTURE_FAILED"),
+        wait_until(Duration::from_secs(60), || stack.status_of(fails)
+            == "CAPTURE_FAILED"),
         "the failing capture fails: {}",
         stack.status_of(fails)
     );
@@ -444,7 +448,9 @@ fn a_refund_waits_for_its_settling_capture_or_is_cancelled_with_it() {
     let refund_rows = |id: u64| {
         stack.rows(
             shard(id),
-            &format!("SELECT amount, status FROM refund WHERE payment_id = {id} ORDER BY refund_id"),
+            &format!(
+                "SELECT amount, status FROM refund WHERE payment_id = {id} ORDER BY refund_id"
+            ),
         )
     };
     assert_eq!(
@@ -472,7 +478,12 @@ fn a_refund_waits_for_its_settling_capture_or_is_cancelled_with_it() {
         .pg_records("refund")
         .iter()
         .filter(|r| r["decision"] == "APPROVED")
-        .map(|r| (r["paymentId"].as_u64().unwrap_or(0), r["amount"].as_i64().unwrap_or(0)))
+        .map(|r| {
+            (
+                r["paymentId"].as_u64().unwrap_or(0),
+                r["amount"].as_i64().unwrap_or(0),
+            )
+        })
         .collect();
     assert_eq!(refunded_at_pg.len(), 2, "{refunded_at_pg:?}");
     assert!(refunded_at_pg.iter().all(|(id, _)| *id == settles));
@@ -518,12 +529,32 @@ fn retention_purges_published_events_and_finished_jobs_only_when_old() {
     // Age half of everything by two hours.
     stack.rows(shard, &format!("UPDATE outbox_event SET created_at = created_at - INTERVAL 2 HOUR, published_at = published_at - INTERVAL 2 HOUR WHERE payment_id IN ({})", list(old)));
     stack.rows(shard, &format!("UPDATE settlement_request SET next_attempt_at = next_attempt_at - INTERVAL 2 HOUR WHERE job_id IN ({})", list(old)));
-    let events_of = |ids: &[u64]| stack.count(shard, &format!("SELECT COUNT(*) FROM outbox_event WHERE payment_id IN ({})", list(ids)));
-    let jobs_of = |ids: &[u64]| stack.count(shard, &format!("SELECT COUNT(*) FROM settlement_request WHERE job_id IN ({})", list(ids)));
+    let events_of = |ids: &[u64]| {
+        stack.count(
+            shard,
+            &format!(
+                "SELECT COUNT(*) FROM outbox_event WHERE payment_id IN ({})",
+                list(ids)
+            ),
+        )
+    };
+    let jobs_of = |ids: &[u64]| {
+        stack.count(
+            shard,
+            &format!(
+                "SELECT COUNT(*) FROM settlement_request WHERE job_id IN ({})",
+                list(ids)
+            ),
+        )
+    };
     let young_events = events_of(young);
-    assert!(young_events >= 6, "authorized and capture-requested per young payment");
     assert!(
-        wait_until(Duration::from_secs(30), || events_of(old) == 0 && jobs_of(old) == 0),
+        young_events >= 6,
+        "authorized and capture-requested per young payment"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || events_of(old) == 0
+            && jobs_of(old) == 0),
         "old published events and old finished jobs purged: {} events, {} jobs left",
         events_of(old),
         jobs_of(old)
@@ -531,5 +562,14 @@ fn retention_purges_published_events_and_finished_jobs_only_when_old() {
     assert_eq!(events_of(young), young_events, "young events stay");
     assert_eq!(jobs_of(young), 3, "young jobs stay");
     // The payments themselves are never purged.
-    assert_eq!(stack.count(shard, &format!("SELECT COUNT(*) FROM payment WHERE payment_id IN ({})", list(&ids))), 6);
+    assert_eq!(
+        stack.count(
+            shard,
+            &format!(
+                "SELECT COUNT(*) FROM payment WHERE payment_id IN ({})",
+                list(&ids)
+            )
+        ),
+        6
+    );
 }
