@@ -22,7 +22,6 @@ use crate::App;
 use mysql_async::prelude::Queryable;
 use payrail_db::{retention, DbError, Shards};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What identifies "the same request" for a key: everything in the body except the key
 /// and the merchant (which are the key's scope). Two bodies that differ only in field order
@@ -166,25 +165,17 @@ pub async fn read(
 /// Deletes records older than the retention, in small batches, on every shard, forever.
 pub async fn purge_loop(app: Arc<App>) {
     let config = app.config.idempotency;
-    let mut interval =
-        tokio::time::interval(Duration::from_secs(config.purge_interval_seconds.max(1)));
-    loop {
-        interval.tick().await;
-        for shard in app.shards.numbers() {
-            match retention::purge(
-                &app.shards,
-                shard,
-                retention::IDEMPOTENCY_RECORDS,
-                config.retention_seconds,
-                config.purge_batch_size,
-            )
-            .await
-            {
-                Ok(deleted) => app.metrics.idempotency_purged.inc_by(deleted),
-                Err(error) => tracing::warn!(shard, %error, "idempotency purge failed; will retry"),
-            }
-        }
-    }
+    let policy = retention::Policy {
+        what: "idempotency",
+        delete: retention::IDEMPOTENCY_RECORDS.to_owned(),
+        retention_seconds: config.retention_seconds,
+        interval_seconds: config.purge_interval_seconds,
+        batch_size: config.purge_batch_size,
+    };
+    retention::run(&app.shards, policy, |_, rows| {
+        app.metrics.idempotency_purged.inc_by(rows)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -324,33 +324,23 @@ impl Relay {
 }
 
 /// Deletes published events past `relay.retention_seconds` on every shard, in small
-/// batches (`payrail_db::retention`), every `relay.purge_interval_seconds`. Every instance
-/// runs it; two purging at once delete disjoint or already-deleted rows.
+/// batches, every `relay.purge_interval_seconds` (`payrail_db::retention`).
 pub async fn purge_loop(app: Arc<App>) {
-    let config = app.config.relay.clone();
-    let mut interval =
-        tokio::time::interval(Duration::from_secs(config.purge_interval_seconds.max(1)));
-    loop {
-        interval.tick().await;
-        for shard in app.shards.numbers() {
-            match payrail_db::retention::purge(
-                &app.shards,
-                shard,
-                payrail_db::retention::OUTBOX_PUBLISHED,
-                config.retention_seconds,
-                config.purge_batch_size.max(1),
-            )
-            .await
-            {
-                Ok(deleted) => app
-                    .metrics
-                    .outbox_purged
-                    .with_label_values(&[&shard.to_string()])
-                    .inc_by(deleted),
-                Err(error) => tracing::warn!(shard, %error, "outbox purge failed; will retry"),
-            }
-        }
-    }
+    let config = &app.config.relay;
+    let policy = payrail_db::retention::Policy {
+        what: "outbox",
+        delete: payrail_db::retention::OUTBOX_PUBLISHED.to_owned(),
+        retention_seconds: config.retention_seconds,
+        interval_seconds: config.purge_interval_seconds,
+        batch_size: config.purge_batch_size,
+    };
+    payrail_db::retention::run(&app.shards, policy, |shard, rows| {
+        app.metrics
+            .outbox_purged
+            .with_label_values(&[&shard.to_string()])
+            .inc_by(rows)
+    })
+    .await
 }
 
 /// Counts unpublished events per shard every few seconds (the backlog gauge).

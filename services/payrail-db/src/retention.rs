@@ -9,6 +9,7 @@ use crate::error::{DbError, Result};
 use crate::shards::Shards;
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, TxOpts};
+use std::time::Duration;
 
 /// Published outbox events: the broker has them, nothing reads them again.
 pub const OUTBOX_PUBLISHED: &str =
@@ -57,6 +58,44 @@ pub async fn purge(
         total += deleted;
         if deleted < batch_size {
             return Ok(total);
+        }
+    }
+}
+
+/// One purge loop: what it deletes, after how long, how often and in what batches.
+pub struct Policy {
+    /// What the loop deletes, for its log lines ("outbox", "finished-job", …).
+    pub what: &'static str,
+    /// One of the statements above.
+    pub delete: String,
+    pub retention_seconds: u64,
+    pub interval_seconds: u64,
+    pub batch_size: u64,
+}
+
+/// Purges `policy` on every shard every `interval_seconds`, forever, calling
+/// `deleted(shard, rows)` after each shard's round. A shard that fails is logged and tried
+/// again next round. Every instance of a service runs its loop; two purging at once delete
+/// disjoint or already-deleted rows.
+pub async fn run(shards: &Shards, policy: Policy, mut deleted: impl FnMut(u16, u64)) {
+    let mut interval = tokio::time::interval(Duration::from_secs(policy.interval_seconds.max(1)));
+    loop {
+        interval.tick().await;
+        for shard in shards.numbers() {
+            match purge(
+                shards,
+                shard,
+                &policy.delete,
+                policy.retention_seconds,
+                policy.batch_size.max(1),
+            )
+            .await
+            {
+                Ok(rows) => deleted(shard, rows),
+                Err(error) => {
+                    tracing::warn!(shard, %error, what = policy.what, "purge failed; will retry")
+                }
+            }
         }
     }
 }

@@ -355,31 +355,20 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>, shard: u16) {
 }
 
 /// Deletes kind `K`'s finished jobs past `retention.finished_job_seconds` on every
-/// shard, in small batches, forever.
+/// shard, in small batches, forever (`payrail_db::retention`).
 pub async fn purge_loop<K: JobKind>(worker: Arc<Worker<K>>) {
     let config = worker.config.retention;
-    let delete = payrail_db::retention::finished_jobs(K::TABLE);
-    let mut interval =
-        tokio::time::interval(Duration::from_secs(config.purge_interval_seconds.max(1)));
-    loop {
-        interval.tick().await;
-        for shard in worker.shards.numbers() {
-            match payrail_db::retention::purge(
-                &worker.shards,
-                shard,
-                &delete,
-                config.finished_job_seconds,
-                config.purge_batch_size.max(1),
-            )
-            .await
-            {
-                Ok(deleted) => worker.metrics.jobs_purged.inc_by(deleted),
-                Err(error) => {
-                    tracing::warn!(shard, %error, "finished-job purge failed; will retry")
-                }
-            }
-        }
-    }
+    let policy = payrail_db::retention::Policy {
+        what: "finished-job",
+        delete: payrail_db::retention::finished_jobs(K::TABLE),
+        retention_seconds: config.finished_job_seconds,
+        interval_seconds: config.purge_interval_seconds,
+        batch_size: config.purge_batch_size,
+    };
+    payrail_db::retention::run(&worker.shards, policy, |_, rows| {
+        worker.metrics.jobs_purged.inc_by(rows)
+    })
+    .await
 }
 
 #[cfg(test)]
