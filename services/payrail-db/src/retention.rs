@@ -31,7 +31,7 @@ pub fn finished_jobs(table: &str) -> String {
 /// Runs `delete` (one of the statements above: its parameters are the retention in
 /// seconds and the batch size) on `shard` until a batch deletes fewer than `batch_size`
 /// rows. Returns how many rows went.
-pub async fn purge(
+async fn purge(
     shards: &Shards,
     shard: u16,
     delete: &str,

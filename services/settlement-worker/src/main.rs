@@ -27,83 +27,104 @@ static GLOBAL: MiMalloc = MiMalloc;
 struct Settlement;
 
 /// The payment's authorized amount, which the ledger's hold release needs (the job's own
-/// amount is what was asked to be captured).
-async fn authorized_amount(tx: &mut Tx<'_>, shard: u16, job: &Job) -> Result<i64, DbError> {
-    let authorized: Option<i64> = tx
+/// amount is what was asked to be captured), and what refunds accepted while the capture
+/// settled have reserved (`refund_pending_amount`; 0 when none waits).
+async fn authorized_and_pending(
+    tx: &mut Tx<'_>,
+    shard: u16,
+    job: &Job,
+) -> Result<(i64, i64), DbError> {
+    let row: Option<(i64, i64)> = tx
         .exec_first(
-            "SELECT amount FROM payment WHERE payment_id = ?",
+            "SELECT amount, refund_pending_amount FROM payment WHERE payment_id = ?",
             (job.payment_id,),
         )
         .await
         .map_err(|e| DbError::classify(shard, e))?;
-    Ok(authorized.unwrap_or(job.amount))
+    Ok(row.unwrap_or((job.amount, 0)))
 }
 
-/// Moves waiting refunds (`AWAITING_CAPTURE`) to `status`, by primary key: a range update
-/// on the refund table's payment index would also lock the gap after this payment's
-/// refunds, where other payments' refunds are being inserted. The set cannot change under
-/// us: the caller holds the payment row, which ingest's refund path locks first.
-async fn set_refund_status(
+/// A refund accepted while its capture settled.
+struct WaitingRefund {
+    refund_id: u64,
+    amount: i64,
+    reason: String,
+    /// The id of its `payment.refund-requested`, drawn by ingest when it accepted the
+    /// refund, so nothing is drawn inside the caller's transaction.
+    event_id: u64,
+}
+
+/// Moves the payment's waiting refunds (`AWAITING_CAPTURE`) to `status` and returns them.
+/// The update goes by primary key: a range update on the refund table's payment index
+/// would also lock the gap after this payment's refunds, where other payments' refunds are
+/// being inserted. The set cannot change under us: the caller's UPDATE holds the payment
+/// row, which ingest's refund path locks first too.
+async fn move_waiting_refunds(
     tx: &mut Tx<'_>,
     shard: u16,
-    refund_ids: &[u64],
+    payment_id: u64,
     status: &str,
     now_ms: i64,
-) -> Result<(), DbError> {
-    if refund_ids.is_empty() {
-        return Ok(());
+) -> Result<Vec<WaitingRefund>, DbError> {
+    let classify = |e| DbError::classify(shard, e);
+    let rows: Vec<(u64, i64, String, u64)> = tx
+        .exec(
+            "SELECT refund_id, amount, reason, request_event_id FROM refund WHERE payment_id = ? AND status = 'AWAITING_CAPTURE' ORDER BY refund_id",
+            (payment_id,),
+        )
+        .await
+        .map_err(classify)?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
-    let placeholders = vec!["?"; refund_ids.len()].join(",");
+    let placeholders = vec!["?"; rows.len()].join(",");
     let mut params = vec![
         mysql_async::Value::from(status),
         payrail_db::datetime(now_ms),
     ];
-    params.extend(refund_ids.iter().map(|id| mysql_async::Value::UInt(*id)));
+    params.extend(rows.iter().map(|r| mysql_async::Value::UInt(r.0)));
     tx.exec_drop(
         format!("UPDATE refund SET status = ?, updated_at = ? WHERE refund_id IN ({placeholders}) AND status = 'AWAITING_CAPTURE'"),
         params,
     )
     .await
-    .map_err(|e| DbError::classify(shard, e))
+    .map_err(classify)?;
+    Ok(rows
+        .into_iter()
+        .map(|(refund_id, amount, reason, event_id)| WaitingRefund {
+            refund_id,
+            amount,
+            reason,
+            event_id,
+        })
+        .collect())
 }
 
-/// Hands the refunds that waited for this capture (`AWAITING_CAPTURE`) to the refund
-/// worker: each becomes `REQUESTED` and its `payment.refund-requested` (with the event id
-/// ingest drew when it accepted the refund: nothing is drawn inside this transaction) is
-/// written here, in the transaction that records the capture, so none is sent to the PG
-/// before the capture it refunds. The payment row is locked by the caller's UPDATE, and ingest's refund path
-/// locks it first too, so no refund can slip in between.
+/// Hands the refunds that waited for this capture to the refund worker: each becomes
+/// `REQUESTED` and its `payment.refund-requested` is written here, in the transaction that
+/// records the capture, so none is sent to the PG before the capture it refunds.
 async fn release_waiting_refunds(
     tx: &mut Tx<'_>,
     shard: u16,
     job: &Job,
     now_ms: i64,
 ) -> Result<(), DbError> {
-    let classify = |e| DbError::classify(shard, e);
-    let waiting: Vec<(u64, i64, String, u64)> = tx
-        .exec(
-            "SELECT refund_id, amount, reason, request_event_id FROM refund WHERE payment_id = ? AND status = 'AWAITING_CAPTURE' ORDER BY refund_id",
-            (job.payment_id,),
-        )
-        .await
-        .map_err(classify)?;
+    let waiting = move_waiting_refunds(tx, shard, job.payment_id, "REQUESTED", now_ms).await?;
     if waiting.is_empty() {
         return Ok(());
     }
-    let ids: Vec<u64> = waiting.iter().map(|(id, _, _, _)| *id).collect();
-    set_refund_status(tx, shard, &ids, "REQUESTED", now_ms).await?;
     payrail_db::outbox::history(tx, shard, job.payment_id, "REFUND_REQUESTED", now_ms).await?;
-    for (refund_id, amount, reason, event_id) in &waiting {
+    for refund in &waiting {
         let extra = [
-            ("refundId", Extra::Number(*refund_id as i64)),
-            ("reason", Extra::Text(reason)),
+            ("refundId", Extra::Number(refund.refund_id as i64)),
+            ("reason", Extra::Text(&refund.reason)),
         ];
         let requested = Event {
-            event_id: *event_id,
+            event_id: refund.event_id,
             event_type: event::REFUND_REQUESTED,
             payment_id: job.payment_id,
             merchant_id: &job.merchant_id,
-            amount: *amount,
+            amount: refund.amount,
             currency: &job.currency,
             status: "REFUND_REQUESTED",
             occurred_at_ms: now_ms,
@@ -172,7 +193,7 @@ impl JobKind for Settlement {
             // reconciliation reports it; nothing to announce here.
             return Ok(());
         }
-        let authorized = authorized_amount(tx, shard, job).await?;
+        let (authorized, refunds_pending) = authorized_and_pending(tx, shard, job).await?;
         payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURED", now_ms).await?;
         let extra = [
             ("authorizedAmount", Extra::Number(authorized)),
@@ -190,6 +211,10 @@ impl JobKind for Settlement {
             extra: &extra,
         };
         payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURED, &captured).await?;
+        if refunds_pending == 0 {
+            // No refund waits (the common case): no need to look.
+            return Ok(());
+        }
         release_waiting_refunds(tx, shard, job, now_ms).await
     }
 
@@ -212,15 +237,8 @@ impl JobKind for Settlement {
         if tx.affected_rows() != 1 {
             return Ok(());
         }
-        let waiting: Vec<u64> = tx
-            .exec(
-                "SELECT refund_id FROM refund WHERE payment_id = ? AND status = 'AWAITING_CAPTURE'",
-                (job.payment_id,),
-            )
-            .await
-            .map_err(classify)?;
-        set_refund_status(tx, shard, &waiting, "CANCELLED", now_ms).await?;
-        let authorized = authorized_amount(tx, shard, job).await?;
+        move_waiting_refunds(tx, shard, job.payment_id, "CANCELLED", now_ms).await?;
+        let (authorized, _) = authorized_and_pending(tx, shard, job).await?;
         payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURE_FAILED", now_ms).await?;
         let failed_extra = [
             ("authorizedAmount", Extra::Number(authorized)),
