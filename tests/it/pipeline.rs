@@ -573,3 +573,168 @@ fn retention_purges_published_events_and_finished_jobs_only_when_old() {
         6
     );
 }
+
+/// Shard 1's MariaDB down for 60 s under load: shard 2's captures and refunds settle and
+/// reach the ledger as fast as before, shard 1's events already in Kafka wait in their
+/// lanes and are applied once it is back, and no consumer leaves its group.
+#[test]
+fn a_shard_down_holds_up_only_its_own_events() {
+    let mut stack = TestStack::start_with(
+        "pipeline_shard_down",
+        Options {
+            own_shards: true,
+            ..pipeline("")
+        },
+    );
+    // MERCHANT-1 lives on shard 2, MERCHANT-2 on shard 1.
+    let (up, down) = ("MERCHANT-1", "MERCHANT-2");
+    let probe = stack.authorize(up, 100, "probe-up");
+    assert_eq!(payrail_core::id::shard_of(probe), Some(2));
+    assert_eq!(
+        payrail_core::id::shard_of(stack.authorize(down, 100, "probe-down")),
+        Some(1)
+    );
+    let in_list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    // Ten shard-2 payments authorized and captured; how long until all are captured at
+    // the PG and posted in the ledger (authorization and capture).
+    let settle_lag = |stack: &TestStack, round: &str| -> Duration {
+        let ids: Vec<u64> = (0..10)
+            .map(|i| stack.authorize(up, 1_000, &format!("{round}-{i}")))
+            .collect();
+        for id in &ids {
+            post_ok(
+                stack,
+                &format!("/api/payments/capture/{id}"),
+                json!({"merchantId": up}),
+            );
+        }
+        let started = std::time::Instant::now();
+        let list = in_list(&ids);
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                stack.count(2, &format!("SELECT COUNT(*) FROM payment WHERE status = 'CAPTURED' AND payment_id IN ({list})")) == 10
+                    && stack.count(2, &format!("SELECT COUNT(*) FROM ledger_event WHERE payment_id IN ({list})")) == 20
+            }),
+            "{round}: shard 2's captures did not settle and post within 30 s"
+        );
+        started.elapsed()
+    };
+    let before = settle_lag(&stack, "before");
+
+    // Shard 1's events in Kafka when it goes down: the consumers are paused (well inside
+    // their session timeout) while ten shard-1 payments are captured and published.
+    let consumers: Vec<u32> = stack.workers.iter().filter_map(|(p, _)| p.pid()).collect();
+    for pid in &consumers {
+        payrail_tests::process::signal(*pid, "STOP");
+    }
+    let stranded: Vec<u64> = (0..10)
+        .map(|i| stack.authorize(down, 1_000, &format!("stranded-{i}")))
+        .collect();
+    for id in &stranded {
+        post_ok(
+            &stack,
+            &format!("/api/payments/capture/{id}"),
+            json!({"merchantId": down}),
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || stack.count(
+            1,
+            "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL"
+        ) == 0),
+        "shard 1's events were not published"
+    );
+    if let Some(p) = stack.shards[0].proc_mut() {
+        p.kill();
+    }
+    for pid in &consumers {
+        payrail_tests::process::signal(*pid, "CONT");
+    }
+
+    // 60 s of outage under load on both shards' merchants (shard 1's get 503), with a
+    // lag probe on shard 2 every round.
+    let outage = std::time::Instant::now();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut lags = Vec::new();
+    std::thread::scope(|scope| {
+        let (stack_ref, stop) = (&stack, &stop);
+        scope.spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for merchant in [up, down] {
+                    let reply = http::post(
+                        stack_ref.addr(),
+                        "/api/payments/authorize",
+                        &payrail_tests::authorize_body(merchant, 500, &format!("load-{i}")),
+                    );
+                    if reply.status == 200 {
+                        let id = reply.json()["paymentId"].as_u64().unwrap_or_default();
+                        post_ok(
+                            stack_ref,
+                            &format!("/api/payments/capture/{id}"),
+                            json!({"merchantId": merchant}),
+                        );
+                        let _ = http::post(
+                            stack_ref.addr(),
+                            &format!("/api/payments/refund/{id}"),
+                            &json!({"merchantId": merchant, "reason": "load", "amount": 200, "idempotencyKey": format!("load-refund-{i}")}),
+                        );
+                    }
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let mut round = 0;
+        while outage.elapsed() < Duration::from_secs(60) {
+            lags.push(settle_lag(stack_ref, &format!("during-{round}")));
+            round += 1;
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let worst = lags.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst <= before * 3 + Duration::from_secs(2),
+        "shard 2 slowed down while shard 1 was down: {before:?} before, {lags:?} during"
+    );
+    stack.shards[0].restart().unwrap_or_else(|e| panic!("{e}"));
+    let list = in_list(&stranded);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            stack.count(1, &format!("SELECT COUNT(*) FROM payment WHERE status = 'CAPTURED' AND payment_id IN ({list})")) == 10
+                && stack.count(1, &format!("SELECT COUNT(*) FROM ledger_event WHERE payment_id IN ({list})")) == 20
+        }),
+        "shard 1's events were not applied after it came back: {:?}",
+        stack.rows(
+            1,
+            &format!("SELECT payment_id, status FROM payment WHERE payment_id IN ({list})")
+        )
+    );
+    let captures = stack.pg_records("capture");
+    for id in &stranded {
+        let at_pg = captures
+            .iter()
+            .filter(|r| r["paymentId"].as_u64() == Some(*id))
+            .count();
+        assert_eq!(at_pg, 1, "payment {id}: one capture at the PG");
+    }
+    for log in ["settlement-worker.log", "refund-worker.log", "ledger.log"] {
+        let text = std::fs::read_to_string(stack.dir.join(log)).unwrap_or_default();
+        for eviction in [
+            "max.poll.interval",
+            "MAXPOLL",
+            "leaving and joining the group",
+        ] {
+            assert!(
+                !text.contains(eviction),
+                "{log} shows a group eviction: {eviction}"
+            );
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
+        "the outbox did not drain"
+    );
+    stack.assert_reconciled();
+}

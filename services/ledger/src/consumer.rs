@@ -1,7 +1,8 @@
-//! Kafka → ledger entries, in batches. Each batch is applied per shard in one transaction:
+//! Kafka → ledger entries, in batches. Each shard's lane applies its events in one
+//! transaction per batch, so a shard that is down holds up only its own events:
 //! an event's `ledger_event` row and its lines commit together, and an event whose row
 //! exists already (a redelivery) is skipped. Offsets are stored for commit after the commits.
-//! Database errors are transient: the batch is retried, never dead-lettered. A message
+//! Database errors are transient: the lane retries the batch, never dead-letters it. A message
 //! that is not a valid event goes to `payment.dlq` in the reference format.
 
 use crate::entries::{posting, Posting};
@@ -9,9 +10,9 @@ use crate::Ledger;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
 use payrail_db::{datetime, DbError};
+use payrail_kafka::lanes::Lanes;
 use payrail_kafka::topics;
 use rdkafka::message::{Message, OwnedMessage};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,13 +108,36 @@ pub async fn run(ledger: Arc<Ledger>) {
             return;
         }
     };
+    // A lane per shard applies that shard's postings: a shard that is down holds up only
+    // its own (see `payrail_kafka::lanes`).
+    let mut lanes = {
+        let ledger = Arc::clone(&ledger);
+        let shards: Vec<u16> = ledger.shards.numbers().collect();
+        Lanes::start(
+            shards,
+            ledger.config.batch.size_max,
+            ledger.config.kafka.lanes_max_waiting,
+            move |shard, postings: Arc<Vec<Posting>>| {
+                let ledger = Arc::clone(&ledger);
+                async move {
+                    let (applied, duplicates) = apply(&ledger, shard, &postings)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ledger.metrics.applied.inc_by(applied as u64);
+                    ledger.metrics.duplicates.inc_by(duplicates as u64);
+                    Ok(())
+                }
+            },
+        )
+    };
     let linger = Duration::from_millis(ledger.config.batch.linger_ms);
     loop {
         let batch = consumer
-            .next_batch(ledger.config.batch.size_max, linger)
+            .next_batch(ledger.config.batch.size_max, linger, lanes.idle())
             .await;
-        ledger.metrics.batch_size.observe(batch.len() as f64);
-        let mut by_shard: BTreeMap<u16, Vec<Posting>> = BTreeMap::new();
+        if !batch.is_empty() {
+            ledger.metrics.batch_size.observe(batch.len() as f64);
+        }
         for message in &batch {
             let parsed = message
                 .payload()
@@ -122,46 +146,25 @@ pub async fn run(ledger: Arc<Ledger>) {
                     serde_json::from_slice::<serde_json::Value>(p)
                         .map_err(|e| format!("not JSON: {e}"))
                 })
-                .and_then(|v| posting(&v));
-            match parsed {
-                Ok(p) => match payrail_core::id::shard_of(p.payment_id)
-                    .filter(|s| *s <= ledger.shards.count())
-                {
-                    Some(shard) => by_shard.entry(shard).or_default().push(p),
-                    None => {
-                        dead_letter(
-                            &ledger,
-                            message,
-                            "paymentId names no shard of this deployment",
-                        )
-                        .await;
-                        ledger.metrics.poison.inc();
+                .and_then(|v| posting(&v))
+                .and_then(|p| {
+                    match payrail_core::id::shard_of(p.payment_id)
+                        .filter(|s| *s <= ledger.shards.count())
+                    {
+                        Some(shard) => Ok((shard, p)),
+                        None => Err("paymentId names no shard of this deployment".to_owned()),
                     }
-                },
+                });
+            match parsed {
+                Ok((shard, p)) => lanes.dispatch(shard, message, p),
                 Err(reason) => {
                     dead_letter(&ledger, message, &reason).await;
                     ledger.metrics.poison.inc();
+                    lanes.skip(message);
                 }
             }
         }
-        for (shard, postings) in &by_shard {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match apply(&ledger, *shard, postings).await {
-                    Ok((applied, duplicates)) => {
-                        ledger.metrics.applied.inc_by(applied as u64);
-                        ledger.metrics.duplicates.inc_by(duplicates as u64);
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::warn!(shard, %error, "ledger batch failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        }
-        // Everything in the batch is applied or dead-lettered: store the offsets past it.
-        consumer.done(&batch);
+        // Offsets past what the lanes have applied (or dead-lettered) are stored.
+        lanes.settle(&consumer);
     }
 }

@@ -1,5 +1,6 @@
-//! The consuming side every payrail consumer shares: receive a batch, make its effect
-//! durable, then [`BatchConsumer::done`] stores the offsets past it.
+//! The consuming side every payrail consumer shares: receive a batch, hand its events to
+//! their shards' lanes ([`crate::lanes`]), which make them durable; the offsets past them
+//! are stored once they are.
 //!
 //! Offsets: consumers run with `enable.auto.offset.store=false` and `enable.auto.commit=true`,
 //! so librdkafka commits, every `commit_interval_ms` and on rebalance or close, only the
@@ -16,9 +17,8 @@
 
 use crate::KafkaConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use rdkafka::message::OwnedMessage;
+use rdkafka::TopicPartitionList;
 use std::time::{Duration, Instant};
 
 pub struct BatchConsumer {
@@ -68,11 +68,18 @@ impl BatchConsumer {
     }
 
     /// Waits for at least one message, then takes what follows within `linger` of the
-    /// previous one, up to `max` messages.
-    pub async fn next_batch(&mut self, max: usize, linger: Duration) -> Vec<OwnedMessage> {
+    /// previous one, up to `max` messages. With `idle`, returns an empty batch when no
+    /// message came within it (so the caller can settle its shard lanes).
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+        idle: Option<Duration>,
+    ) -> Vec<OwnedMessage> {
         let mut batch = Vec::with_capacity(max);
+        let wait = idle.unwrap_or(Duration::from_secs(2));
         loop {
-            match tokio::time::timeout(Duration::from_secs(2), self.consumer.recv()).await {
+            match tokio::time::timeout(wait, self.consumer.recv()).await {
                 Ok(Ok(m)) => {
                     batch.push(m.detach());
                     self.unassigned_since = None;
@@ -82,7 +89,12 @@ impl BatchConsumer {
                     tracing::warn!(%error, "kafka receive failed");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(_) => self.watch_assignment().await,
+                Err(_) => {
+                    self.watch_assignment().await;
+                    if idle.is_some() {
+                        return batch;
+                    }
+                }
             }
         }
         while batch.len() < max {
@@ -123,21 +135,29 @@ impl BatchConsumer {
         }
     }
 
-    /// Stores, for the next periodic commit, the offset past every message of `batch`.
-    /// Call it only once every message's effect is durable.
-    pub fn done(&self, batch: &[OwnedMessage]) {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for m in batch {
-            let entry = next.entry((m.topic(), m.partition())).or_insert(0);
-            *entry = (*entry).max(m.offset() + 1);
-        }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset));
-        }
-        if let Err(error) = self.consumer.store_offsets(&list) {
+    /// Stores `offsets` (each the next offset to consume) for the next periodic commit.
+    /// Store only offsets whose messages' effects are durable.
+    pub fn store(&self, offsets: &TopicPartitionList) {
+        if let Err(error) = self.consumer.store_offsets(offsets) {
             // A partition revoked meanwhile: its new owner redelivers (harmless).
-            tracing::warn!(%error, "storing offsets failed; the batch may be redelivered (harmless)");
+            tracing::warn!(%error, "storing offsets failed; events may be redelivered (harmless)");
+        }
+    }
+
+    /// Pauses fetching on every assigned partition; polling goes on, so the member stays
+    /// in its group. True when paused.
+    pub fn pause_all(&self) -> bool {
+        match self.consumer.assignment() {
+            Ok(list) => self.consumer.pause(&list).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Resumes fetching on every assigned partition. True when resumed.
+    pub fn resume_all(&self) -> bool {
+        match self.consumer.assignment() {
+            Ok(list) => self.consumer.resume(&list).is_ok(),
+            Err(_) => false,
         }
     }
 }

@@ -6,10 +6,12 @@
 //! - [`admin`]: creates missing topics at start-up.
 //! - [`dlq`]: the dead-letter message, in the reference system's format, and sending it.
 //! - [`consumer`]: batches in, offsets stored after the effect is durable, a rejoin watchdog.
+//! - [`lanes`]: a lane per shard, so one shard's outage does not stall the others' events.
 
 pub mod admin;
 pub mod consumer;
 pub mod dlq;
+pub mod lanes;
 pub mod settings;
 pub mod topics;
 

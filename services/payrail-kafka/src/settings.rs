@@ -50,6 +50,10 @@ pub struct KafkaConfig {
     /// Default 500 ms.
     #[serde(default = "default_commit_interval")]
     pub commit_interval_ms: u64,
+    /// Events a consumer lets wait in its shard lanes (a shard down) before it pauses
+    /// fetching (see [`crate::lanes`]). Default 50 000.
+    #[serde(default = "default_lanes_max_waiting")]
+    pub lanes_max_waiting: usize,
     /// A consumer holding no partition this long leaves and joins its group again
     /// (see [`crate::consumer`]). Default 20 000 ms.
     #[serde(default = "default_rejoin_after")]
@@ -57,6 +61,10 @@ pub struct KafkaConfig {
     /// librdkafka debug contexts (`debug`), e.g. `"cgrp,fetch"`, for diagnosing a client.
     #[serde(default)]
     pub debug: Option<String>,
+}
+
+fn default_lanes_max_waiting() -> usize {
+    50_000
 }
 
 fn default_rejoin_after() -> u64 {

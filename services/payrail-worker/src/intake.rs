@@ -1,5 +1,7 @@
-//! Kafka → job rows. The offset is committed after the job row's transaction commits; a
-//! crash in between redelivers the message and `INSERT IGNORE` makes it a no-op.
+//! Kafka → job rows, through a lane per shard (`payrail_kafka::lanes`), so a shard that is
+//! down holds up only its own jobs. The offset is committed after the job row's
+//! transaction commits; a crash in between redelivers the message and `INSERT IGNORE`
+//! makes it a no-op.
 
 use crate::job::{Intake, JobKind};
 use crate::service::Worker;
@@ -7,8 +9,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::TxOpts;
 use mysql_async::{Params, Value};
 use payrail_db::{datetime, DbError};
+use payrail_kafka::lanes::Lanes;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,11 +120,37 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
         }
     };
     let batch_max = worker.config.scheduler.intake_batch_size;
+    // A lane per shard persists that shard's jobs: a shard that is down holds up only its
+    // own (see `payrail_kafka::lanes`).
+    let mut lanes = {
+        let worker = Arc::clone(&worker);
+        let shards: Vec<u16> = worker.shards.numbers().collect();
+        Lanes::start(
+            shards,
+            batch_max,
+            worker.config.kafka.lanes_max_waiting,
+            move |shard, arrivals: Arc<Vec<Arrival>>| {
+                let worker = Arc::clone(&worker);
+                async move {
+                    let refs: Vec<&Arrival> = arrivals.iter().collect();
+                    persist(&worker, shard, &refs)
+                        .await
+                        .map_err(|e| format!("could not persist jobs: {e}"))?;
+                    worker
+                        .metrics
+                        .intake
+                        .with_label_values(&["persisted"])
+                        .inc_by(arrivals.len() as u64);
+                    worker.job_arrived(shard);
+                    Ok(())
+                }
+            },
+        )
+    };
     loop {
         let batch = consumer
-            .next_batch(batch_max, Duration::from_millis(2))
+            .next_batch(batch_max, Duration::from_millis(2), lanes.idle())
             .await;
-        let mut by_shard: BTreeMap<u16, Vec<Arrival>> = BTreeMap::new();
         for message in &batch {
             let replay = message
                 .headers()
@@ -136,13 +164,17 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
                 .and_then(|i| payrail_core::id::shard_of(i.payment_id))
                 .filter(|s| *s <= worker.shards.count());
             match (parsed, shard) {
-                (Some(intake), Some(shard)) => by_shard.entry(shard).or_default().push(Arrival {
-                    intake,
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                    replay,
-                }),
+                (Some(intake), Some(shard)) => lanes.dispatch(
+                    shard,
+                    message,
+                    Arrival {
+                        intake,
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        payload: message.payload().unwrap_or_default().to_vec(),
+                        replay,
+                    },
+                ),
                 _ => {
                     dead_letter(
                         &worker,
@@ -152,26 +184,11 @@ pub async fn run<K: JobKind>(worker: Arc<Worker<K>>) {
                     )
                     .await;
                     worker.metrics.intake.with_label_values(&["poison"]).inc();
+                    lanes.skip(message);
                 }
             }
         }
-        for (shard, arrivals) in &by_shard {
-            let refs: Vec<&Arrival> = arrivals.iter().collect();
-            let mut backoff = Duration::from_millis(100);
-            // Database trouble is transient: retry until it works, never DLQ.
-            while let Err(error) = persist(&worker, *shard, &refs).await {
-                tracing::warn!(%error, "could not persist jobs; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            worker
-                .metrics
-                .intake
-                .with_label_values(&["persisted"])
-                .inc_by(arrivals.len() as u64);
-            worker.job_arrived(*shard);
-        }
-        // Everything in the batch is persisted or dead-lettered: store the offsets past it.
-        consumer.done(&batch);
+        // Offsets past what the lanes have persisted (or dead-lettered) are stored.
+        lanes.settle(&consumer);
     }
 }
