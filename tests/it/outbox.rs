@@ -232,3 +232,93 @@ fn a_broker_outage_opens_the_breaker_and_the_backlog_drains() {
     .json()["checks"]["kafka-publisher-breaker"]
         == "CLOSED"));
 }
+
+/// `name{…shard="N"…}` from one instance's `/metrics`.
+fn shard_metric(addr: &str, name: &str, shard: u16) -> f64 {
+    http::get(addr, "/metrics")
+        .text()
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("shard=\"{shard}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// The lease holder of shard 1 is stalled (SIGSTOP) mid-round, with its sends waiting on
+/// a paused broker, until another relay has taken the lease over. Once resumed it sends
+/// nothing more and marks nothing: its own queued sends ran out before its lease did, and
+/// its marks are fenced by the lease epoch. Every event still reaches the topic.
+#[test]
+fn a_relay_stalled_past_its_lease_sends_and_marks_nothing_after_a_takeover() {
+    let stack = TestStack::start_with(
+        "outbox_relay_fenced",
+        kafka_options(2, "[relay]\nlease_ms = 2000\nbatch_size_max = 20\n", ""),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || leaders(&stack, 1) == 1),
+        "one relay leads shard 1"
+    );
+    let leads = |addr: &str| shard_metric(addr, "payrail_outbox_relay_leader", 1) == 1.0;
+    let holder = if leads(&stack.addrs[0]) { 0 } else { 1 };
+    let (stale, other) = (stack.addrs[holder].clone(), stack.addrs[1 - holder].clone());
+    let stale_pid = stack.ingests[holder].pid().unwrap_or_default();
+    let broker_pid = stack
+        .broker
+        .as_ref()
+        .and_then(|b| b.pid())
+        .unwrap_or_default();
+    // Events keep coming through the other instance the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (other, stop) = (other.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = http::post(
+                    &other,
+                    "/api/payments/authorize",
+                    &authorize_body(&format!("M-{}", i % 9), 10, &format!("f-{i}")),
+                );
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // The holder's round waits on the paused broker; then the holder itself stalls.
+    payrail_tests::process::signal(broker_pid, "STOP");
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = shard_metric(&stale, "payrail_outbox_sent_total", 1);
+    let marked = shard_metric(&stale, "payrail_outbox_marked_total", 1);
+    assert!(sent > 0.0, "the holder was publishing");
+    payrail_tests::process::signal(stale_pid, "STOP");
+    assert!(
+        wait_until(Duration::from_secs(15), || leads(&other)),
+        "the other relay takes the lease over"
+    );
+    payrail_tests::process::signal(stale_pid, "CONT");
+    std::thread::sleep(Duration::from_secs(1));
+    payrail_tests::process::signal(broker_pid, "CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap_or_else(|_| panic!("writer failed"));
+    assert!(
+        wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
+        "the new holder drains the outbox"
+    );
+    assert_eq!(
+        shard_metric(&stale, "payrail_outbox_sent_total", 1),
+        sent,
+        "the stalled relay sent nothing after it resumed"
+    );
+    assert_eq!(
+        shard_metric(&stale, "payrail_outbox_marked_total", 1),
+        marked,
+        "the stalled relay marked nothing after it resumed"
+    );
+    assert!(!leads(&stale), "the stalled relay knows it lost the lease");
+    let expected = stack.outbox_event_ids("payment.authorized");
+    let (seen, _, _) = ids_on_topic(&stack, "payment.authorized", &expected);
+    assert_eq!(seen, expected, "no event lost, none invented");
+}

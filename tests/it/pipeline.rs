@@ -738,3 +738,74 @@ fn a_shard_down_holds_up_only_its_own_events() {
     );
     stack.assert_reconciled();
 }
+
+/// The workers publish their own events: with every ingest instance stopped, captures
+/// (and the refunds waiting on them) still settle at the PG, their `payment.captured`,
+/// `payment.refund-requested` and `payment.refunded` events are relayed by the workers, and
+/// the ledger posts them.
+#[test]
+fn with_every_ingest_down_captures_and_refunds_still_settle_and_post() {
+    let mut stack = TestStack::start_with(
+        "pipeline_no_ingest",
+        Options {
+            ingest_toml: "[relay]\nlease_ms = 2000\n".into(),
+            ..pipeline("[relay]\nlease_ms = 2000\n")
+        },
+    );
+    let n = 20;
+    let ids: Vec<u64> = (0..n)
+        .map(|i| stack.authorize(&format!("M-{i}"), 1_000, &format!("alone-{i}")))
+        .collect();
+    // Captures answered slowly (under the workers' 5 s PG timeout), so they settle after
+    // ingest is gone.
+    stack.pg_control(json!({"latencyMinMs": 3500, "latencyMaxMs": 4000}));
+    for (i, id) in ids.iter().enumerate() {
+        let merchant = format!("M-{i}");
+        post_ok(
+            &stack,
+            &format!("/api/payments/capture/{id}"),
+            json!({"merchantId": merchant}),
+        );
+        post_ok(
+            &stack,
+            &format!("/api/payments/refund/{id}"),
+            json!({"merchantId": merchant, "reason": "alone", "amount": 300, "idempotencyKey": format!("alone-refund-{i}")}),
+        );
+    }
+    // ingest's relay has published the capture requests; then every ingest stops.
+    assert!(
+        wait_until(Duration::from_secs(20), || stack.outbox_backlog() == 0),
+        "ingest published its events"
+    );
+    for ingest in &mut stack.ingests {
+        ingest.kill();
+    }
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM payment WHERE status = 'CAPTURE_REQUESTED'"),
+        n,
+        "the captures settle after ingest is gone"
+    );
+    assert!(
+        wait_until(Duration::from_secs(90), || stack
+            .statuses()
+            .get("PARTIALLY_REFUNDED")
+            == Some(&n)),
+        "captures and refunds settle with no ingest running: {:?}",
+        stack.statuses()
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            stack.count_all(
+            "SELECT COUNT(*) FROM ledger_event WHERE event_type IN ('PAYMENT_CAPTURED', 'PAYMENT_REFUNDED')"
+        ) == 2 * n
+        }),
+        "the ledger posts the workers' events: {}",
+        stack.count_all("SELECT COUNT(*) FROM ledger_event")
+    );
+    assert_eq!(
+        stack.outbox_backlog(),
+        0,
+        "the workers' relays drained the outbox"
+    );
+    stack.assert_reconciled();
+}

@@ -30,9 +30,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub health: Health,
     /// Wakes a shard's outbox relay right after a commit that wrote events.
-    pub outbox_notify: Arc<Vec<tokio::sync::Notify>>,
+    /// Wakes this process's relay when events were committed.
+    pub outbox: Arc<payrail_outbox::Outbox>,
     /// The outbox relay, when a broker is configured.
-    pub relay: std::sync::OnceLock<Arc<crate::relay::Relay>>,
+    pub relay: std::sync::OnceLock<Arc<payrail_outbox::Relay>>,
     /// Merchant API keys; `None` with `merchant_auth = "off"`.
     pub keys: Option<crate::merchant_auth::MerchantKeys>,
     /// Source of idempotency owner tokens.
@@ -54,18 +55,13 @@ impl App {
             config.pg.pool_idle_max,
         );
         let pg_breaker = CircuitBreaker::new("pg-authorize", config.pg.breaker.clone());
-        let outbox_notify: Arc<Vec<tokio::sync::Notify>> = Arc::new(
-            shards
-                .numbers()
-                .map(|_| tokio::sync::Notify::new())
-                .collect(),
-        );
+        let outbox = payrail_outbox::Outbox::new(shards.count());
         let group_commit = GroupCommit::start(
             shards.clone(),
             metrics.clone(),
             config.group_commit,
             config.idempotency.lease_ms,
-            outbox_notify.clone(),
+            outbox.clone(),
         );
         let health = Health::new(shards.count());
         let keys = crate::merchant_auth::MerchantKeys::load(&config, shards.count())?;
@@ -83,7 +79,7 @@ impl App {
             group_commit,
             metrics,
             health,
-            outbox_notify,
+            outbox,
             keys,
             relay: std::sync::OnceLock::new(),
             owner_tokens: AtomicU64::new(seed),
@@ -92,9 +88,7 @@ impl App {
 
     /// Tells the shard's relay that events were committed.
     pub fn outbox_committed(&self, shard: u16) {
-        if let Some(notify) = self.outbox_notify.get(usize::from(shard).wrapping_sub(1)) {
-            notify.notify_one();
-        }
+        self.outbox.committed(shard);
     }
 
     /// A fresh token naming this request as the owner of an idempotency record

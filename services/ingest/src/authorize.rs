@@ -7,9 +7,9 @@
 //! 4. Write payment, history, outbox events and the completed idempotency record in one
 //!    group-commit transaction; answer only after COMMIT; then cache the answer in Redis.
 
+use crate::events::{self, Extra};
 use crate::group_commit::{EventRow, FinalizeOp, PaymentRow, Reservation, ReserveOp};
 use crate::idempotency::{self, encode_cached, fingerprint};
-use crate::outbox::{self, Extra};
 use crate::outcome::Outcome;
 use crate::parse::{AuthorizeInput, CaptureMode};
 use crate::rate_limit::{Action, Admission};
@@ -410,14 +410,14 @@ pub async fn commit(app: &App, shard: u16, d: &Decided<'_>) -> Result<(u16, Vec<
     let mut kinds: Vec<(&'static str, &'static str)> = Vec::with_capacity(2);
     if approved {
         history.push(PaymentStatus::Authorized.as_str());
-        kinds.push((outbox::TOPIC_AUTHORIZED, outbox::TYPE_AUTHORIZED));
+        kinds.push((events::TOPIC_AUTHORIZED, events::TYPE_AUTHORIZED));
     }
     match status {
         PaymentStatus::CaptureRequested => kinds.push((
-            outbox::TOPIC_CAPTURE_REQUESTED,
-            outbox::TYPE_CAPTURE_REQUESTED,
+            events::TOPIC_CAPTURE_REQUESTED,
+            events::TYPE_CAPTURE_REQUESTED,
         )),
-        PaymentStatus::Voided => kinds.push((outbox::TOPIC_VOIDED, outbox::TYPE_VOIDED)),
+        PaymentStatus::Voided => kinds.push((events::TOPIC_VOIDED, events::TYPE_VOIDED)),
         _ => {}
     }
     if status != PaymentStatus::Authorized {
@@ -432,20 +432,20 @@ pub async fn commit(app: &App, shard: u16, d: &Decided<'_>) -> Result<(u16, Vec<
     let extra = [
         ("approvalNumber", Extra::Text(d.approval_number)),
         ("transactionId", Extra::Text(d.transaction_id)),
-        ("reason", Extra::Text(outbox::VOID_REASON_ABANDONED)),
+        ("reason", Extra::Text(events::VOID_REASON_ABANDONED)),
     ];
     let events: Vec<EventRow> = kinds
         .iter()
         .zip(&event_ids)
         .map(|(&(topic, event_type), &event_id)| {
             // The authorized event names the authorization; a void event also says why.
-            let extra = if event_type == outbox::TYPE_VOIDED {
+            let extra = if event_type == events::TYPE_VOIDED {
                 &extra[..]
             } else {
                 &extra[..2]
             };
             // The authorized event announces AUTHORIZED whatever followed it.
-            let status = if event_type == outbox::TYPE_AUTHORIZED {
+            let status = if event_type == events::TYPE_AUTHORIZED {
                 PaymentStatus::Authorized
             } else {
                 view.status
@@ -454,7 +454,7 @@ pub async fn commit(app: &App, shard: u16, d: &Decided<'_>) -> Result<(u16, Vec<
                 event_id,
                 topic,
                 event_type,
-                payload: outbox::payload(event_id, event_type, &view, status, d.amount, now, extra),
+                payload: events::payload(event_id, event_type, &view, status, d.amount, now, extra),
             }
         })
         .collect();

@@ -109,7 +109,7 @@ impl GroupCommit {
         metrics: Arc<Metrics>,
         config: crate::config::GroupCommitConfig,
         lease_ms: u64,
-        outbox_notify: Arc<Vec<tokio::sync::Notify>>,
+        outbox: Arc<payrail_outbox::Outbox>,
     ) -> Self {
         let mut queues = Vec::new();
         for shard in shards.numbers() {
@@ -123,7 +123,7 @@ impl GroupCommit {
                     receiver: receiver.clone(),
                     batch_size_max: config.batch_size_max,
                     lease_ms,
-                    outbox_notify: outbox_notify.clone(),
+                    outbox: outbox.clone(),
                 };
                 tokio::spawn(writer.run());
             }
@@ -190,7 +190,7 @@ struct Writer {
     batch_size_max: usize,
     lease_ms: u64,
     /// Wakes this shard's outbox relay after a commit that wrote events.
-    outbox_notify: Arc<Vec<tokio::sync::Notify>>,
+    outbox: Arc<payrail_outbox::Outbox>,
 }
 
 impl Writer {
@@ -227,9 +227,7 @@ impl Writer {
                     .iter()
                     .any(|p| matches!(&p.op, Op::Finalize(f) if !f.events.is_empty()))
             {
-                if let Some(notify) = self.outbox_notify.get(usize::from(self.shard) - 1) {
-                    notify.notify_one();
-                }
+                self.outbox.committed(self.shard);
             }
             match result {
                 Ok(results) => {

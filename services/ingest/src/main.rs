@@ -6,8 +6,8 @@
 //! - [`authorize`]: the authorize path (rate limit, idempotency, PG, group commit).
 //! - [`payments`]: capture, refund, void and the read API.
 //! - [`group_commit`]: batched durable writes per shard.
-//! - [`outbox`]: event topics and payloads written with each state change.
-//! - [`relay`]: publishes each shard's outbox to Kafka (one leased relay per shard).
+//! - [`events`]: event topics and payloads written to the outbox (`payrail_outbox`) with
+//!   each state change; the outbox's relay runs here and in both workers.
 //! - [`idempotency`]: key reservation, takeover, replay encoding and the purge job.
 //! - [`resolver`]: per shard, resolves authorizations whose PG outcome is unknown.
 //! - [`expiry`]: per shard, voids authorizations older than their TTL.
@@ -18,18 +18,17 @@
 mod app;
 mod authorize;
 mod config;
+mod events;
 mod expiry;
 mod group_commit;
 mod health;
 mod idempotency;
 mod merchant_auth;
 mod metrics;
-mod outbox;
 mod outcome;
 mod parse;
 mod payments;
 mod rate_limit;
-mod relay;
 mod render;
 mod resolver;
 mod routes;
@@ -89,23 +88,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, String>(app)
     })?;
     if let Some(kafka) = config.kafka.clone() {
-        let relay = Arc::new(runtime.block_on(async { relay::Relay::new(&app, &kafka) })?);
+        let relay = runtime.block_on(async {
+            payrail_outbox::Relay::new(
+                app.shards.clone(),
+                config.relay.clone(),
+                &kafka,
+                &config.instance,
+                &app.metrics.registry,
+                app.outbox.clone(),
+            )
+        })?;
         let _ = app.relay.set(relay.clone());
-        let relay_app = app.clone();
-        runtime.spawn(async move {
-            // Topics first (retried: the broker may start after us), then one loop per shard.
-            while let Err(error) =
-                payrail_kafka::admin::ensure_topics(&kafka, &payrail_kafka::topics::ALL).await
-            {
-                tracing::warn!(%error, "kafka topics not ensured yet; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            for shard in relay_app.shards.numbers() {
-                tokio::spawn(relay.clone().run_shard(relay_app.clone(), shard));
-            }
-        });
-        runtime.spawn(relay::backlog_loop(app.clone()));
-        runtime.spawn(relay::purge_loop(app.clone()));
+        runtime.block_on(async { relay.start() });
     }
     if let Some(keys) = app.keys.as_ref() {
         // A first read before listening, so the first requests find their keys; a shard

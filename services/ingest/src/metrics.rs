@@ -24,13 +24,6 @@ pub struct Metrics {
     pub pg_duration: Histogram,
     pub in_flight: IntGauge,
     pub idempotency_purged: IntCounter,
-    pub outbox_published: IntCounterVec,
-    /// Published events deleted after `relay.retention_seconds`.
-    pub outbox_purged: IntCounterVec,
-    pub outbox_publish_failures: IntCounterVec,
-    pub outbox_lag: HistogramVec,
-    pub outbox_backlog: IntGaugeVec,
-    pub outbox_relay_leader: IntGaugeVec,
     /// PG calls whose outcome became unknown (answer lost), by operation.
     pub pg_unknown_outcomes: IntCounterVec,
     /// Unknown outcomes resolved, by what the PG said (`approved_voided`, `declined`,
@@ -171,64 +164,6 @@ impl Metrics {
                 IntCounter::new(
                     "idempotency_records_purged_total",
                     "idempotency records deleted after retention",
-                )?,
-            ),
-            outbox_published: register(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "outbox_published_total",
-                        "outbox events confirmed by the broker",
-                    ),
-                    &["shard"],
-                )?,
-            ),
-            outbox_purged: register(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "outbox_purged_total",
-                        "published outbox events deleted after retention",
-                    ),
-                    &["shard"],
-                )?,
-            ),
-            outbox_publish_failures: register(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "outbox_publish_failures_total",
-                        "outbox events the broker did not confirm",
-                    ),
-                    &["shard"],
-                )?,
-            ),
-            outbox_lag: register(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "outbox_lag_seconds",
-                        "commit to broker confirmation, per event",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    &["shard"],
-                )?,
-            ),
-            outbox_backlog: register(
-                r,
-                IntGaugeVec::new(
-                    Opts::new("outbox_backlog", "unpublished outbox events"),
-                    &["shard"],
-                )?,
-            ),
-            outbox_relay_leader: register(
-                r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "outbox_relay_leader",
-                        "1 while this instance holds the shard's relay lease",
-                    ),
-                    &["shard"],
                 )?,
             ),
             pg_unknown_outcomes: register(

@@ -8,7 +8,7 @@
 //! amount rules up. (InnoDB already shares one fsync among concurrently committing
 //! transactions, so these single-request transactions still commit in groups.)
 
-use crate::outbox::{self, Extra};
+use crate::events::{self, Extra};
 use crate::outcome::Outcome;
 use crate::parse::{CaptureInput, RefundInput, VoidInput};
 use crate::rate_limit::{Action, Admission};
@@ -201,7 +201,7 @@ async fn record_transition<Q: Queryable>(
     now: i64,
     extra: &[(&str, Extra<'_>)],
 ) -> Result<(), DbError> {
-    payrail_db::outbox::history(q, shard, view.payment_id, view.status.as_str(), now).await?;
+    payrail_db::history::append(q, shard, view.payment_id, view.status.as_str(), now).await?;
     let (event_id, topic, event_type) = event;
     let event = payrail_core::event::Event {
         event_id,
@@ -214,7 +214,7 @@ async fn record_transition<Q: Queryable>(
         occurred_at_ms: now,
         extra,
     };
-    payrail_db::outbox::insert(q, shard, topic, &event).await
+    payrail_outbox::insert(q, shard, topic, &event).await
 }
 
 /// Why a conditional update matched nothing: 404 for a missing or foreign payment, else
@@ -315,7 +315,7 @@ pub async fn capture(app: Arc<App>, shard: u16, payment_id: u64, input: CaptureI
         update_sql: "UPDATE payment SET status = 'CAPTURE_REQUESTED', capture_requested_amount = COALESCE(?, amount), updated_at = ? \
                      WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND COALESCE(?, amount) <= amount",
         update_params: (input.amount, datetime(now), payment_id, input.merchant_id.as_bytes(), input.amount).into(),
-        event: (outbox::TOPIC_CAPTURE_REQUESTED, outbox::TYPE_CAPTURE_REQUESTED),
+        event: (events::TOPIC_CAPTURE_REQUESTED, events::TYPE_CAPTURE_REQUESTED),
         event_amount: |view| view.capture_requested_amount,
         extra: &[],
         message: "capture requested",
@@ -345,9 +345,9 @@ pub async fn void(app: Arc<App>, shard: u16, payment_id: u64, input: VoidInput) 
     let update = Transition {
         update_sql: "UPDATE payment SET status = 'VOID_REQUESTED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED'",
         update_params: (datetime(now), payment_id, input.merchant_id.as_bytes()).into(),
-        event: (outbox::TOPIC_VOID_REQUESTED, outbox::TYPE_VOID_REQUESTED),
+        event: (events::TOPIC_VOID_REQUESTED, events::TYPE_VOID_REQUESTED),
         event_amount: |view| view.amount,
-        extra: &[("reason", Extra::Text(outbox::VOID_REASON_MERCHANT))],
+        extra: &[("reason", Extra::Text(events::VOID_REASON_MERCHANT))],
         message: "void requested",
         conflict: |l: &Loaded| Outcome::conflict("VOID_CONFLICT", "only an AUTHORIZED payment can be voided", payment_id, l.view.status.as_str()),
     };
@@ -368,9 +368,9 @@ pub async fn expire(
     let update = Transition {
         update_sql: "UPDATE payment SET status = 'VOID_REQUESTED', updated_at = ? WHERE payment_id = ? AND merchant_id = ? AND status = 'AUTHORIZED' AND updated_at < ?",
         update_params: (datetime(now), payment_id, merchant_id.as_bytes(), datetime(before_ms)).into(),
-        event: (outbox::TOPIC_VOID_REQUESTED, outbox::TYPE_VOID_REQUESTED),
+        event: (events::TOPIC_VOID_REQUESTED, events::TYPE_VOID_REQUESTED),
         event_amount: |view| view.amount,
-        extra: &[("reason", Extra::Text(outbox::VOID_REASON_EXPIRED))],
+        extra: &[("reason", Extra::Text(events::VOID_REASON_EXPIRED))],
         message: "expiry requested",
         conflict: |l: &Loaded| Outcome::conflict("VOID_CONFLICT", "no longer an expirable authorization", payment_id, l.view.status.as_str()),
     };
@@ -507,7 +507,7 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
             } else {
                 view.status = PaymentStatus::RefundRequested;
                 let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
-                record_transition(&mut tx, shard, &view, (event_id, outbox::TOPIC_REFUND_REQUESTED, outbox::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
+                record_transition(&mut tx, shard, &view, (event_id, events::TOPIC_REFUND_REQUESTED, events::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
                 "refund requested"
             };
             let details = load_details(&mut tx, shard, payment_id).await?;

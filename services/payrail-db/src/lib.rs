@@ -4,7 +4,7 @@
 //!   option set explicitly, and a timeout around each use.
 //! - [`migrate`]: versioned schema migrations (`migrations/*.sql`), applied once per shard
 //!   under a named lock so several instances can start together.
-//! - [`outbox`]: outbox and history rows inside the caller's transaction.
+//! - [`history`]: a payment's state history, appended inside the caller's transaction.
 //! - [`retention`]: rows past their retention (published outbox events, idempotency
 //!   records, finished jobs) deleted in small batches.
 //! - [`sequence`]: global ids handed out in blocks from each shard's `id_sequence` row.
@@ -14,8 +14,8 @@
 
 pub mod api_keys;
 pub mod error;
+pub mod history;
 pub mod migrate;
-pub mod outbox;
 pub mod redis;
 pub mod retention;
 pub mod sequence;

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "refund while settling",
         sql: include_str!("../migrations/0005_refund_while_settling.sql"),
     },
+    Migration {
+        version: 6,
+        name: "relay epoch",
+        sql: include_str!("../migrations/0006_relay_epoch.sql"),
+    },
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, `--`

@@ -23,6 +23,9 @@ pub struct WorkerConfig {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The outbox relay this process runs (see `payrail_outbox`).
+    #[serde(default)]
+    pub relay: payrail_outbox::RelayConfig,
     #[serde(default)]
     pub http: ServerConfig,
 }

@@ -306,6 +306,10 @@ async fn process<K: JobKind>(worker: Arc<Worker<K>>, shard: u16, job: Job) {
     };
     match outcome {
         Ok(label) => {
+            // An outcome may have written events (captured, refunded, a dead letter).
+            if label != "retry" {
+                worker.outbox.committed(shard);
+            }
             worker.metrics.outcomes.with_label_values(&[label]).inc();
             if !matches!(label, "retry" | "unknown") {
                 worker.metrics.attempts.observe(f64::from(job.attempts + 1));

@@ -26,6 +26,8 @@ pub struct Worker<K: JobKind> {
     /// For poison messages, which go straight to the DLQ topic.
     pub producer: FutureProducer,
     pub metrics: Metrics,
+    /// Wakes this process's outbox relay after an outcome wrote events.
+    pub outbox: Arc<payrail_outbox::Outbox>,
     /// Wakes a shard's scheduler when the intake persisted a job.
     pub arrivals: Vec<tokio::sync::Notify>,
     kind: PhantomData<K>,
@@ -89,6 +91,7 @@ pub struct Shared {
     pg: PgClient,
     pg_slots: Arc<tokio::sync::Semaphore>,
     producer: FutureProducer,
+    outbox: Arc<payrail_outbox::Outbox>,
 }
 
 /// Starts kind `K`'s intake and per-shard schedulers; returns its metrics.
@@ -103,6 +106,7 @@ fn start<K: JobKind>(
         pg: shared.pg.clone(),
         pg_slots: shared.pg_slots.clone(),
         producer: shared.producer.clone(),
+        outbox: shared.outbox.clone(),
         metrics: Metrics::new(K::SERVICE, &config.instance).map_err(|e| e.to_string())?,
         arrivals: shards
             .numbers()
@@ -181,9 +185,26 @@ pub fn run_kinds(
             config.scheduler.concurrency_max,
         )),
         producer,
+        outbox: payrail_outbox::Outbox::new(shards.count()),
         shards,
     };
-    let mut registries = Vec::with_capacity(kinds.len());
+    let mut registries = Vec::with_capacity(kinds.len() + 1);
+    // The events this process writes (captured, refunded, dead letters) are published by
+    // a relay of its own as well as ingest's: one of them holds each shard's lease, so
+    // settlement results reach Kafka with every ingest down.
+    let relay_registry = payrail_core::telemetry::registry(service, &config.instance)?;
+    let relay = runtime.block_on(async {
+        payrail_outbox::Relay::new(
+            shared.shards.clone(),
+            config.relay.clone(),
+            &config.kafka,
+            &config.instance,
+            &relay_registry,
+            shared.outbox.clone(),
+        )
+    })?;
+    runtime.block_on(async { relay.start() });
+    registries.push(relay_registry);
     for kind in kinds {
         registries.push((kind.start)(&runtime, &config, &shared)?);
     }

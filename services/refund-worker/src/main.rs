@@ -74,7 +74,7 @@ impl JobKind for Refund {
             .await
             .map_err(classify)?;
         let status = status.unwrap_or_default();
-        payrail_db::outbox::history(tx, shard, job.payment_id, &status, now_ms).await?;
+        payrail_db::history::append(tx, shard, job.payment_id, &status, now_ms).await?;
         let extra = [
             ("refundId", Extra::Number(job.job_id as i64)),
             ("transactionId", Extra::Text(&reply.transaction_id)),
@@ -90,7 +90,7 @@ impl JobKind for Refund {
             occurred_at_ms: now_ms,
             extra: &extra,
         };
-        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::REFUNDED, &refunded).await
+        payrail_outbox::insert(tx, shard, payrail_kafka::topics::REFUNDED, &refunded).await
     }
 
     async fn fail(
@@ -126,7 +126,7 @@ impl JobKind for Refund {
             )
             .await
             .map_err(classify)?;
-        payrail_db::outbox::history(
+        payrail_db::history::append(
             tx,
             shard,
             job.payment_id,
@@ -166,7 +166,7 @@ impl JobKind for Refund {
         )
         .await
         .map_err(classify)?;
-        payrail_db::outbox::history(tx, shard, payment_id, "REFUND_REQUESTED", now_ms).await?;
+        payrail_db::history::append(tx, shard, payment_id, "REFUND_REQUESTED", now_ms).await?;
         Ok(true)
     }
 }

@@ -113,7 +113,7 @@ async fn release_waiting_refunds(
     if waiting.is_empty() {
         return Ok(());
     }
-    payrail_db::outbox::history(tx, shard, job.payment_id, "REFUND_REQUESTED", now_ms).await?;
+    payrail_db::history::append(tx, shard, job.payment_id, "REFUND_REQUESTED", now_ms).await?;
     for refund in &waiting {
         let extra = [
             ("refundId", Extra::Number(refund.refund_id as i64)),
@@ -130,7 +130,7 @@ async fn release_waiting_refunds(
             occurred_at_ms: now_ms,
             extra: &extra,
         };
-        payrail_db::outbox::insert(
+        payrail_outbox::insert(
             tx,
             shard,
             payrail_kafka::topics::REFUND_REQUESTED,
@@ -194,7 +194,7 @@ impl JobKind for Settlement {
             return Ok(());
         }
         let (authorized, refunds_pending) = authorized_and_pending(tx, shard, job).await?;
-        payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURED", now_ms).await?;
+        payrail_db::history::append(tx, shard, job.payment_id, "CAPTURED", now_ms).await?;
         let extra = [
             ("authorizedAmount", Extra::Number(authorized)),
             ("transactionId", Extra::Text(&reply.transaction_id)),
@@ -210,7 +210,7 @@ impl JobKind for Settlement {
             occurred_at_ms: now_ms,
             extra: &extra,
         };
-        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURED, &captured).await?;
+        payrail_outbox::insert(tx, shard, payrail_kafka::topics::CAPTURED, &captured).await?;
         if refunds_pending == 0 {
             // No refund waits (the common case): no need to look.
             return Ok(());
@@ -239,7 +239,7 @@ impl JobKind for Settlement {
         }
         move_waiting_refunds(tx, shard, job.payment_id, "CANCELLED", now_ms).await?;
         let (authorized, _) = authorized_and_pending(tx, shard, job).await?;
-        payrail_db::outbox::history(tx, shard, job.payment_id, "CAPTURE_FAILED", now_ms).await?;
+        payrail_db::history::append(tx, shard, job.payment_id, "CAPTURE_FAILED", now_ms).await?;
         let failed_extra = [
             ("authorizedAmount", Extra::Number(authorized)),
             ("reason", Extra::Text(reason)),
@@ -255,8 +255,7 @@ impl JobKind for Settlement {
             occurred_at_ms: now_ms,
             extra: &failed_extra,
         };
-        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::CAPTURE_FAILED, &failed)
-            .await?;
+        payrail_outbox::insert(tx, shard, payrail_kafka::topics::CAPTURE_FAILED, &failed).await?;
         // Release the authorization at the PG: the void worker's job, like any void.
         let void_extra = [("reason", Extra::Text(event::VOID_REASON_CAPTURE_FAILED))];
         let void = Event {
@@ -270,7 +269,7 @@ impl JobKind for Settlement {
             occurred_at_ms: now_ms,
             extra: &void_extra,
         };
-        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::VOID_REQUESTED, &void).await
+        payrail_outbox::insert(tx, shard, payrail_kafka::topics::VOID_REQUESTED, &void).await
     }
 
     /// A failed capture has released its authorization (its void was asked for in the same
@@ -335,7 +334,7 @@ impl JobKind for Void {
         if tx.affected_rows() != 1 {
             return Ok(());
         }
-        payrail_db::outbox::history(tx, shard, job.payment_id, status, now_ms).await?;
+        payrail_db::history::append(tx, shard, job.payment_id, status, now_ms).await?;
         let extra = [
             ("reason", Extra::Text(&reason)),
             ("transactionId", Extra::Text(&reply.transaction_id)),
@@ -351,7 +350,7 @@ impl JobKind for Void {
             occurred_at_ms: now_ms,
             extra: &extra,
         };
-        payrail_db::outbox::insert(tx, shard, payrail_kafka::topics::VOIDED, &voided).await
+        payrail_outbox::insert(tx, shard, payrail_kafka::topics::VOIDED, &voided).await
     }
 
     async fn fail(
@@ -371,7 +370,7 @@ impl JobKind for Void {
         .await
         .map_err(|e| DbError::classify(shard, e))?;
         if tx.affected_rows() == 1 {
-            payrail_db::outbox::history(tx, shard, job.payment_id, "VOID_FAILED", now_ms).await?;
+            payrail_db::history::append(tx, shard, job.payment_id, "VOID_FAILED", now_ms).await?;
         }
         Ok(())
     }
@@ -391,7 +390,7 @@ impl JobKind for Void {
                 )
                 .await
                 .map_err(classify)?;
-                payrail_db::outbox::history(tx, shard, job_id, "VOID_REQUESTED", now_ms).await?;
+                payrail_db::history::append(tx, shard, job_id, "VOID_REQUESTED", now_ms).await?;
                 Ok(true)
             }
             // The release of a failed capture: try the void again.

@@ -1,8 +1,8 @@
-//! The transactional outbox, ingest's side: the events of a payment's state changes.
+//! The events ingest announces: their topics, types and payloads.
 //!
-//! Events are rows of `outbox_event`, written in the same transaction as the state change
-//! they announce (see `group_commit` for authorizations and `payments` for captures,
-//! refunds and voids). [`crate::relay`] publishes them to Kafka.
+//! Each goes into the outbox (`payrail_outbox`) in the same transaction as the state
+//! change it announces (see `group_commit` for authorizations and `payments` for captures,
+//! refunds and voids); the relay publishes them to Kafka.
 
 use crate::render::PaymentView;
 pub use payrail_core::event::Extra;
