@@ -275,3 +275,136 @@ fn shard_routing_and_global_ids_with_two_instances() {
     let metrics = http::get(stack.addr(), "/metrics").text();
     assert!(metrics.contains("payrail_group_commit_batch_size_count{"));
 }
+
+/// Group commit without shared fate. A batch in which one write hits a unique-key race
+/// fails only that write (the rest are written again alone); a batch whose COMMIT answer
+/// is lost is resolved by reading what committed before anyone is answered. Every
+/// answer matches the rows.
+#[test]
+fn group_commit_answers_match_the_rows_after_a_conflict_and_a_lost_commit() {
+    let stack = TestStack::start("group_commit_faults");
+    // A second ingest reaches shard 1 through a proxy that can lose a COMMIT's answer.
+    let proxy = payrail_tests::sqlproxy::SqlProxy::start(stack.shards[0].port);
+    let mut settings = stack.settings[0].clone();
+    settings.instance = "ingest-proxied".into();
+    settings.listen = format!("127.0.0.1:{}", payrail_tests::free_port());
+    settings.shards[0].port = proxy.port;
+    // TCP through the proxy, not the server's Unix socket.
+    let config = stack.dir.join("ingest-proxied.toml");
+    let toml = payrail_tests::services::ingest_config(&settings).replacen(
+        &format!("port = {}\n", proxy.port),
+        &format!("port = {}\nprefer_socket = false\n", proxy.port),
+        1,
+    );
+    assert!(toml.contains("prefer_socket = false"));
+    std::fs::write(&config, toml).unwrap_or_else(|e| panic!("{e}"));
+    let _proxied = payrail_tests::services::launch(
+        "ingest-proxied",
+        "ingest",
+        &settings.listen,
+        &config,
+        &stack.dir.join("ingest-proxied.log"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let addr = settings.listen.clone();
+    // MERCHANT-2 lives on shard 1.
+    let authorize_all = |round: &str| {
+        let requests = (0..8)
+            .map(|i| {
+                (
+                    "/api/payments/authorize".to_owned(),
+                    authorize_body("MERCHANT-2", 100, &format!("{round}-{i}")),
+                )
+            })
+            .collect();
+        race(&addr, requests)
+    };
+    let stored = |id: u64| {
+        stack.count(
+            1,
+            &format!("SELECT COUNT(*) FROM payment WHERE payment_id = {id} AND merchant_id = 'MERCHANT-2' AND status = 'AUTHORIZED'"),
+        )
+    };
+    let warm = http::post(
+        &addr,
+        "/api/payments/authorize",
+        &authorize_body("MERCHANT-2", 100, "warm"),
+    );
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    let first = warm.json()["paymentId"].as_u64().unwrap_or_default();
+
+    // 1. A unique-key race: a row squats on one of the next payment ids.
+    let squatted = first + 3;
+    stack.rows(
+        1,
+        &format!(
+            "INSERT INTO payment (payment_id, merchant_id, status, amount, currency, idempotency_key, created_at, updated_at) \
+             VALUES ({squatted}, 'SQUATTER-2', 'DECLINED', 1, 'KRW', 'squat', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))"
+        ),
+    );
+    let replies = authorize_all("race");
+    let ok: Vec<u64> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.json()["paymentId"].as_u64().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ok.len(),
+        7,
+        "only the squatted write fails: {:?}",
+        statuses(&replies)
+    );
+    for id in &ok {
+        assert_eq!(
+            stored(*id),
+            1,
+            "payment {id} was answered 200 and is stored"
+        );
+    }
+    assert!(!ok.contains(&squatted));
+    assert_eq!(
+        stack.count(
+            1,
+            "SELECT COUNT(*) FROM payment WHERE merchant_id = 'MERCHANT-2'"
+        ),
+        8,
+        "the warm-up and the seven"
+    );
+
+    // 2. A lost COMMIT answer, under eight concurrent authorizations.
+    proxy.lose_next_commit();
+    let replies = authorize_all("lost");
+    assert_eq!(
+        proxy.lost(),
+        1,
+        "a COMMIT answer was lost; queries: {:?}",
+        proxy.queries.lock().map(|q| q.clone()).unwrap_or_default()
+    );
+    assert_eq!(
+        statuses(&replies),
+        vec![200; 8],
+        "the lost COMMIT was resolved, not failed"
+    );
+    for reply in &replies {
+        let id = reply.json()["paymentId"].as_u64().unwrap_or_default();
+        assert_eq!(stored(id), 1, "payment {id} was answered 200 and is stored");
+    }
+    let metrics = http::get(&addr, "/metrics").text();
+    let resolved = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("payrail_group_commit_resolved_total{")
+                && l.contains("outcome=\"committed\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        resolved >= 1.0,
+        "a group-commit batch's lost COMMIT was resolved as committed"
+    );
+    let isolated = metrics.lines().any(|l| {
+        l.starts_with("payrail_group_commit_isolated_retries_total{") && !l.ends_with(" 0")
+    });
+    assert!(isolated, "the conflicting batch was retried write by write");
+}

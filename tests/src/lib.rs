@@ -22,6 +22,7 @@ pub mod mcp;
 pub mod process;
 pub mod redis;
 pub mod services;
+pub mod sqlproxy;
 pub mod stack;
 
 use std::path::PathBuf;

@@ -8,14 +8,25 @@
 //! batches grow with load and a lone request never waits for company.
 //!
 //! No shared fate: if a batch fails for any reason other than the shard being down, it is
-//! rolled back and every write in it is retried alone, so one bad row (a racing duplicate,
-//! a constraint) fails only its own request. No request is answered before the
-//! transaction holding its write has committed: replies are sent after COMMIT returns.
+//! rolled back and every write in it is retried alone (a few at a time, in parallel), so
+//! one bad row (a racing duplicate, a constraint, a lock wait past the session's
+//! `innodb_lock_wait_timeout`) fails only its own request. No request is answered before
+//! the transaction holding its write has committed: replies are sent after COMMIT returns.
+//!
+//! A lost COMMIT answer (the connection dropped or the batch timed out after COMMIT was
+//! sent) is not a failure yet: the writer reads, with a locking read that waits until the
+//! old transaction has ended (killing its session if it holds on), whether the batch's rows
+//! are there (each write leaves a row only this batch can have written: the idempotency
+//! record under the request's owner token). Committed, everyone is answered as if COMMIT had returned; rolled back,
+//! the writes are retried alone; if the shard cannot be asked, the requests get 503
+//! (outcome unknown to the client, who retries with the same key and finds it).
 
 use crate::metrics::Metrics;
+use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
 use payrail_db::{datetime, DbError, Shards};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -217,7 +228,7 @@ impl Writer {
                 .observe(batch.len() as f64);
             let started = Instant::now();
             let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
-            let result = self.shards.bounded(self.shard, self.execute(&ops)).await;
+            let result = self.write(&ops).await;
             self.metrics
                 .group_commit_duration
                 .with_label_values(&[&shard_label])
@@ -246,11 +257,16 @@ impl Writer {
                         .group_commit_isolated_retries
                         .with_label_values(&[&shard_label])
                         .inc();
-                    for pending in batch.drain(..) {
-                        let result = self
-                            .shards
-                            .bounded(self.shard, self.execute(&[&pending.op]))
-                            .await;
+                    // A few at a time: alone, each is one short transaction, and a batch
+                    // of 64 done serially would hold its requests for 64 round trips.
+                    let writer = &self;
+                    let mut alone = futures_util::stream::iter(batch.drain(..))
+                        .map(|pending| async move {
+                            let result = writer.write(&[&pending.op]).await;
+                            (pending, result)
+                        })
+                        .buffer_unordered(ISOLATED_PARALLEL);
+                    while let Some((pending, result)) = alone.next().await {
                         deliver(pending.reply, result.map(|mut r| r.remove(0)));
                     }
                 }
@@ -258,11 +274,125 @@ impl Writer {
         }
     }
 
-    /// One transaction for all of `ops`; results in the same order.
-    async fn execute(&self, ops: &[&Op]) -> Result<Vec<OpResult>, DbError> {
+    /// Writes `ops` in one transaction under the query timeout; a lost COMMIT answer is
+    /// resolved before this returns. Results in the order of `ops`.
+    async fn write(&self, ops: &[&Op]) -> Result<Vec<OpResult>, DbError> {
+        let session = AtomicU32::new(0);
+        let commit_sent = AtomicBool::new(false);
+        let result = self
+            .shards
+            .bounded(self.shard, self.execute(ops, &session, &commit_sent))
+            .await;
+        match result {
+            // A server's error answer to COMMIT is a definite rollback; a lost connection
+            // or a timeout after COMMIT was sent leaves the outcome open.
+            Err(error) if error.is_unavailable() && commit_sent.load(Ordering::Acquire) => {
+                self.resolve(ops, session.load(Ordering::Acquire), error)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// The COMMIT of `ops` was sent on session `session` and its answer lost (`error`):
+    /// reads whether the batch committed once its transaction has ended.
+    async fn resolve(
+        &self,
+        ops: &[&Op],
+        session: u32,
+        error: DbError,
+    ) -> Result<Vec<OpResult>, DbError> {
+        let shard = self.shard;
+        let label = shard.to_string();
+        tracing::warn!(shard, session, %error, size = ops.len(), "group commit: COMMIT answer lost; checking what committed");
+        let keys: Vec<(&str, &str)> = ops.iter().map(|op| op.key()).collect();
+        let checked = self
+            .shards
+            .bounded(shard, async {
+                let classify = |e| DbError::classify(shard, e);
+                let mut conn = self.shards.conn(shard).await?;
+                // A locking read of the batch's records waits while the old transaction
+                // still holds them (its COMMIT in progress), so what it reads is final. A
+                // session whose COMMIT never arrived (a cut link) would hold them until
+                // the server notices; one lock wait past the session's timeout, and it is
+                // killed so that its transaction rolls back.
+                let (sql, params) = records_select(&keys, true);
+                match conn.exec(sql.clone(), params.clone()).await {
+                    Ok(rows) => return Ok(rows),
+                    Err(first) => {
+                        tracing::warn!(shard, session, error = %first, "group commit: the lost COMMIT's rows are still locked; killing its session");
+                        let _ = conn.query_drop(format!("KILL CONNECTION {session}")).await;
+                    }
+                }
+                conn.exec(sql, params).await.map_err(classify)
+            })
+            .await
+            .map(|rows: Vec<mysql_async::Row>| rows.into_iter().map(record_row).collect::<Vec<_>>());
+        let found = match checked {
+            Ok(found) => found,
+            Err(check) => {
+                tracing::warn!(shard, %check, "group commit: could not check a lost COMMIT; answering 503");
+                self.metrics
+                    .group_commit_resolved
+                    .with_label_values(&[&label, "unknown"])
+                    .inc();
+                return Err(error);
+            }
+        };
+        // Each op's own row: a finalize's record COMPLETED under its owner token, a new
+        // reservation's record under its token. One is enough: the batch is atomic.
+        let committed = ops.iter().any(|op| {
+            let (merchant, key) = op.key();
+            found.iter().any(|(m, k, r)| {
+                m == merchant.as_bytes()
+                    && k == key.as_bytes()
+                    && match op {
+                        Op::Finalize(f) => r.owner_token == f.owner_token && r.state == "COMPLETED",
+                        Op::Reserve(o) => r.owner_token == o.owner_token,
+                    }
+            })
+        });
+        let outcome = if committed {
+            "committed"
+        } else {
+            "rolled_back"
+        };
+        self.metrics
+            .group_commit_resolved
+            .with_label_values(&[&label, outcome])
+            .inc();
+        tracing::warn!(shard, outcome, "group commit: lost COMMIT resolved");
+        if committed {
+            results(shard, ops, &found)
+        } else if ops.len() == 1 {
+            // Nothing of it is there: written again, alone, under the timeout.
+            self.shards
+                .bounded(
+                    shard,
+                    self.execute(ops, &AtomicU32::new(0), &AtomicBool::new(false)),
+                )
+                .await
+        } else {
+            // Retried one by one by the caller.
+            Err(DbError::Query {
+                shard,
+                message: format!("batch rolled back after a lost COMMIT ({error})"),
+            })
+        }
+    }
+
+    /// One transaction for all of `ops`; results in the same order. Records the session
+    /// id, and when COMMIT is sent, for [`Writer::resolve`].
+    async fn execute(
+        &self,
+        ops: &[&Op],
+        session: &AtomicU32,
+        commit_sent: &AtomicBool,
+    ) -> Result<Vec<OpResult>, DbError> {
         let shard = self.shard;
         let classify = |e| DbError::classify(shard, e);
         let mut conn = self.shards.conn(shard).await?;
+        session.store(conn.id(), Ordering::Release);
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .await
@@ -330,46 +460,72 @@ impl Writer {
             }
         }
         if !reserves.is_empty() && found.is_empty() {
-            let (sql, params) = reserve_select(&reserves);
+            let keys: Vec<(&str, &str)> = reserves
+                .iter()
+                .map(|r| (r.merchant_id.as_str(), r.idempotency_key.as_str()))
+                .collect();
+            let (sql, params) = records_select(&keys, true);
             let rows: Vec<mysql_async::Row> = tx.exec(sql, params).await.map_err(classify)?;
-            for mut row in rows {
-                let merchant: Vec<u8> = row.take(0).unwrap_or_default();
-                let key: Vec<u8> = row.take(1).unwrap_or_default();
-                let reservation = Reservation {
-                    fingerprint: row.take(2).unwrap_or_default(),
-                    state: row.take(3).unwrap_or_default(),
-                    owner_token: row.take(4).unwrap_or_default(),
-                    payment_id: row.take(5).unwrap_or_default(),
-                    response_status: row.take(6).unwrap_or_default(),
-                    response_body: row.take(7).unwrap_or_default(),
-                    lease_expired: row.take::<i64, _>(8).unwrap_or_default() == 1,
-                };
-                found.push((merchant, key, reservation));
-            }
+            found.extend(rows.into_iter().map(record_row));
         }
+        commit_sent.store(true, Ordering::Release);
         tx.commit().await.map_err(classify)?;
+        results(shard, ops, &found)
+    }
+}
 
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            match op {
-                Op::Finalize(_) => results.push(OpResult::Finalize),
-                Op::Reserve(r) => {
-                    let reservation = found
-                        .iter()
-                        .find(|(m, k, _)| {
-                            m == r.merchant_id.as_bytes() && k == r.idempotency_key.as_bytes()
-                        })
-                        .map(|(_, _, res)| res.clone())
-                        .ok_or_else(|| DbError::Query {
-                            shard,
-                            message: "idempotency record vanished after insert".into(),
-                        })?;
-                    results.push(OpResult::Reserve(reservation));
-                }
+/// Writes of one failed batch retried alone at once, per writer.
+const ISOLATED_PARALLEL: usize = 4;
+
+impl Op {
+    /// The idempotency record the op writes: (merchant, key).
+    fn key(&self) -> (&str, &str) {
+        match self {
+            Op::Reserve(r) => (&r.merchant_id, &r.idempotency_key),
+            Op::Finalize(f) => (&f.payment.merchant_id, &f.payment.idempotency_key),
+        }
+    }
+}
+
+type Record = (Vec<u8>, Vec<u8>, Reservation);
+
+fn record_row(mut row: mysql_async::Row) -> Record {
+    let merchant: Vec<u8> = row.take(0).unwrap_or_default();
+    let key: Vec<u8> = row.take(1).unwrap_or_default();
+    let reservation = Reservation {
+        fingerprint: row.take(2).unwrap_or_default(),
+        state: row.take(3).unwrap_or_default(),
+        owner_token: row.take(4).unwrap_or_default(),
+        payment_id: row.take(5).unwrap_or_default(),
+        response_status: row.take(6).unwrap_or_default(),
+        response_body: row.take(7).unwrap_or_default(),
+        lease_expired: row.take::<i64, _>(8).unwrap_or_default() == 1,
+    };
+    (merchant, key, reservation)
+}
+
+/// The committed batch's results in the order of `ops`; a reservation's from `found`.
+fn results(shard: u16, ops: &[&Op], found: &[Record]) -> Result<Vec<OpResult>, DbError> {
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::Finalize(_) => results.push(OpResult::Finalize),
+            Op::Reserve(r) => {
+                let reservation = found
+                    .iter()
+                    .find(|(m, k, _)| {
+                        m == r.merchant_id.as_bytes() && k == r.idempotency_key.as_bytes()
+                    })
+                    .map(|(_, _, res)| res.clone())
+                    .ok_or_else(|| DbError::Query {
+                        shard,
+                        message: "idempotency record vanished after insert".into(),
+                    })?;
+                results.push(OpResult::Reserve(reservation));
             }
         }
-        Ok(results)
     }
+    Ok(results)
 }
 
 fn deliver(reply: Reply, result: Result<OpResult, DbError>) {
@@ -551,15 +707,18 @@ fn reserve_insert(reserves: &[&ReserveOp], lease_ms: u64) -> (String, Params) {
     (sql, Params::Positional(params))
 }
 
-fn reserve_select(reserves: &[&ReserveOp]) -> (String, Params) {
+/// The idempotency records of `keys` (merchant, key), read for [`record_row`]; `locking`
+/// inside the reserving transaction.
+fn records_select(keys: &[(&str, &str)], locking: bool) -> (String, Params) {
     let sql = format!(
         "SELECT merchant_id, idempotency_key, request_fingerprint, state, owner_token, payment_id, response_status, \
-         response_body, lease_until < UTC_TIMESTAMP(3) FROM idempotency_record WHERE (merchant_id, idempotency_key) IN ({}) LOCK IN SHARE MODE",
-        placeholders(reserves.len(), "(?,?)")
+         response_body, lease_until < UTC_TIMESTAMP(3) FROM idempotency_record WHERE (merchant_id, idempotency_key) IN ({}){}",
+        placeholders(keys.len(), "(?,?)"),
+        if locking { " LOCK IN SHARE MODE" } else { "" }
     );
-    let mut params = Vec::with_capacity(reserves.len() * 2);
-    for r in reserves {
-        params.extend([bytes(&r.merchant_id), bytes(&r.idempotency_key)]);
+    let mut params = Vec::with_capacity(keys.len() * 2);
+    for (merchant, key) in keys {
+        params.extend([bytes(merchant), bytes(key)]);
     }
     (sql, Params::Positional(params))
 }

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub group_commit_batch_size: HistogramVec,
     pub group_commit_duration: HistogramVec,
     pub group_commit_isolated_retries: IntCounterVec,
+    /// Batches whose COMMIT's answer was lost (connection lost, timed out), by what the
+    /// check found (`committed`, `rolled_back`, `unknown`).
+    pub group_commit_resolved: IntCounterVec,
     pub breaker_state: IntGaugeVec,
     pub pg_calls: IntCounterVec,
     pub pg_duration: Histogram,
@@ -132,6 +135,16 @@ impl Metrics {
                         "batches that failed and were retried one write at a time",
                     ),
                     &["shard"],
+                )?,
+            ),
+            group_commit_resolved: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "group_commit_resolved_total",
+                        "batches whose COMMIT answer was lost, by what the check found",
+                    ),
+                    &["shard", "outcome"],
                 )?,
             ),
             breaker_state: register(

@@ -26,6 +26,15 @@ pub struct ShardConfig {
     /// the host; loopback links stay plain.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// When `host` is a loopback address, reconnect over the server's Unix socket (its
+    /// `@@socket`): cheaper than loopback TCP. Off forces TCP, e.g. through a proxy in
+    /// front of the shard. Default true.
+    #[serde(default = "default_prefer_socket")]
+    pub prefer_socket: bool,
+}
+
+fn default_prefer_socket() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +122,7 @@ impl Shards {
                 .ip_or_hostname(shard.host.clone())
                 .ssl_opts(ssl)
                 .tcp_port(shard.port)
+                .prefer_socket(shard.prefer_socket)
                 .db_name(Some(shard.database.clone()))
                 .user(Some(shard.user.clone()))
                 .pass(password)
