@@ -656,8 +656,17 @@ fn a_shard_down_holds_up_only_its_own_events() {
     let outage = std::time::Instant::now();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let mut lags = Vec::new();
+    /// Stops the load when the probes end, also when one fails (or the scope would wait
+    /// for the load thread forever).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|scope| {
         let (stack_ref, stop) = (&stack, &stop);
+        let _stop_load = StopOnDrop(stop);
         scope.spawn(move || {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -691,7 +700,6 @@ fn a_shard_down_holds_up_only_its_own_events() {
             round += 1;
             std::thread::sleep(Duration::from_secs(3));
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     let worst = lags.iter().max().copied().unwrap_or_default();
     assert!(
