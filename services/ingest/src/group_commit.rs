@@ -492,16 +492,23 @@ type Record = (Vec<u8>, Vec<u8>, Reservation);
 fn record_row(mut row: mysql_async::Row) -> Record {
     let merchant: Vec<u8> = row.take(0).unwrap_or_default();
     let key: Vec<u8> = row.take(1).unwrap_or_default();
-    let reservation = Reservation {
-        fingerprint: row.take(2).unwrap_or_default(),
-        state: row.take(3).unwrap_or_default(),
-        owner_token: row.take(4).unwrap_or_default(),
-        payment_id: row.take(5).unwrap_or_default(),
-        response_status: row.take(6).unwrap_or_default(),
-        response_body: row.take(7).unwrap_or_default(),
-        lease_expired: row.take::<i64, _>(8).unwrap_or_default() == 1,
-    };
-    (merchant, key, reservation)
+    (merchant, key, Reservation::from_row(&mut row, 2))
+}
+
+impl Reservation {
+    /// From `row`'s columns `request_fingerprint, state, owner_token, payment_id,
+    /// response_status, response_body, lease_until < UTC_TIMESTAMP(3)`, the first at `at`.
+    pub fn from_row(row: &mut mysql_async::Row, at: usize) -> Self {
+        Self {
+            fingerprint: row.take(at).unwrap_or_default(),
+            state: row.take(at + 1).unwrap_or_default(),
+            owner_token: row.take(at + 2).unwrap_or_default(),
+            payment_id: row.take(at + 3).unwrap_or_default(),
+            response_status: row.take(at + 4).unwrap_or_default(),
+            response_body: row.take(at + 5).unwrap_or_default(),
+            lease_expired: row.take::<i64, _>(at + 6).unwrap_or_default() == 1,
+        }
+    }
 }
 
 /// The committed batch's results in the order of `ops`; a reservation's from `found`.

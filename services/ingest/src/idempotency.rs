@@ -149,15 +149,7 @@ pub async fn read(
                 )
                 .await
                 .map_err(|e| DbError::classify(shard, e))?;
-            Ok(row.map(|mut row| Reservation {
-                fingerprint: row.take(0).unwrap_or_default(),
-                state: row.take(1).unwrap_or_default(),
-                owner_token: row.take(2).unwrap_or_default(),
-                payment_id: row.take(3).unwrap_or_default(),
-                response_status: row.take(4).unwrap_or_default(),
-                response_body: row.take(5).unwrap_or_default(),
-                lease_expired: row.take::<i64, _>(6).unwrap_or_default() == 1,
-            }))
+            Ok(row.map(|mut row| Reservation::from_row(&mut row, 0)))
         })
         .await
 }
