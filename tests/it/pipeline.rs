@@ -817,3 +817,96 @@ fn with_every_ingest_down_captures_and_refunds_still_settle_and_post() {
     );
     stack.assert_reconciled();
 }
+
+/// Past `kafka.lanes_max_waiting` the consumers pause fetching (still polling, so they keep
+/// their group membership) and resume once their lanes drain: nothing is lost or applied
+/// twice across the pause.
+#[test]
+fn full_lanes_pause_fetching_and_lose_nothing() {
+    let mut stack = TestStack::start_with(
+        "pipeline_lanes_full",
+        Options {
+            own_shards: true,
+            worker_kafka_toml: "lanes_max_waiting = 4".into(),
+            ..pipeline("")
+        },
+    );
+    // MERCHANT-1 lives on shard 2, MERCHANT-2 on shard 1.
+    let capture_all = |stack: &TestStack, merchant: &str, round: &str, n: usize| -> Vec<u64> {
+        let ids: Vec<u64> = (0..n)
+            .map(|i| stack.authorize(merchant, 1_000, &format!("{round}-{i}")))
+            .collect();
+        for id in &ids {
+            post_ok(
+                stack,
+                &format!("/api/payments/capture/{id}"),
+                json!({"merchantId": merchant}),
+            );
+        }
+        ids
+    };
+    // Shard 1's events reach Kafka, then shard 1 goes down under the paused consumers.
+    let consumers: Vec<u32> = stack.workers.iter().filter_map(|(p, _)| p.pid()).collect();
+    for pid in &consumers {
+        payrail_tests::process::signal(*pid, "STOP");
+    }
+    let stranded = capture_all(&stack, "MERCHANT-2", "full", 20);
+    assert!(
+        wait_until(Duration::from_secs(5), || stack.count(
+            1,
+            "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL"
+        ) == 0),
+        "shard 1's events were not published"
+    );
+    if let Some(p) = stack.shards[0].proc_mut() {
+        p.kill();
+    }
+    for pid in &consumers {
+        payrail_tests::process::signal(*pid, "CONT");
+    }
+    // Shard 2's events arrive while the lanes are full.
+    let others = capture_all(&stack, "MERCHANT-1", "other", 10);
+    let paused = |log: &str| {
+        std::fs::read_to_string(stack.dir.join(log))
+            .unwrap_or_default()
+            .contains("shard lanes full: pausing consumption")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || paused("ledger.log")
+            && paused("settlement-worker.log")),
+        "the ledger and the settlement worker paused fetching"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    stack.shards[0].restart().unwrap_or_else(|e| panic!("{e}"));
+    for (shard, ids) in [(1, &stranded), (2, &others)] {
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let n = ids.len() as i64;
+        assert!(
+            wait_until(Duration::from_secs(60), || {
+                stack.count(shard, &format!("SELECT COUNT(*) FROM payment WHERE status = 'CAPTURED' AND payment_id IN ({list})")) == n
+                    && stack.count(shard, &format!("SELECT COUNT(*) FROM ledger_event WHERE payment_id IN ({list})")) == 2 * n
+            }),
+            "shard {shard}: every payment captured and posted after the pause: {:?}",
+            stack.statuses()
+        );
+    }
+    assert_eq!(
+        stack.pg_records("capture").len(),
+        30,
+        "one PG capture per payment"
+    );
+    for log in ["settlement-worker.log", "ledger.log"] {
+        let text = std::fs::read_to_string(stack.dir.join(log)).unwrap_or_default();
+        for eviction in [
+            "max.poll.interval",
+            "MAXPOLL",
+            "leaving and joining the group",
+        ] {
+            assert!(
+                !text.contains(eviction),
+                "{log} shows a group eviction: {eviction}"
+            );
+        }
+    }
+    stack.assert_reconciled();
+}
