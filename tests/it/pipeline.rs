@@ -574,6 +574,46 @@ fn retention_purges_published_events_and_finished_jobs_only_when_old() {
     );
 }
 
+/// Authorizes and captures `n` payments of `merchant` ("{round}-{i}" keys); their ids.
+fn capture_all(stack: &TestStack, merchant: &str, round: &str, n: usize) -> Vec<u64> {
+    let ids: Vec<u64> = (0..n)
+        .map(|i| stack.authorize(merchant, 1_000, &format!("{round}-{i}")))
+        .collect();
+    for id in &ids {
+        post_ok(
+            stack,
+            &format!("/api/payments/capture/{id}"),
+            json!({"merchantId": merchant}),
+        );
+    }
+    ids
+}
+
+/// Leaves shard-1 events in Kafka when shard 1 goes down: the consumers are paused (well
+/// inside their session timeout) while `n` payments of MERCHANT-2 (shard 1) are captured
+/// and published, then shard 1's MariaDB is killed and the consumers resume. The ids.
+fn strand_on_shard_1(stack: &mut TestStack, round: &str, n: usize) -> Vec<u64> {
+    let consumers: Vec<u32> = stack.workers.iter().filter_map(|(p, _)| p.pid()).collect();
+    for pid in &consumers {
+        payrail_tests::process::signal(*pid, "STOP");
+    }
+    let stranded = capture_all(stack, "MERCHANT-2", round, n);
+    assert!(
+        wait_until(Duration::from_secs(5), || stack.count(
+            1,
+            "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL"
+        ) == 0),
+        "shard 1's events were not published"
+    );
+    if let Some(p) = stack.shards[0].proc_mut() {
+        p.kill();
+    }
+    for pid in &consumers {
+        payrail_tests::process::signal(*pid, "CONT");
+    }
+    stranded
+}
+
 /// Shard 1's MariaDB down for 60 s under load: shard 2's captures and refunds settle and
 /// reach the ledger as fast as before, shard 1's events already in Kafka wait in their
 /// lanes and are applied once it is back, and no consumer leaves its group.
@@ -598,16 +638,7 @@ fn a_shard_down_holds_up_only_its_own_events() {
     // Ten shard-2 payments authorized and captured; how long until all are captured at
     // the PG and posted in the ledger (authorization and capture).
     let settle_lag = |stack: &TestStack, round: &str| -> Duration {
-        let ids: Vec<u64> = (0..10)
-            .map(|i| stack.authorize(up, 1_000, &format!("{round}-{i}")))
-            .collect();
-        for id in &ids {
-            post_ok(
-                stack,
-                &format!("/api/payments/capture/{id}"),
-                json!({"merchantId": up}),
-            );
-        }
+        let ids = capture_all(stack, up, round, 10);
         let started = std::time::Instant::now();
         let list = in_list(&ids);
         assert!(
@@ -621,35 +652,8 @@ fn a_shard_down_holds_up_only_its_own_events() {
     };
     let before = settle_lag(&stack, "before");
 
-    // Shard 1's events in Kafka when it goes down: the consumers are paused (well inside
-    // their session timeout) while ten shard-1 payments are captured and published.
-    let consumers: Vec<u32> = stack.workers.iter().filter_map(|(p, _)| p.pid()).collect();
-    for pid in &consumers {
-        payrail_tests::process::signal(*pid, "STOP");
-    }
-    let stranded: Vec<u64> = (0..10)
-        .map(|i| stack.authorize(down, 1_000, &format!("stranded-{i}")))
-        .collect();
-    for id in &stranded {
-        post_ok(
-            &stack,
-            &format!("/api/payments/capture/{id}"),
-            json!({"merchantId": down}),
-        );
-    }
-    assert!(
-        wait_until(Duration::from_secs(5), || stack.count(
-            1,
-            "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL"
-        ) == 0),
-        "shard 1's events were not published"
-    );
-    if let Some(p) = stack.shards[0].proc_mut() {
-        p.kill();
-    }
-    for pid in &consumers {
-        payrail_tests::process::signal(*pid, "CONT");
-    }
+    // Shard 1's events in Kafka when it goes down.
+    let stranded = strand_on_shard_1(&mut stack, "stranded", 10);
 
     // 60 s of outage under load on both shards' merchants (shard 1's get 503), with a
     // lag probe on shard 2 every round.
@@ -832,38 +836,8 @@ fn full_lanes_pause_fetching_and_lose_nothing() {
         },
     );
     // MERCHANT-1 lives on shard 2, MERCHANT-2 on shard 1.
-    let capture_all = |stack: &TestStack, merchant: &str, round: &str, n: usize| -> Vec<u64> {
-        let ids: Vec<u64> = (0..n)
-            .map(|i| stack.authorize(merchant, 1_000, &format!("{round}-{i}")))
-            .collect();
-        for id in &ids {
-            post_ok(
-                stack,
-                &format!("/api/payments/capture/{id}"),
-                json!({"merchantId": merchant}),
-            );
-        }
-        ids
-    };
     // Shard 1's events reach Kafka, then shard 1 goes down under the paused consumers.
-    let consumers: Vec<u32> = stack.workers.iter().filter_map(|(p, _)| p.pid()).collect();
-    for pid in &consumers {
-        payrail_tests::process::signal(*pid, "STOP");
-    }
-    let stranded = capture_all(&stack, "MERCHANT-2", "full", 20);
-    assert!(
-        wait_until(Duration::from_secs(5), || stack.count(
-            1,
-            "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL"
-        ) == 0),
-        "shard 1's events were not published"
-    );
-    if let Some(p) = stack.shards[0].proc_mut() {
-        p.kill();
-    }
-    for pid in &consumers {
-        payrail_tests::process::signal(*pid, "CONT");
-    }
+    let stranded = strand_on_shard_1(&mut stack, "full", 20);
     // Shard 2's events arrive while the lanes are full.
     let others = capture_all(&stack, "MERCHANT-1", "other", 10);
     let paused = |log: &str| {
