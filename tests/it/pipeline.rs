@@ -614,6 +614,24 @@ fn strand_on_shard_1(stack: &mut TestStack, round: &str, n: usize) -> Vec<u64> {
     stranded
 }
 
+/// No consumer left or was evicted from its group (librdkafka's max-poll eviction, or our
+/// rejoin watchdog).
+fn assert_no_eviction(stack: &TestStack) {
+    for log in ["settlement-worker.log", "refund-worker.log", "ledger.log"] {
+        let text = std::fs::read_to_string(stack.dir.join(log)).unwrap_or_default();
+        for eviction in [
+            "max.poll.interval",
+            "MAXPOLL",
+            "leaving and joining the group",
+        ] {
+            assert!(
+                !text.contains(eviction),
+                "{log} shows a group eviction: {eviction}"
+            );
+        }
+    }
+}
+
 /// Shard 1's MariaDB down for 60 s under load: shard 2's captures and refunds settle and
 /// reach the ledger as fast as before, shard 1's events already in Kafka wait in their
 /// lanes and are applied once it is back, and no consumer leaves its group.
@@ -731,19 +749,7 @@ fn a_shard_down_holds_up_only_its_own_events() {
             .count();
         assert_eq!(at_pg, 1, "payment {id}: one capture at the PG");
     }
-    for log in ["settlement-worker.log", "refund-worker.log", "ledger.log"] {
-        let text = std::fs::read_to_string(stack.dir.join(log)).unwrap_or_default();
-        for eviction in [
-            "max.poll.interval",
-            "MAXPOLL",
-            "leaving and joining the group",
-        ] {
-            assert!(
-                !text.contains(eviction),
-                "{log} shows a group eviction: {eviction}"
-            );
-        }
-    }
+    assert_no_eviction(&stack);
     assert!(
         wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
         "the outbox did not drain"
@@ -869,18 +875,6 @@ fn full_lanes_pause_fetching_and_lose_nothing() {
         30,
         "one PG capture per payment"
     );
-    for log in ["settlement-worker.log", "ledger.log"] {
-        let text = std::fs::read_to_string(stack.dir.join(log)).unwrap_or_default();
-        for eviction in [
-            "max.poll.interval",
-            "MAXPOLL",
-            "leaving and joining the group",
-        ] {
-            assert!(
-                !text.contains(eviction),
-                "{log} shows a group eviction: {eviction}"
-            );
-        }
-    }
+    assert_no_eviction(&stack);
     stack.assert_reconciled();
 }
