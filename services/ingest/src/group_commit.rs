@@ -17,9 +17,10 @@
 //! sent) is not a failure yet: the writer reads, with a locking read that waits until the
 //! old transaction has ended (killing its session if it holds on), whether the batch's rows
 //! are there (each write leaves a row only this batch can have written: the idempotency
-//! record under the request's owner token). Committed, everyone is answered as if COMMIT had returned; rolled back,
-//! the writes are retried alone; if the shard cannot be asked, the requests get 503
-//! (outcome unknown to the client, who retries with the same key and finds it).
+//! record under the request's owner token). Committed, everyone is answered as if COMMIT
+//! had returned; rolled back, the writes are retried alone; if the shard cannot be asked,
+//! the requests get 503 (outcome unknown to the client, who retries with the same key and
+//! finds it).
 
 use crate::metrics::Metrics;
 use futures_util::StreamExt;

@@ -24,7 +24,6 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -40,19 +39,8 @@ struct Partition {
     stored: i64,
 }
 
-/// How many events wait in one lane (for its log lines).
-#[derive(Default)]
-struct Depth(AtomicI64);
-
-impl Depth {
-    fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 pub struct Lanes<T> {
     senders: BTreeMap<u16, mpsc::UnboundedSender<(Position, T)>>,
-    depths: BTreeMap<u16, Arc<Depth>>,
     done: mpsc::UnboundedReceiver<Vec<Position>>,
     topics: Vec<String>,
     partitions: HashMap<(usize, i32), Partition>,
@@ -77,24 +65,19 @@ impl<T: Send + Sync + 'static> Lanes<T> {
         let apply = Arc::new(apply);
         let (done_tx, done) = mpsc::unbounded_channel();
         let mut senders = BTreeMap::new();
-        let mut depths = BTreeMap::new();
         for shard in shards {
             let (tx, rx) = mpsc::unbounded_channel();
-            let depth = Arc::new(Depth::default());
             tokio::spawn(lane(
                 shard,
                 rx,
                 done_tx.clone(),
                 batch_max.max(1),
                 Arc::clone(&apply),
-                Arc::clone(&depth),
             ));
             senders.insert(shard, tx);
-            depths.insert(shard, depth);
         }
         Self {
             senders,
-            depths,
             done,
             topics: Vec::new(),
             partitions: HashMap::new(),
@@ -138,9 +121,6 @@ impl<T: Send + Sync + 'static> Lanes<T> {
         };
         if let Some(p) = self.partitions.get_mut(&(position.0, position.1)) {
             p.waiting.insert(position.2);
-        }
-        if let Some(depth) = self.depths.get(&shard) {
-            depth.0.fetch_add(1, Ordering::Relaxed);
         }
         self.waiting += 1;
         // The lane task lives as long as the runtime; a send fails only at shutdown.
@@ -202,7 +182,6 @@ async fn lane<T, F, Fut>(
     done: mpsc::UnboundedSender<Vec<Position>>,
     batch_max: usize,
     apply: Arc<F>,
-    depth: Arc<Depth>,
 ) where
     F: Fn(u16, Arc<Vec<T>>) -> Fut,
     Fut: Future<Output = Result<(), String>>,
@@ -223,11 +202,10 @@ async fn lane<T, F, Fut>(
         let mut backoff = Duration::from_millis(100);
         // Database trouble is transient: retry until it works, never skip or dead-letter.
         while let Err(error) = apply(shard, Arc::clone(&items)).await {
-            tracing::warn!(shard, %error, waiting = depth.get(), "shard lane: batch failed; retrying");
+            tracing::warn!(shard, %error, batch = items.len(), "shard lane: batch failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        depth.0.fetch_sub(items.len() as i64, Ordering::Relaxed);
         if done.send(positions).is_err() {
             return;
         }
