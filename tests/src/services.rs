@@ -312,20 +312,40 @@ pub fn start_monitoring(
 
 /// Runs `ledger --config <config> reconcile`: (clean?, its report).
 pub fn reconcile(ledger_config: &Path) -> (bool, String) {
-    let output = std::process::Command::new(crate::bin_dir().join("ledger"))
+    let (clean, report, _) = reconcile_measured(ledger_config);
+    (clean, report)
+}
+
+/// [`reconcile`], also returning the process's peak resident memory (`VmHWM`, KiB),
+/// read from `/proc` until it exits.
+pub fn reconcile_measured(ledger_config: &Path) -> (bool, String, u64) {
+    let out = ledger_config.with_extension("reconcile.out");
+    let file = std::fs::File::create(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    let mut child = std::process::Command::new(crate::bin_dir().join("ledger"))
         .arg("--config")
         .arg(ledger_config)
         .arg("reconcile")
-        .output()
+        .stdout(file.try_clone().unwrap_or_else(|e| panic!("{e}")))
+        .stderr(file)
+        .spawn()
         .unwrap_or_else(|e| panic!("ledger reconcile: {e}"));
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(hwm) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak_kib = peak_kib.max(hwm);
+        }
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let report = std::fs::read_to_string(&out).unwrap_or_default();
+    (status.success(), report, peak_kib)
 }
 
 /// Starts Prometheus (Debian's `prometheus`) on `listen`, scraping each (job, address)

@@ -28,6 +28,46 @@ pub struct Answer {
     pub body: Json,
 }
 
+/// Where a page of [`Admin::recent`] starts on each shard: below this payment id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cursor(std::collections::BTreeMap<u16, u64>);
+
+impl Cursor {
+    /// `1.<id>-2.<id>` (characters a URL carries unencoded); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut positions = std::collections::BTreeMap::new();
+        for part in text.split('-').filter(|p| !p.is_empty()) {
+            let (shard, id) = part.split_once('.')?;
+            positions.insert(shard.parse().ok()?, id.parse().ok()?);
+        }
+        Some(Self(positions))
+    }
+
+    /// The exclusive upper bound on `shard`: its position, or past its last id.
+    fn before(&self, shard: u16) -> u64 {
+        self.0
+            .get(&shard)
+            .copied()
+            .unwrap_or((u64::from(shard) + 1) << payrail_core::id::SHARD_SHIFT)
+    }
+
+    fn lower(&mut self, shard: u16, id: u64) {
+        let position = self.0.entry(shard).or_insert(id);
+        *position = (*position).min(id);
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (shard, id) in &self.0 {
+            write!(f, "{}{shard}.{id}", if first { "" } else { "-" })?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
 /// payment id, merchant id, state, age in ms, resolver attempts, next attempt.
 type UnresolvedRow = (u64, Vec<u8>, String, i64, u32, Option<String>);
 
@@ -87,27 +127,42 @@ impl Admin {
         }
     }
 
-    /// The newest payments across every shard, optionally of one merchant.
-    pub async fn recent(&self, merchant_id: Option<&str>, limit: u64) -> Answer {
-        let mut payments: Vec<(i64, Json)> = Vec::new();
+    /// The newest payments across every shard, optionally of one merchant, a page at a
+    /// time. Each shard is read newest first along an index (the primary key, or
+    /// `ix_merchant` for one merchant), from where the previous page left it: `cursor` is
+    /// the `nextCursor` of that page, one position per shard (`1.<id>-2.<id>`), so a page
+    /// costs `limit` rows per shard however large the table.
+    pub async fn recent(&self, merchant_id: Option<&str>, limit: u64, cursor: &Cursor) -> Answer {
+        let mut payments: Vec<(i64, u16, u64, Json)> = Vec::new();
         let mut any_up = false;
+        // A shard that filled its page may hold more.
+        let mut more = false;
         for shard in self.shards.numbers() {
             let merchant = merchant_id.map(|m| m.as_bytes().to_vec());
+            let before = cursor.before(shard);
             let result = self
                 .shards
                 .bounded(shard, async {
                     let mut conn = self.shards.conn(shard).await?;
-                    let sql = "SELECT payment_id, merchant_id, status, amount, currency, created_at FROM payment \
-                               WHERE (? IS NULL OR merchant_id = ?) ORDER BY created_at DESC LIMIT ?";
-                    let rows: Vec<Row> = conn
-                        .exec(sql, (merchant.clone(), merchant, limit))
-                        .await
-                        .map_err(|e| payrail_db::DbError::classify(shard, e))?;
+                    let columns = "SELECT payment_id, merchant_id, status, amount, currency, created_at FROM payment";
+                    let rows: Vec<Row> = match merchant {
+                        Some(merchant) => conn.exec(
+                            format!("{columns} WHERE merchant_id = ? AND payment_id < ? ORDER BY payment_id DESC LIMIT ?"),
+                            (merchant, before, limit),
+                        ),
+                        None => conn.exec(
+                            format!("{columns} WHERE payment_id < ? ORDER BY payment_id DESC LIMIT ?"),
+                            (before, limit),
+                        ),
+                    }
+                    .await
+                    .map_err(|e| payrail_db::DbError::classify(shard, e))?;
                     Ok(rows)
                 })
                 .await;
             let Ok(rows) = result else { continue };
             any_up = true;
+            more |= rows.len() as u64 == limit;
             for mut row in rows {
                 let created = row
                     .take::<Value, _>(5)
@@ -116,10 +171,13 @@ impl Admin {
                 let text = |v: Option<Vec<u8>>| {
                     String::from_utf8(v.unwrap_or_default()).unwrap_or_default()
                 };
+                let id = row.take::<u64, _>(0).unwrap_or_default();
                 payments.push((
                     created,
+                    shard,
+                    id,
                     json!({
-                        "paymentId": row.take::<u64, _>(0).unwrap_or_default(),
+                        "paymentId": id,
                         "merchantId": text(row.take(1)),
                         "status": text(row.take(2)),
                         "amount": row.take::<i64, _>(3).unwrap_or_default(),
@@ -133,9 +191,18 @@ impl Admin {
         if !any_up {
             return error(503, "SHARD_UNAVAILABLE", "no shard answered");
         }
-        payments.sort_by_key(|p| std::cmp::Reverse(p.0));
+        payments.sort_by_key(|p| std::cmp::Reverse((p.0, p.2)));
         payments.truncate(limit as usize);
-        ok(json!({ "payments": payments.into_iter().map(|(_, p)| p).collect::<Vec<_>>() }))
+        // The next page starts, on each shard, below the oldest row this page took from it;
+        // a shard this page took nothing from stays where it was.
+        let mut next = cursor.clone();
+        for (_, shard, id, _) in &payments {
+            next.lower(*shard, *id);
+        }
+        ok(json!({
+            "payments": payments.into_iter().map(|p| p.3).collect::<Vec<_>>(),
+            "nextCursor": more.then(|| next.to_string()),
+        }))
     }
 
     /// Runs `read` on every shard and collects the shards that answered; 503 when none
@@ -430,6 +497,27 @@ impl Admin {
             .and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = written {
             tracing::error!(error = %e, "audit log not written");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn a_cursor_round_trips_and_moves_only_down() {
+        let mut cursor = Cursor::default();
+        assert_eq!(cursor.before(1), 2 << payrail_core::id::SHARD_SHIFT);
+        cursor.lower(2, 900);
+        cursor.lower(2, 950);
+        cursor.lower(1, 40);
+        let text = cursor.to_string();
+        assert_eq!(text, "1.40-2.900");
+        assert_eq!(Cursor::parse(&text), Some(cursor));
+        assert_eq!(Cursor::parse(""), Some(Cursor::default()));
+        for bad in ["1:40", "x.1", "1.-5", "1.40,2.9"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! needs `Authorization: Bearer <admin token>`: a `read` token may GET, a `write` token
 //! may also POST and DELETE. Writes are audit-logged with the token's name.
 
-use crate::admin::{answer, error as fail, Admin, Answer, Who};
+use crate::admin::{answer, error as fail, Admin, Answer, Cursor, Who};
 use crate::config::{Config, Scope};
 use crate::drill::Drills;
 use crate::kafka::{Kafka, KafkaError, DLQ_TOPICS};
@@ -152,7 +152,19 @@ impl Routes {
             ("GET", ["payments"]) => {
                 let merchant = request.query_param("merchantId").map(str::to_owned);
                 let limit = number("limit", 50, 500);
-                self.call(async move { ops.admin.recent(merchant.as_deref(), limit).await })
+                let cursor = match request.query_param("cursor") {
+                    None => Cursor::default(),
+                    Some(text) => Cursor::parse(text).ok_or_else(|| {
+                        fail(
+                            400,
+                            "INVALID_CURSOR",
+                            "cursor must be a nextCursor of a previous page",
+                        )
+                    })?,
+                };
+                self.call(
+                    async move { ops.admin.recent(merchant.as_deref(), limit, &cursor).await },
+                )
             }
             ("GET", ["jobs"]) => self.call(async move { ops.admin.jobs().await }),
             ("GET", ["unresolved"]) => {

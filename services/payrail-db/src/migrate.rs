@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "relay epoch",
         sql: include_str!("../migrations/0006_relay_epoch.sql"),
     },
+    Migration {
+        version: 7,
+        name: "admin indexes",
+        sql: include_str!("../migrations/0007_admin_indexes.sql"),
+    },
 ];
 
 /// Splits a migration file into statements: `;` at the end of a line ends one, `--`
