@@ -441,6 +441,37 @@ impl Appliance {
         Ok((mirror, appliance, pids))
     }
 
+    /// Starts service `name` again after a crash, from the config and into the log it was
+    /// started with, without waiting for it: a dependency may be down, and the service
+    /// must come up on its own once it returns.
+    pub fn restart(&mut self, name: &str) -> Result<(), String> {
+        let (binary, listen) = match name {
+            "ingest-1" => ("ingest", self.layout.ingest(1)),
+            "ingest-2" => ("ingest", self.layout.ingest(2)),
+            "gateway" => ("gateway", self.layout.gateway()),
+            "monitoring" => ("monitoring", self.layout.monitoring()),
+            service => (
+                service,
+                self.layout
+                    .worker(service)
+                    .ok_or_else(|| format!("no service {service} to restart"))?,
+            ),
+        };
+        let dir = self.dir.join(name);
+        let proc = services::spawn(
+            name,
+            binary,
+            &listen,
+            &dir.join(format!("{name}.toml")),
+            &dir.join(format!("{name}.log")),
+        )?;
+        match self.procs.iter_mut().find(|(n, _)| n == name) {
+            Some((_, old)) => *old = proc,
+            None => self.procs.push((name.to_owned(), proc)),
+        }
+        Ok(())
+    }
+
     /// Runs `ledger reconcile` against this appliance: (clean?, report).
     pub fn reconcile(&self) -> (bool, String) {
         services::reconcile(&self.dir.join("ledger/ledger.toml"))

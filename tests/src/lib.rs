@@ -13,6 +13,7 @@ pub mod appliance;
 pub mod bench;
 pub mod bench_report;
 pub mod certs;
+pub mod chaos;
 pub mod hosts;
 pub mod http;
 pub mod kafka;

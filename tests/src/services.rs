@@ -130,7 +130,7 @@ pub fn launch(
 }
 
 /// Starts `binary --config config` without waiting for it.
-fn spawn(
+pub fn spawn(
     name: &str,
     binary: &str,
     listen: &str,

@@ -8,6 +8,10 @@
 //! - `down`: stops exactly what `up` started. `status`: what runs.
 //! - `bench [--quick]`: the benchmark (`payrail_tests::bench`) on the running stack (started
 //!   first when none runs); results and report in `k6/results/bench-<UTC time>.*`.
+//! - `chaos --seed N [--minutes M] [--rate R]`: a seeded chaos run (`payrail_tests::chaos`)
+//!   on an appliance of its own (the local stack must be down: they share ports), full
+//!   flow at R it/s (default 50) for M minutes (default 2); prints the schedule, each fault
+//!   and a verdict; exit status 1 when an invariant broke.
 //! - `fmt-nix`: formats every `.nix` file as alejandra does (the test checks it).
 //! - `test [cargo test args]`: every test: unit tests and integration tests against real
 //!   MariaDB, Redis and a Kafka-protocol broker.
@@ -36,7 +40,11 @@ fn main() -> ExitCode {
         "test" => test(),
         "fmt-nix" => fmt_nix(),
         "bench" => bench(),
-        _ => Err("usage: cargo xtask up|down|status|test|bench [--quick]|fmt-nix".to_owned()),
+        "chaos" => chaos(),
+        _ => Err(
+            "usage: cargo xtask up|down|status|test|bench [--quick]|chaos --seed N [--minutes M] [--rate R]|fmt-nix"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,7 +117,7 @@ fn prerequisites() -> Result<(), String> {
         // cores, cached in ~/.cargo/bin. It declares rustc 1.96 (through rama 0.4) but
         // builds on 1.95.
         eprintln!("xtask: installing nisshi (cargo install, about 20 minutes)");
-        run(Command::new(env!("CARGO")).args([
+        run(cargo().args([
             "install",
             payrail_tests::kafka::BROKER,
             "--locked",
@@ -134,10 +142,40 @@ fn prerequisites() -> Result<(), String> {
     Ok(())
 }
 
-fn build() -> Result<(), String> {
-    run(Command::new(env!("CARGO"))
-        .args(["build", "--release", "--workspace", "--bins"])
+/// Cargo, without the variables `cargo run` set for this process (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, ...). Build scripts such as ring's declare
+/// `rerun-if-env-changed` on them, and Cargo compares them with its own environment: a
+/// build started from here and one started from a shell (the alias that compiles xtask,
+/// clippy) would each see them changed and rebuild ring and everything above it, about
+/// five minutes on two cores every time.
+fn cargo() -> Command {
+    let mut command = Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            )
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
+/// The release binaries; for `test`, every target (`--all-targets`), so that the
+/// binaries are built with the features the tests' dependencies add and `cargo test`
+/// reuses them instead of building the workspace a second time.
+fn build_with(targets: &str) -> Result<(), String> {
+    run(cargo()
+        .args(["build", "--release", "--workspace", targets])
         .current_dir(repo_root()))
+}
+
+fn build() -> Result<(), String> {
+    build_with("--bins")
 }
 
 fn stack_dir() -> PathBuf {
@@ -443,7 +481,7 @@ fn static_check() -> Result<(), String> {
         "monitoring",
         "mcp",
     ];
-    let mut command = Command::new(env!("CARGO"));
+    let mut command = cargo();
     command
         .args(["build", "--release", "--quiet", "--target", TARGET])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -477,7 +515,7 @@ fn static_check() -> Result<(), String> {
 
 fn test() -> Result<(), String> {
     prerequisites()?;
-    build()?;
+    build_with("--all-targets")?;
     static_check()?;
     let dir = repo_root().join("target/test-mariadb");
     let _ = std::fs::remove_dir_all(&dir);
@@ -498,7 +536,7 @@ fn test() -> Result<(), String> {
         .iter()
         .map(|s| format!("{}={}", s.port, s.dir.display()))
         .collect();
-    let mut command = Command::new(env!("CARGO"));
+    let mut command = cargo();
     command
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .current_dir(repo_root())
@@ -564,6 +602,45 @@ fn bench() -> Result<(), String> {
     println!("bench: {}", file.display());
     println!("report: {}", file.with_extension("md").display());
     Ok(())
+}
+
+/// `cargo xtask chaos --seed N [--minutes M] [--rate R]`.
+fn chaos() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let value = |flag: &str| -> Result<Option<f64>, String> {
+        match args.iter().position(|a| a == flag) {
+            None => Ok(None),
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .map(Some)
+                .ok_or_else(|| format!("{flag} takes a number")),
+        }
+    };
+    let seed = value("--seed")?.ok_or("chaos needs --seed N")? as u64;
+    let minutes = value("--minutes")?.unwrap_or(2.0);
+    let rate = value("--rate")?.unwrap_or(50.0) as u32;
+    if read_pids().iter().any(|(_, pid)| pid_alive(*pid)) {
+        return Err("the local stack runs: cargo xtask down first (chaos starts its own appliance on the same ports)".into());
+    }
+    if !TwoHost::available() {
+        return Err("chaos needs network namespaces (root): it cuts the vm1 link".into());
+    }
+    prerequisites()?;
+    build()?;
+    let verdict = payrail_tests::chaos::run(&payrail_tests::chaos::Options {
+        seed,
+        length: Duration::from_secs_f64(minutes * 60.0),
+        rate: rate.max(1),
+        dir_name: format!("chaos-{seed}"),
+        mirror: ("prch".into(), 61),
+    })?;
+    print!("{verdict}");
+    if verdict.passed() {
+        Ok(())
+    } else {
+        Err(format!("chaos seed {seed}: invariants broken"))
+    }
 }
 
 /// Formats every `.nix` file of the repository in place (alejandra's style).
