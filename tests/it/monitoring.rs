@@ -4,11 +4,25 @@
 
 use payrail_tests::stack::{Options, TestStack};
 use payrail_tests::{authorize_body, free_port, http, services};
+use std::path::PathBuf;
 
 const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 fn admin(addr: &str, method: &str, path: &str, token: Option<&str>) -> http::Reply {
     http::admin(addr, method, path, token, None)
+}
+
+/// Monitoring on the stack's shards and Redis, with [`TOKEN`] as its write-scoped admin
+/// token: (the process, its address, its directory).
+fn start_monitoring(stack: &TestStack) -> (payrail_tests::process::Proc, String, PathBuf) {
+    let dir = stack.dir.join("monitoring");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let monitoring = services::start_monitoring(&dir, &listen, &token_file, &stack.settings[0], "")
+        .expect("monitoring starts");
+    (monitoring, listen, dir)
 }
 
 #[test]
@@ -20,15 +34,8 @@ fn admin_api_reads_every_shard_and_audits_its_writes() {
             ..Options::default()
         },
     );
-    let settings = stack.settings[0].clone();
-    let dir = stack.dir.join("monitoring");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let token_file = dir.join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let (_monitoring, listen, dir) = start_monitoring(&stack);
     let audit = dir.join("audit.jsonl");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _monitoring = services::start_monitoring(&dir, &listen, &token_file, &settings, "")
-        .expect("monitoring starts");
 
     // Payments on both shards (odd merchant numbers → shard 2, even → shard 1).
     let api = stack.addr().to_owned();
@@ -254,14 +261,8 @@ fn admin_and_reconciliation_reads_use_indexes_and_bounded_memory() {
             ..Options::default()
         },
     );
-    let settings = stack.settings[0].clone();
-    let dir = stack.dir.join("monitoring");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let token_file = dir.join("admin-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _monitoring = services::start_monitoring(&dir, &listen, &token_file, &settings, "")
-        .expect("monitoring starts");
+    let settings = &stack.settings[0];
+    let (_monitoring, listen, _) = start_monitoring(&stack);
     let ledger = services::WorkerSettings {
         service: "ledger".into(),
         listen: format!("127.0.0.1:{}", free_port()),
