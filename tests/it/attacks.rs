@@ -961,5 +961,5 @@ fn attack_suite_lets_nothing_through() {
         "nothing in the database moved"
     );
     appliance.stop();
-    drop(mirror);
+    mirror.destroy();
 }
