@@ -160,8 +160,9 @@ struct Call {
     body: serde_json::Value,
     /// Statuses, first try and then each retry.
     statuses: Vec<u16>,
-    /// The last answer's error code.
+    /// The last answer's error code, and the first's.
     code: String,
+    first_code: String,
     payment_id: Option<u64>,
 }
 
@@ -206,6 +207,9 @@ fn send(gateway: &str, call: &mut Call) {
             0
         }
     };
+    if call.statuses.is_empty() {
+        call.first_code = call.code.clone();
+    }
     call.statuses.push(status);
 }
 
@@ -221,6 +225,7 @@ fn iteration(gateway: &str, seed: u64, i: u64, calls: &Mutex<Vec<Call>>) {
             body,
             statuses: Vec::new(),
             code: String::new(),
+            first_code: String::new(),
             payment_id: None,
         };
         send(gateway, &mut call);
@@ -262,7 +267,8 @@ fn iteration(gateway: &str, seed: u64, i: u64, calls: &Mutex<Vec<Call>>) {
 pub struct Verdict {
     pub seed: u64,
     pub faults: BTreeMap<&'static str, usize>,
-    pub answers: BTreeMap<u16, usize>,
+    /// First answers by status and, for errors, code (`409 REFUND_CONFLICT`).
+    pub answers: BTreeMap<String, usize>,
     pub iterations: u64,
     pub violations: Vec<String>,
 }
@@ -284,7 +290,7 @@ impl std::fmt::Display for Verdict {
         writeln!(f, "  faults injected: {:?}", self.faults)?;
         writeln!(
             f,
-            "  iterations {}, first answers by status: {:?}",
+            "  iterations {}, first answers: {:?}",
             self.iterations, self.answers
         )?;
         for v in &self.violations {
@@ -479,9 +485,10 @@ fn exercise(
     let iterations = next
         .load(Ordering::Relaxed)
         .min(options.length.as_secs() * u64::from(options.rate));
-    let mut answers: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
     for call in &calls {
-        *answers.entry(call.statuses[0]).or_default() += 1;
+        let answer = format!("{} {}", call.statuses[0], call.first_code);
+        *answers.entry(answer.trim_end().to_owned()).or_default() += 1;
     }
     // A client retries with the same key (a capture has none: its retry finds the state).
     std::thread::scope(|scope| {
