@@ -7,7 +7,7 @@
 //! chunk's id range the ledger's nets and the PG's records of the same range
 //! (`GET /v1/records?fromPaymentId&toPaymentId`; ids carry their shard, so ranges
 //! partition the PG's books too), and the balance of each event posted in that range.
-//! Every read is a range on an index (`tests/it/bounded_reads.rs` checks with `EXPLAIN`);
+//! Every read is a range on an index (`tests/it/monitoring.rs` checks with `EXPLAIN`);
 //! memory is bounded by the chunk, not by the tables.
 //!
 //! What a payment's state says the other two must show:
