@@ -300,7 +300,8 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// Every process this run may have stopped or killed, running again; vm1 reachable.
+/// What the schedule acts on: the appliance's processes, pg-mock's behaviour and the
+/// mirror's vm1 link.
 struct Faults<'a> {
     appliance: &'a mut Appliance,
     mirror: &'a TwoHost,
