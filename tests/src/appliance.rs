@@ -48,6 +48,29 @@ pub struct Layout {
     /// Shards sized for tests ([`crate::mariadb::test_sizing_args`]); `cargo xtask up` and
     /// the bench keep the full size.
     pub test_sizing: bool,
+    /// Shortens the retention of published outbox events and finished jobs (7 days by
+    /// default) to this many seconds, with a purge every tenth of it, so that a soak sees
+    /// it apply.
+    pub retention_seconds: Option<u64>,
+}
+
+impl Layout {
+    /// The `[relay]` (and, for a worker, `[retention]`) tables for
+    /// [`Layout::retention_seconds`]; empty when it is not set.
+    fn retention_toml(&self, worker: bool) -> String {
+        let Some(seconds) = self.retention_seconds else {
+            return String::new();
+        };
+        let every = (seconds / 10).max(1);
+        let mut toml =
+            format!("[relay]\nretention_seconds = {seconds}\npurge_interval_seconds = {every}\n");
+        if worker {
+            toml += &format!(
+                "[retention]\nfinished_job_seconds = {seconds}\npurge_interval_seconds = {every}\n"
+            );
+        }
+        toml
+    }
 }
 
 /// `PAYRAIL_STORE_TLS=on` runs MariaDB and Redis TLS-only ([`Layout::store_tls`]), to
@@ -292,7 +315,11 @@ impl Appliance {
                 pg_url: format!("http://{}", layout.pg()),
                 api_key_hash_file: layout.merchant_auth.then(|| api_key_hash.clone()),
                 redis_tls_ca_file: ca.clone(),
-                extra_toml: format!("[kafka]\nbootstrap_servers = \"{}\"\n", layout.kafka()),
+                extra_toml: format!(
+                    "[kafka]\nbootstrap_servers = \"{}\"\n{}",
+                    layout.kafka(),
+                    layout.retention_toml(false)
+                ),
             };
             let ingest_dir = dir.join(&settings.instance);
             std::fs::create_dir_all(&ingest_dir).map_err(|e| e.to_string())?;
@@ -308,7 +335,12 @@ impl Appliance {
                 bootstrap_servers: layout.kafka(),
                 kafka_toml: String::new(),
                 pg_url: format!("http://{}", layout.pg()),
-                extra_toml: String::new(),
+                // The ledger relays nothing and keeps no jobs.
+                extra_toml: if service == "ledger" {
+                    String::new()
+                } else {
+                    layout.retention_toml(true)
+                },
             };
             let worker_dir = dir.join(service);
             std::fs::create_dir_all(&worker_dir).map_err(|e| e.to_string())?;
@@ -431,6 +463,7 @@ impl Appliance {
             gateway_toml: String::new(),
             store_tls: false,
             test_sizing: true,
+            retention_seconds: None,
         };
         tune(&mut layout);
         let mut pids = Vec::new();

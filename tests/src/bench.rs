@@ -60,7 +60,7 @@ fn progress(step: &str, text: &str) {
 
 /// utime + stime of a process, in seconds (`/proc/<pid>/stat`, clock ticks of 1/100 s,
 /// the Linux default `CLK_TCK`).
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -89,7 +89,7 @@ fn machine_busy_seconds() -> f64 {
     busy as f64 / 100.0
 }
 
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn status_kb(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
@@ -101,7 +101,7 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// The CPU every appliance process used while `work` ran, by process, in seconds.
-fn measure_cpu<T>(
+pub(crate) fn measure_cpu<T>(
     procs: &[(String, u32)],
     work: impl FnOnce() -> T,
 ) -> (T, BTreeMap<String, f64>, f64) {
@@ -123,14 +123,14 @@ fn measure_cpu<T>(
 type Series = (u32, f64, f64, f64);
 
 /// One k6 run's figures.
-struct K6Run {
-    summary: Value,
-    thresholds_ok: bool,
+pub(crate) struct K6Run {
+    pub(crate) summary: Value,
+    pub(crate) thresholds_ok: bool,
     /// Per second since the start: (second, requests, p50 ms, p99 ms).
     series: Vec<Series>,
 }
 
-fn metric(summary: &Value, name: &str, stat: &str) -> f64 {
+pub(crate) fn metric(summary: &Value, name: &str, stat: &str) -> f64 {
     summary["metrics"][name][stat].as_f64().unwrap_or(0.0)
 }
 
@@ -141,7 +141,7 @@ const MERCHANTS: usize = 1000;
 /// per scenario merchant for k6's `KEYS_FILE`, made through the admin API before any
 /// measurement, so creating keys costs no phase CPU. A file from an earlier run is reused
 /// while its first key still works.
-fn merchant_keys(target: &Target) -> Result<Option<PathBuf>, String> {
+pub(crate) fn merchant_keys(target: &Target) -> Result<Option<PathBuf>, String> {
     let host_gateway = target.gateway.as_str();
     let keyless = crate::http::request(host_gateway, "GET", "/api/payments?limit=1", &[], None)
         .map_err(|e| format!("gateway: {e}"))?;
@@ -190,12 +190,16 @@ fn merchant_keys(target: &Target) -> Result<Option<PathBuf>, String> {
     Ok(Some(file))
 }
 
-fn k6(
+/// Runs k6 `script` at `rate` for `seconds` from the load client. With `series`, every
+/// request's latency goes through a CSV for the per-second series (for a long run that
+/// file grows by gigabytes: a soak reads only the summary).
+pub(crate) fn k6(
     target: &Target,
     script: &str,
     rate: u32,
     seconds: u32,
     work: &Path,
+    series: bool,
 ) -> Result<K6Run, String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let tag = format!("{script}-{rate}");
@@ -214,8 +218,7 @@ fn k6(
         .arg("--quiet")
         .arg("--summary-export")
         .arg(&summary_file)
-        .arg("--out")
-        .arg(format!("csv={}", csv_file.display()))
+        .args(series.then(|| format!("--out=csv={}", csv_file.display())))
         .args(["-e", &format!("BASE_URL=http://{}", target.gateway)])
         .args(["-e", &format!("RATE={rate}")])
         .args(["-e", &format!("DURATION={seconds}s")])
@@ -241,7 +244,11 @@ fn k6(
         &std::fs::read_to_string(&summary_file).map_err(|e| format!("k6 summary: {e}"))?,
     )
     .map_err(|e| format!("k6 summary: {e}"))?;
-    let series = latency_series(&csv_file);
+    let series = if series {
+        latency_series(&csv_file)
+    } else {
+        Vec::new()
+    };
     let _ = std::fs::remove_file(&csv_file);
     Ok(K6Run {
         summary,
@@ -304,7 +311,7 @@ fn pipeline_pending(target: &Target) -> Option<i64> {
     Some(pending)
 }
 
-fn drain_seconds(target: &Target, limit: Duration) -> Option<f64> {
+pub(crate) fn drain_seconds(target: &Target, limit: Duration) -> Option<f64> {
     let start = Instant::now();
     wait_until(limit, || pipeline_pending(target) == Some(0)).then(|| start.elapsed().as_secs_f64())
 }
@@ -317,8 +324,9 @@ fn phase(
     seconds: u32,
     work: &Path,
 ) -> Result<(Value, Vec<Series>), String> {
-    let (run, cpu, machine) =
-        measure_cpu(&target.procs, || k6(target, script, rate, seconds, work));
+    let (run, cpu, machine) = measure_cpu(&target.procs, || {
+        k6(target, script, rate, seconds, work, true)
+    });
     let run = run?;
     let iterations = metric(&run.summary, "iterations", "count").max(1.0);
     let per_iteration: BTreeMap<String, f64> = cpu
@@ -361,7 +369,7 @@ fn command_line(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "not found".into())
 }
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -383,7 +391,7 @@ fn machine() -> Value {
     })
 }
 
-fn versions() -> Value {
+pub(crate) fn versions() -> Value {
     let root = repo_root();
     let root = root.to_string_lossy();
     json!({

@@ -32,12 +32,13 @@ fn ratio(now: &Value, before: &Value) -> String {
     }
 }
 
-/// A line chart of `lines` (name, colour, points) over seconds.
 /// A named, coloured line of (x, y) points.
-type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+pub(crate) type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
-fn line_chart(title: &str, unit: &str, lines: &[Line]) -> String {
-    let (w, h, pad) = (720.0, 260.0, 48.0);
+/// A line chart of `lines` over x in `x_unit` (the legend wraps after six names).
+pub(crate) fn line_chart(title: &str, unit: &str, x_unit: &str, lines: &[Line]) -> String {
+    let rows = lines.len().div_ceil(6).max(1) as f64;
+    let (w, h, pad) = (720.0, 244.0 + 16.0 * rows, 32.0 + 16.0 * rows);
     let max_x = lines
         .iter()
         .flat_map(|l| l.2.iter().map(|p| p.0))
@@ -51,7 +52,7 @@ fn line_chart(title: &str, unit: &str, lines: &[Line]) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"16\" font-size=\"13\">{title}</text>\
          <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#888\"/><line x1=\"{pad}\" y1=\"24\" x2=\"{pad}\" y2=\"{}\" stroke=\"#888\"/>\
-         <text x=\"4\" y=\"30\">{max_y:.0} {unit}</text><text x=\"{}\" y=\"{}\">{max_x:.0} s</text>",
+         <text x=\"4\" y=\"30\">{max_y:.0} {unit}</text><text x=\"{}\" y=\"{}\">{max_x:.0} {x_unit}</text>",
         h - pad,
         w - 10.0,
         h - pad,
@@ -75,8 +76,8 @@ fn line_chart(title: &str, unit: &str, lines: &[Line]) -> String {
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\
              <text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}</text>",
             path.join(" "),
-            pad + 10.0 + 110.0 * i as f64,
-            h - 10.0
+            pad + 10.0 + 110.0 * (i % 6) as f64,
+            h - pad + 32.0 + 16.0 * (i / 6) as f64
         );
     }
     svg + "</svg>\n"
@@ -349,6 +350,7 @@ pub fn write(dir: &Path, stamp: &str, r: &Value, previous: Option<&Value>) -> Re
         line_chart(
             lat_title,
             "ms",
+            "s",
             &[
                 ("p50", "#4a7ab5", series_points(&s[lat_key], 2)),
                 ("p99", "#c0392b", series_points(&s[lat_key], 3)),
@@ -361,6 +363,7 @@ pub fn write(dir: &Path, stamp: &str, r: &Value, previous: Option<&Value>) -> Re
         line_chart(
             "requests per second",
             "/s",
+            "s",
             &[
                 (lat_key, "#4a7ab5", series_points(&s[lat_key], 1)),
                 ("fullFlow", "#27ae60", series_points(&s["fullFlow"], 1)),

@@ -23,6 +23,7 @@ pub mod mcp;
 pub mod process;
 pub mod redis;
 pub mod services;
+pub mod soak;
 pub mod sqlproxy;
 pub mod stack;
 

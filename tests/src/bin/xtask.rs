@@ -8,10 +8,15 @@
 //! - `down`: stops exactly what `up` started. `status`: what runs.
 //! - `bench [--quick]`: the benchmark (`payrail_tests::bench`) on the running stack (started
 //!   first when none runs); results and report in `k6/results/bench-<UTC time>.*`.
-//! - `chaos --seed N [--minutes M] [--rate R]`: a seeded chaos run (`payrail_tests::chaos`)
-//!   on an appliance of its own (the local stack must be down: they share ports), full
-//!   flow at R it/s (default 50) for M minutes (default 2); prints the schedule, each fault
-//!   and a verdict; exit status 1 when an invariant broke.
+//! - `chaos --seed N [--minutes M] [--rate R] [--subnet S]`: a seeded chaos run
+//!   (`payrail_tests::chaos`) on an appliance of its own (the local stack must be down),
+//!   full flow at R it/s (default 50) for M minutes (default 2); prints the schedule, each
+//!   fault and a verdict; exit status 1 when an invariant broke. Runs with different
+//!   subnets (default 61) can run side by side.
+//! - `soak [--minutes M] [--rate R] [--retention S]`: the full flow at R it/s (default 300)
+//!   for M minutes (default 30) on an appliance of its own with retention S seconds
+//!   (default 300): RSS and rows of every table each minute (`payrail_tests::soak`);
+//!   report in `k6/results/soak-<UTC time>.*`.
 //! - `fmt-nix`: formats every `.nix` file as alejandra does (the test checks it).
 //! - `test [cargo test args]`: every test: unit tests and integration tests against real
 //!   MariaDB, Redis and a Kafka-protocol broker.
@@ -41,8 +46,9 @@ fn main() -> ExitCode {
         "fmt-nix" => fmt_nix(),
         "bench" => bench(),
         "chaos" => chaos(),
+        "soak" => soak(),
         _ => Err(
-            "usage: cargo xtask up|down|status|test|bench [--quick]|chaos --seed N [--minutes M] [--rate R]|fmt-nix"
+            "usage: cargo xtask up|down|status|test|bench [--quick]|chaos --seed N [--minutes M] [--rate R] [--subnet S]|soak [--minutes M] [--rate R] [--retention S]|fmt-nix"
                 .to_owned(),
         ),
     };
@@ -230,6 +236,7 @@ fn saved_layout() -> Layout {
         gateway_toml: String::new(),
         store_tls: false,
         test_sizing: false,
+        retention_seconds: None,
     }
 }
 
@@ -273,6 +280,7 @@ fn up() -> Result<(), String> {
         gateway_toml: String::new(),
         store_tls: payrail_tests::appliance::store_tls_from_env(),
         test_sizing: false,
+        retention_seconds: None,
     };
     std::fs::write(layout_file(), format!("{} {}\n", layout.vm1, layout.vm2))
         .map_err(|e| e.to_string())?;
@@ -604,36 +612,74 @@ fn bench() -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo xtask chaos --seed N [--minutes M] [--rate R]`.
-fn chaos() -> Result<(), String> {
+/// The number after `flag` on the command line, if the flag is given.
+fn value(flag: &str) -> Result<Option<f64>, String> {
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let value = |flag: &str| -> Result<Option<f64>, String> {
-        match args.iter().position(|a| a == flag) {
-            None => Ok(None),
-            Some(i) => args
-                .get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .map(Some)
-                .ok_or_else(|| format!("{flag} takes a number")),
-        }
+    match args.iter().position(|a| a == flag) {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("{flag} takes a number")),
+    }
+}
+
+/// The checks before an appliance of its own starts (chaos, soak).
+fn own_appliance_preconditions(what: &str) -> Result<(), String> {
+    if read_pids().iter().any(|(_, pid)| pid_alive(*pid)) {
+        return Err(format!(
+            "the local stack runs: cargo xtask down first ({what} starts an appliance of its own)"
+        ));
+    }
+    if !TwoHost::available() {
+        return Err(format!(
+            "{what} needs network namespaces (root): it runs on the two-host mirror"
+        ));
+    }
+    prerequisites()?;
+    build()
+}
+
+/// `cargo xtask soak [--minutes M] [--rate R] [--retention S]`.
+fn soak() -> Result<(), String> {
+    let options = payrail_tests::soak::Options {
+        minutes: value("--minutes")?.unwrap_or(30.0).max(1.0) as u32,
+        rate: value("--rate")?.unwrap_or(300.0).max(1.0) as u32,
+        segment_seconds: 60,
+        retention_seconds: value("--retention")?.unwrap_or(300.0).max(1.0) as u64,
+        full_size: true,
+        mirror: ("prsk".into(), 68),
+        dir_name: "soak".into(),
+        out_dir: repo_root().join("k6/results"),
     };
+    own_appliance_preconditions("soak")?;
+    let file = payrail_tests::soak::run(&options)?;
+    println!("soak: {}", file.display());
+    println!("report: {}", file.with_extension("md").display());
+    Ok(())
+}
+
+/// `cargo xtask chaos --seed N [--minutes M] [--rate R] [--subnet S]`.
+fn chaos() -> Result<(), String> {
     let seed = value("--seed")?.ok_or("chaos needs --seed N")? as u64;
     let minutes = value("--minutes")?.unwrap_or(2.0);
     let rate = value("--rate")?.unwrap_or(50.0) as u32;
-    if read_pids().iter().any(|(_, pid)| pid_alive(*pid)) {
-        return Err("the local stack runs: cargo xtask down first (chaos starts its own appliance on the same ports)".into());
-    }
-    if !TwoHost::available() {
-        return Err("chaos needs network namespaces (root): it cuts the vm1 link".into());
-    }
-    prerequisites()?;
-    build()?;
+    // Runs with different subnets have namespaces and addresses of their own, so several
+    // seeds can run side by side (each with its own appliance).
+    let subnet = value("--subnet")?.unwrap_or(61.0) as u8;
+    let mirror = if subnet == 61 {
+        "prch".to_owned()
+    } else {
+        format!("prc{subnet}")
+    };
+    own_appliance_preconditions("chaos")?;
     let verdict = payrail_tests::chaos::run(&payrail_tests::chaos::Options {
         seed,
         length: Duration::from_secs_f64(minutes * 60.0),
         rate: rate.max(1),
         dir_name: format!("chaos-{seed}"),
-        mirror: ("prch".into(), 61),
+        mirror: (mirror, subnet),
     })?;
     print!("{verdict}");
     if verdict.passed() {
