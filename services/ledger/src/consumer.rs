@@ -5,11 +5,11 @@
 //! Database errors are transient: the lane retries the batch, never dead-letters it. A message
 //! that is not a valid event goes to `payment.dlq` in the reference format.
 
-use crate::entries::{posting, Posting};
+use crate::entries::{posting, Line, Posting};
 use crate::Ledger;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
-use payrail_db::{datetime, DbError};
+use payrail_db::{datetime, DbError, STATEMENT_ROWS_MAX};
 use payrail_kafka::lanes::Lanes;
 use payrail_kafka::topics;
 use rdkafka::message::{Message, OwnedMessage};
@@ -52,24 +52,26 @@ async fn apply(
                     Err(other) => return Err(other),
                 }
             }
-            let rows: usize = fresh.iter().map(|p| p.lines.len()).sum();
-            if rows > 0 {
+            // In statements of bounded size (see `payrail_db::STATEMENT_ROWS_MAX`).
+            let lines: Vec<(&Posting, &Line)> = fresh
+                .iter()
+                .flat_map(|p| p.lines.iter().map(move |line| (*p, line)))
+                .collect();
+            for chunk in lines.chunks(STATEMENT_ROWS_MAX) {
                 let mut sql = String::from("INSERT INTO ledger_entry (event_id, payment_id, merchant_id, account, debit, credit, currency, at) VALUES ");
-                sql.push_str(&vec!["(?,?,?,?,?,?,?,?)"; rows].join(","));
-                let mut params = Vec::with_capacity(rows * 8);
-                for p in &fresh {
-                    for line in &p.lines {
-                        params.extend([
-                            Value::UInt(p.event_id),
-                            Value::UInt(p.payment_id),
-                            Value::Bytes(p.merchant_id.as_bytes().to_vec()),
-                            Value::Bytes(line.account.as_bytes().to_vec()),
-                            Value::Int(line.debit),
-                            Value::Int(line.credit),
-                            Value::Bytes(p.currency.as_bytes().to_vec()),
-                            now.clone(),
-                        ]);
-                    }
+                sql.push_str(&vec!["(?,?,?,?,?,?,?,?)"; chunk.len()].join(","));
+                let mut params = Vec::with_capacity(chunk.len() * 8);
+                for (p, line) in chunk {
+                    params.extend([
+                        Value::UInt(p.event_id),
+                        Value::UInt(p.payment_id),
+                        Value::Bytes(p.merchant_id.as_bytes().to_vec()),
+                        Value::Bytes(line.account.as_bytes().to_vec()),
+                        Value::Int(line.debit),
+                        Value::Int(line.credit),
+                        Value::Bytes(p.currency.as_bytes().to_vec()),
+                        now.clone(),
+                    ]);
                 }
                 tx.exec_drop(sql, Params::Positional(params)).await.map_err(classify)?;
             }

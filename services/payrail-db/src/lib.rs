@@ -23,6 +23,17 @@ pub mod shards;
 
 pub use error::{datetime, epoch_ms, DbError, Result};
 
+/// Rows per multi-row statement of a batch of unbounded size (the ledger's postings, the
+/// workers' job intake). mysql_async prepares and caches, per connection and up to
+/// `statement_cache_size` (512) texts, a statement for every distinct SQL text; a
+/// multi-row statement's text differs with its row count, and its cached metadata grows
+/// with its parameters. Batches of up to 2,000 rows thus filled every connection's cache
+/// with statements of up to 16,000 parameters: the 30-minute soak at 300 it/s
+/// (`k6/results/soak-20261206T114836Z.md`) saw the ledger's RSS reach 1.5 GB and the
+/// workers' 0.5 GB, still growing. In statements of at most this many rows a call site
+/// has at most this many texts, and each is small.
+pub const STATEMENT_ROWS_MAX: usize = 32;
+
 /// `idempotency_record` rows of authorizations whose PG outcome is not resolved yet: the
 /// answer was lost (`UNKNOWN`), the resolver is on it (`RESOLVING`), or the request's
 /// owner died before its commit (`IN_PROGRESS` past its lease). ingest's resolver, the

@@ -39,30 +39,33 @@ async fn persist<K: JobKind>(
             let mut conn = shards.conn(shard).await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
             let now = datetime(payrail_core::time::now_ms());
-            let mut sql = format!(
-                "INSERT IGNORE INTO {} (job_id, payment_id, merchant_id, amount, currency, status, attempts, next_attempt_at, \
-                 source_event_id, source_partition, source_offset, source_payload, created_at, updated_at) VALUES ",
-                K::TABLE
-            );
-            sql.push_str(&vec!["(?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?, ?, ?, ?, ?)"; arrivals.len()].join(","));
-            let mut params: Vec<Value> = Vec::with_capacity(arrivals.len() * 12);
-            for a in arrivals {
-                params.extend([
-                    Value::UInt(a.intake.job_id),
-                    Value::UInt(a.intake.payment_id),
-                    Value::Bytes(a.intake.merchant_id.as_bytes().to_vec()),
-                    Value::Int(a.intake.amount),
-                    Value::Bytes(a.intake.currency.as_bytes().to_vec()),
-                    now.clone(),
-                    Value::UInt(a.intake.event_id),
-                    Value::Int(i64::from(a.partition)),
-                    Value::Int(a.offset),
-                    Value::Bytes(a.payload.clone()),
-                    now.clone(),
-                    now.clone(),
-                ]);
+            // In statements of bounded size (see `payrail_db::STATEMENT_ROWS_MAX`).
+            for chunk in arrivals.chunks(payrail_db::STATEMENT_ROWS_MAX) {
+                let mut sql = format!(
+                    "INSERT IGNORE INTO {} (job_id, payment_id, merchant_id, amount, currency, status, attempts, next_attempt_at, \
+                     source_event_id, source_partition, source_offset, source_payload, created_at, updated_at) VALUES ",
+                    K::TABLE
+                );
+                sql.push_str(&vec!["(?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(","));
+                let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 12);
+                for a in chunk {
+                    params.extend([
+                        Value::UInt(a.intake.job_id),
+                        Value::UInt(a.intake.payment_id),
+                        Value::Bytes(a.intake.merchant_id.as_bytes().to_vec()),
+                        Value::Int(a.intake.amount),
+                        Value::Bytes(a.intake.currency.as_bytes().to_vec()),
+                        now.clone(),
+                        Value::UInt(a.intake.event_id),
+                        Value::Int(i64::from(a.partition)),
+                        Value::Int(a.offset),
+                        Value::Bytes(a.payload.clone()),
+                        now.clone(),
+                        now.clone(),
+                    ]);
+                }
+                tx.exec_drop(sql, Params::Positional(params)).await.map_err(classify)?;
             }
-            tx.exec_drop(sql, Params::Positional(params)).await.map_err(classify)?;
             for a in arrivals.iter().filter(|a| a.replay) {
                 // A replayed DLQ message: re-arm the failed job (a succeeded one stays as it
                 // is, so replaying twice changes nothing).
