@@ -571,4 +571,21 @@ impl Appliance {
             }
         }
     }
+
+    /// Ends a run on the mirror (chaos, soak): stops everything and removes the mirror;
+    /// the appliance's directory goes when the run `passed`, else it is kept for its logs
+    /// and data, and `what` says where.
+    pub fn finish_on_mirror(self, mirror: crate::hosts::TwoHost, passed: bool, what: &str) {
+        let dir = self.dir.clone();
+        self.stop();
+        mirror.destroy();
+        if passed {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            println!(
+                "{what}: the appliance's logs and data are kept in {}",
+                dir.display()
+            );
+        }
+    }
 }

@@ -404,17 +404,7 @@ pub fn run(options: &Options) -> Result<Verdict, String> {
         |_| {},
     )?;
     let result = exercise(options, &events, &mut appliance, &mirror);
-    let dir = appliance.dir.clone();
-    appliance.stop();
-    mirror.destroy();
-    if matches!(&result, Ok(v) if v.passed()) {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        println!(
-            "chaos: the appliance's logs and data are kept in {}",
-            dir.display()
-        );
-    }
+    appliance.finish_on_mirror(mirror, matches!(&result, Ok(v) if v.passed()), "chaos");
     result
 }
 

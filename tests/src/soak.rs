@@ -129,18 +129,8 @@ pub fn run(options: &Options) -> Result<PathBuf, String> {
             l.retention_seconds = Some(options.retention_seconds);
         },
     )?;
-    let dir = appliance.dir.clone();
     let result = soak(options, &appliance, procs, &mirror);
-    appliance.stop();
-    mirror.destroy();
-    if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        println!(
-            "soak: the appliance's logs and data are kept in {}",
-            dir.display()
-        );
-    }
+    appliance.finish_on_mirror(mirror, result.is_ok(), "soak");
     result
 }
 
