@@ -126,7 +126,11 @@ impl TwoHost {
     /// True when this machine lets us create network namespaces (root, not a restricted
     /// container).
     pub fn available() -> bool {
-        let probe = format!("prprobe{}", std::process::id());
+        // A name per call: two tests of one binary probing at once (the quick bench and
+        // the short soak) must not add or delete each other's probe.
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = format!("prprobe{}-{n}", std::process::id());
         let ok = ip(&["netns", "add", &probe]).is_ok();
         let _ = ip(&["netns", "del", &probe]);
         ok
