@@ -262,12 +262,12 @@ fn series(samples: &[Value], field: &str) -> BTreeMap<String, Vec<(f64, f64)>> {
     out
 }
 
-/// Change over the run's second half, in % of the value at its middle: what "flat"
-/// means in the report (a purge cycle's sawtooth included).
-pub fn second_half_growth(points: &[(f64, f64)]) -> Option<f64> {
+/// The value at the run's middle, at its end, and the change between them in % of the
+/// former: what "flat" means in the report (a purge cycle's sawtooth included).
+pub fn second_half_growth(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
     let last = points.last()?;
     let middle = points.iter().find(|p| p.0 >= last.0 / 2.0)?;
-    (middle.1 > 0.0).then(|| (last.1 - middle.1) / middle.1 * 100.0)
+    (middle.1 > 0.0).then(|| (middle.1, last.1, (last.1 - middle.1) / middle.1 * 100.0))
 }
 
 const COLOURS: [&str; 12] = [
@@ -360,22 +360,17 @@ pub fn write_report(dir: &Path, stamp: &str, r: &Value) -> Result<(), String> {
     );
     for (kind, lines) in [("RSS MB", &rss), ("rows", &rows), ("disk MB", &disk)] {
         for (name, points) in lines {
-            let (Some(growth), Some(last)) = (second_half_growth(points), points.last()) else {
+            let Some((middle, last, growth)) = second_half_growth(points) else {
                 continue;
             };
-            let middle = points
-                .iter()
-                .find(|p| p.0 >= last.0 / 2.0)
-                .map_or(0.0, |p| p.1);
             let _ = writeln!(
                 md,
-                "| {kind}: {name}{} | {middle:.0} | {:.0} | {growth:+.1} % |",
+                "| {kind}: {name}{} | {middle:.0} | {last:.0} | {growth:+.1} % |",
                 if kind == "rows" && RETAINED.contains(&name.as_str()) {
                     " (retained)"
                 } else {
                     ""
-                },
-                last.1
+                }
             );
         }
     }
@@ -443,7 +438,7 @@ mod tests {
             (3.0, 104.0),
             (4.0, 95.0),
         ];
-        assert_eq!(second_half_growth(&flat), Some(-5.0));
+        assert_eq!(second_half_growth(&flat), Some((100.0, 95.0, -5.0)));
         let linear = [
             (0.0, 0.0),
             (1.0, 10.0),
@@ -451,7 +446,7 @@ mod tests {
             (3.0, 30.0),
             (4.0, 40.0),
         ];
-        assert_eq!(second_half_growth(&linear), Some(100.0));
+        assert_eq!(second_half_growth(&linear), Some((20.0, 40.0, 100.0)));
         assert_eq!(second_half_growth(&[]), None);
     }
 }
