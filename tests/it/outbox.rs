@@ -63,7 +63,10 @@ fn leaders(stack: &TestStack, shard: u16) -> usize {
 fn every_event_reaches_kafka_with_one_relay_per_shard() {
     let stack = TestStack::start_with(
         "outbox_flow",
-        kafka_options(2, "[relay]\nlease_ms = 2000\n", ""),
+        // The default lease. The producer's message timeout is a third of the lease: with
+        // the takeover tests' 2 s lease a broker answer slower than 0.67 s fails its send,
+        // and a few such failures open the publisher breaker for 30 s.
+        kafka_options(2, "", ""),
     );
     let mut ids = Vec::new();
     for i in 0..200 {
@@ -93,8 +96,9 @@ fn every_event_reaches_kafka_with_one_relay_per_shard() {
         );
     }
     assert!(
-        wait_until(Duration::from_secs(30), || stack.outbox_backlog() == 0),
-        "the outbox must drain"
+        wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
+        "the outbox must drain:\n{}",
+        stack.relay_diagnostics()
     );
     for topic in [
         "payment.authorized",
@@ -157,8 +161,9 @@ fn a_relay_killed_mid_stream_loses_nothing() {
     stack.ingests[0].kill();
     writer.join().unwrap_or_else(|_| panic!("writer failed"));
     assert!(
-        wait_until(Duration::from_secs(30), || stack.outbox_backlog() == 0),
-        "the surviving relay must take over and drain"
+        wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
+        "the surviving relay must take over and drain:\n{}",
+        stack.relay_diagnostics()
     );
     let expected = stack.outbox_event_ids("payment.authorized");
     assert_eq!(expected.len(), 300);
@@ -220,7 +225,8 @@ fn a_broker_outage_opens_the_breaker_and_the_backlog_drains() {
     }
     assert!(
         wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
-        "the backlog drains after recovery"
+        "the backlog drains after recovery:\n{}",
+        stack.relay_diagnostics()
     );
     let expected = stack.outbox_event_ids("payment.authorized");
     assert_eq!(expected.len(), 121);
@@ -305,7 +311,8 @@ fn a_relay_stalled_past_its_lease_sends_and_marks_nothing_after_a_takeover() {
     writer.join().unwrap_or_else(|_| panic!("writer failed"));
     assert!(
         wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
-        "the new holder drains the outbox"
+        "the new holder drains the outbox:\n{}",
+        stack.relay_diagnostics()
     );
     assert_eq!(
         shard_metric(&stale, "payrail_outbox_sent_total", 1),

@@ -752,7 +752,8 @@ fn a_shard_down_holds_up_only_its_own_events() {
     assert_no_eviction(&stack);
     assert!(
         wait_until(Duration::from_secs(60), || stack.outbox_backlog() == 0),
-        "the outbox did not drain"
+        "the outbox did not drain:\n{}",
+        stack.relay_diagnostics()
     );
     stack.assert_reconciled();
 }
@@ -793,7 +794,8 @@ fn with_every_ingest_down_captures_and_refunds_still_settle_and_post() {
     // ingest's relay has published the capture requests; then every ingest stops.
     assert!(
         wait_until(Duration::from_secs(20), || stack.outbox_backlog() == 0),
-        "ingest published its events"
+        "ingest published its events:\n{}",
+        stack.relay_diagnostics()
     );
     for ingest in &mut stack.ingests {
         ingest.kill();

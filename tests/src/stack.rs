@@ -366,10 +366,45 @@ impl TestStack {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
-    /// pg-mock's call counters: `{"calls":{"authorize":n,…},"failures":{…}}`.
     /// Unpublished outbox events over every shard.
     pub fn outbox_backlog(&self) -> i64 {
         self.count_all("SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL")
+    }
+
+    /// For a failure message when the outbox does not drain: the backlog per shard and
+    /// the last warnings the services logged about relaying and the broker.
+    pub fn relay_diagnostics(&self) -> String {
+        let mut out: Vec<String> = (1..=self.shards.len())
+            .map(|s| {
+                let n = self.count(
+                    s,
+                    "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL",
+                );
+                format!("shard {s}: {n} unpublished")
+            })
+            .collect();
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    (l.contains("WARN") || l.contains("ERROR"))
+                        && (l.contains("relay") || l.contains("kafka") || l.contains("breaker"))
+                })
+                .collect();
+            let name = log.file_name().unwrap_or_default().to_string_lossy();
+            out.extend(
+                lines[lines.len().saturating_sub(10)..]
+                    .iter()
+                    .map(|l| format!("{name}: {l}")),
+            );
+        }
+        out.join("\n")
     }
 
     /// Every event id the outbox holds for `topic`, over every shard.

@@ -16,7 +16,7 @@ pub struct RelayConfig {
     pub idle_poll_max_ms: u64,
     /// How long a relay holds a shard after its last renewal (every third of it); another
     /// instance takes the shard over after this if the holder dies or stalls. The holder
-    /// stops sending while less than its producer's message timeout (a quarter of the
+    /// stops sending while less than its producer's message timeout (a third of the
     /// lease) remains, so none of its sends can land after a takeover. Default 10 000 ms.
     pub lease_ms: u64,
     /// First and longest wait after a failed round. Defaults 100 ms and 5 000 ms.
