@@ -9,7 +9,9 @@
 //! - that minute's k6 figures (iterations, dropped, failures, p95, p99) and the server CPU
 //!   per iteration (`/proc/<pid>/stat` of every appliance process);
 //! - the RSS of every process;
-//! - the rows of every table of each shard (`COUNT(*)`), and each store's size on disk.
+//! - the rows of every table of each shard (`COUNT(*)`), and each store's size on disk;
+//! - the prepared statements each shard holds open (bounded when every call site's
+//!   statement texts are).
 //!
 //! Then it waits for the drain, reconciles, and writes `soak-<time>.json` and `.md` with
 //! SVG charts (RSS by process, rows by table) into `k6/results`. Idempotency records are
@@ -104,6 +106,28 @@ fn tables_and_disk(appliance: &Appliance) -> (BTreeMap<String, i64>, BTreeMap<St
     (rows, disk)
 }
 
+/// Prepared statements each shard's server holds open (`Prepared_stmt_count`). Every
+/// statement text a client caches stays prepared on its connection, so this grows with
+/// the number of distinct texts and stays flat once each call site has all of its own.
+fn prepared_statements(appliance: &Appliance) -> BTreeMap<String, f64> {
+    appliance
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(n, shard)| {
+            let count = shard
+                .sql(
+                    "information_schema",
+                    "SELECT VARIABLE_VALUE FROM GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'",
+                )
+                .ok()
+                .and_then(|rows| rows.first()?.first()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            (format!("mariadb-shard{}", n + 1), count)
+        })
+        .collect()
+}
+
 fn rss_mb(procs: &[(String, u32)]) -> BTreeMap<String, f64> {
     procs
         .iter()
@@ -166,6 +190,7 @@ fn soak(
             "rssMB": rss_mb(&target.procs),
             "rows": rows,
             "diskMB": disk,
+            "preparedStatements": prepared_statements(appliance),
         })
     };
     samples.push(sample(0, Value::Null));
@@ -296,6 +321,7 @@ pub fn write_report(dir: &Path, stamp: &str, r: &Value) -> Result<(), String> {
     let rss = series(&samples, "rssMB");
     let rows = series(&samples, "rows");
     let disk = series(&samples, "diskMB");
+    let prepared = series(&samples, "preparedStatements");
     let base = format!("soak-{stamp}");
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
@@ -358,7 +384,12 @@ pub fn write_report(dir: &Path, stamp: &str, r: &Value) -> Result<(), String> {
         md,
         "Change from the middle of the run to its end (a table under retention saws between purges).\n\n| series | at the middle | at the end | change |\n|---|---|---|---|"
     );
-    for (kind, lines) in [("RSS MB", &rss), ("rows", &rows), ("disk MB", &disk)] {
+    for (kind, lines) in [
+        ("RSS MB", &rss),
+        ("rows", &rows),
+        ("disk MB", &disk),
+        ("prepared statements", &prepared),
+    ] {
         for (name, points) in lines {
             let Some((middle, last, growth)) = second_half_growth(points) else {
                 continue;

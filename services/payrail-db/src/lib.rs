@@ -34,6 +34,23 @@ pub use error::{datetime, epoch_ms, DbError, Result};
 /// has at most this many texts, and each is small.
 pub const STATEMENT_ROWS_MAX: usize = 32;
 
+/// The placeholders of an `IN (…)` list of ids, [`STATEMENT_ROWS_MAX`] of them, for
+/// [`padded_id_lists`].
+pub const ID_LIST: &str = "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?";
+
+/// `ids` as the parameters of `IN ({ID_LIST})` lists, one statement each: chunks of exactly
+/// [`STATEMENT_ROWS_MAX`] values, the last padded by repeating its last id (a row matches
+/// an `IN` list once however often its value appears). A call site then prepares one
+/// statement text instead of one per list length (see [`STATEMENT_ROWS_MAX`]).
+pub fn padded_id_lists(ids: &[u64]) -> impl Iterator<Item = Vec<mysql_async::Value>> + '_ {
+    ids.chunks(STATEMENT_ROWS_MAX).map(|chunk| {
+        let last = chunk.last().copied().unwrap_or_default();
+        (0..STATEMENT_ROWS_MAX)
+            .map(|i| mysql_async::Value::UInt(chunk.get(i).copied().unwrap_or(last)))
+            .collect()
+    })
+}
+
 /// `idempotency_record` rows of authorizations whose PG outcome is not resolved yet: the
 /// answer was lost (`UNKNOWN`), the resolver is on it (`RESOLVING`), or the request's
 /// owner died before its commit (`IN_PROGRESS` past its lease). ingest's resolver, the
@@ -44,3 +61,29 @@ pub const UNRESOLVED: &str = "(state IN ('UNKNOWN', 'RESOLVING') OR (state = 'IN
 /// request's start for a dead owner.
 pub const UNRESOLVED_SINCE: &str = "COALESCE(unknown_since, created_at)";
 pub use shards::{PoolConfig, ShardConfig, Shards};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_lists_have_one_length_and_cover_every_id_once() {
+        assert_eq!(ID_LIST.split(',').count(), STATEMENT_ROWS_MAX);
+        let ids: Vec<u64> = (1..=70).collect();
+        let lists: Vec<Vec<mysql_async::Value>> = padded_id_lists(&ids).collect();
+        assert_eq!(lists.len(), 3);
+        assert!(lists.iter().all(|l| l.len() == STATEMENT_ROWS_MAX));
+        let mut seen: Vec<u64> = lists
+            .iter()
+            .flatten()
+            .map(|v| match v {
+                mysql_async::Value::UInt(n) => *n,
+                _ => 0,
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, ids);
+        assert_eq!(padded_id_lists(&[]).count(), 0);
+    }
+}

@@ -33,6 +33,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// Marks a list of claimed rows published, fenced by the lease row's holder and epoch.
+static MARK_PUBLISHED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE outbox_event e JOIN outbox_relay_lease l \
+           ON l.id = 1 AND l.holder = ? AND l.epoch = ? AND l.lease_until > UTC_TIMESTAMP(3) \
+         SET e.published_at = UTC_TIMESTAMP(3) \
+         WHERE e.published_at IS NULL AND e.seq IN ({})",
+        payrail_db::ID_LIST
+    )
+});
+
 /// Wakes a shard's relay in this process when events were committed, so a quiet relay
 /// does not wait out its idle poll.
 pub struct Outbox {
@@ -291,28 +302,24 @@ impl Relay {
     }
 
     /// Marks `seqs` published if this process still holds the lease under `epoch`
-    /// (checked in the statement itself). Returns the rows marked.
+    /// (checked in the statement itself), in lists of one length
+    /// (`payrail_db::padded_id_lists`). Returns the rows marked.
     async fn mark_published(&self, shard: u16, epoch: u64, seqs: &[u64]) -> Result<u64, DbError> {
-        let placeholders = vec!["?"; seqs.len()].join(",");
-        let mut params: Vec<Value> = Vec::with_capacity(seqs.len() + 2);
-        params.push(Value::Bytes(self.holder.as_bytes().to_vec()));
-        params.push(Value::UInt(epoch));
-        params.extend(seqs.iter().map(|s| Value::UInt(*s)));
         self.shards
             .bounded(shard, async {
                 let mut conn = self.shards.conn(shard).await?;
-                conn.exec_drop(
-                    format!(
-                        "UPDATE outbox_event e JOIN outbox_relay_lease l \
-                           ON l.id = 1 AND l.holder = ? AND l.epoch = ? AND l.lease_until > UTC_TIMESTAMP(3) \
-                         SET e.published_at = UTC_TIMESTAMP(3) \
-                         WHERE e.published_at IS NULL AND e.seq IN ({placeholders})"
-                    ),
-                    params,
-                )
-                .await
-                .map_err(|e| DbError::classify(shard, e))?;
-                Ok(conn.affected_rows())
+                let mut marked = 0;
+                for list in payrail_db::padded_id_lists(seqs) {
+                    let mut params: Vec<Value> = Vec::with_capacity(list.len() + 2);
+                    params.push(Value::Bytes(self.holder.as_bytes().to_vec()));
+                    params.push(Value::UInt(epoch));
+                    params.extend(list);
+                    conn.exec_drop(MARK_PUBLISHED.as_str(), params)
+                        .await
+                        .map_err(|e| DbError::classify(shard, e))?;
+                    marked += conn.affected_rows();
+                }
+                Ok(marked)
             })
             .await
     }

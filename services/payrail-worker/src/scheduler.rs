@@ -3,7 +3,7 @@
 use crate::job::{Job, JobKind};
 use crate::service::Worker;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Row, TxOpts, Value};
+use mysql_async::{Row, TxOpts};
 use payrail_db::sequence::Kind;
 use payrail_db::{datetime, DbError};
 use payrail_kafka::dlq::DeadLetter;
@@ -48,19 +48,18 @@ async fn claim<K: JobKind>(worker: &Worker<K>, shard: u16) -> Result<Vec<Job>, D
                     source_payload: row.take(8).unwrap_or_default(),
                 })
                 .collect();
-            if !jobs.is_empty() {
-                let placeholders = vec!["?"; jobs.len()].join(",");
-                let params: Vec<Value> = jobs.iter().map(|j| Value::UInt(j.job_id)).collect();
-                tx.exec_drop(
-                    format!(
-                        "UPDATE {} SET next_attempt_at = UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND WHERE job_id IN ({placeholders})",
-                        K::TABLE,
-                        config.claim_timeout_ms * 1000
-                    ),
-                    params,
-                )
-                .await
-                .map_err(classify)?;
+            // In lists of one length (`payrail_db::padded_id_lists`).
+            let ids: Vec<u64> = jobs.iter().map(|j| j.job_id).collect();
+            let claim = format!(
+                "UPDATE {} SET next_attempt_at = UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND WHERE job_id IN ({})",
+                K::TABLE,
+                config.claim_timeout_ms * 1000,
+                payrail_db::ID_LIST
+            );
+            for list in payrail_db::padded_id_lists(&ids) {
+                tx.exec_drop(claim.as_str(), list)
+                    .await
+                    .map_err(classify)?;
             }
             tx.commit().await.map_err(classify)?;
             Ok(jobs)

@@ -77,18 +77,22 @@ async fn move_waiting_refunds(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders = vec!["?"; rows.len()].join(",");
-    let mut params = vec![
-        mysql_async::Value::from(status),
-        payrail_db::datetime(now_ms),
-    ];
-    params.extend(rows.iter().map(|r| mysql_async::Value::UInt(r.0)));
-    tx.exec_drop(
-        format!("UPDATE refund SET status = ?, updated_at = ? WHERE refund_id IN ({placeholders}) AND status = 'AWAITING_CAPTURE'"),
-        params,
-    )
-    .await
-    .map_err(classify)?;
+    // In lists of one length (`payrail_db::padded_id_lists`).
+    let ids: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    let update = format!(
+        "UPDATE refund SET status = ?, updated_at = ? WHERE refund_id IN ({}) AND status = 'AWAITING_CAPTURE'",
+        payrail_db::ID_LIST
+    );
+    for list in payrail_db::padded_id_lists(&ids) {
+        let mut params = vec![
+            mysql_async::Value::from(status),
+            payrail_db::datetime(now_ms),
+        ];
+        params.extend(list);
+        tx.exec_drop(update.as_str(), params)
+            .await
+            .map_err(classify)?;
+    }
     Ok(rows
         .into_iter()
         .map(|(refund_id, amount, reason, event_id)| WaitingRefund {
