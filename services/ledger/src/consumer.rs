@@ -9,7 +9,7 @@ use crate::entries::{posting, Line, Posting};
 use crate::Ledger;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
-use payrail_db::{datetime, DbError, STATEMENT_ROWS_MAX};
+use payrail_db::{datetime, DbError};
 use payrail_kafka::lanes::Lanes;
 use payrail_kafka::topics;
 use rdkafka::message::{Message, OwnedMessage};
@@ -52,12 +52,12 @@ async fn apply(
                     Err(other) => return Err(other),
                 }
             }
-            // In statements of bounded size (see `payrail_db::STATEMENT_ROWS_MAX`).
+            // In statements of a few sizes (`payrail_db::statement_chunks`).
             let lines: Vec<(&Posting, &Line)> = fresh
                 .iter()
                 .flat_map(|p| p.lines.iter().map(move |line| (*p, line)))
                 .collect();
-            for chunk in lines.chunks(STATEMENT_ROWS_MAX) {
+            for chunk in payrail_db::statement_chunks(&lines) {
                 let mut sql = String::from("INSERT INTO ledger_entry (event_id, payment_id, merchant_id, account, debit, credit, currency, at) VALUES ");
                 sql.push_str(&vec!["(?,?,?,?,?,?,?,?)"; chunk.len()].join(","));
                 let mut params = Vec::with_capacity(chunk.len() * 8);

@@ -45,8 +45,10 @@ pub struct PoolConfig {
     /// Connections at most per shard: bounds the load one instance puts on a shard.
     /// Default 24.
     pub connections_max: usize,
-    /// Prepared statements cached per connection; multi-row batches of every size need
-    /// their own statement. Default 512.
+    /// Prepared statements cached per connection (each stays prepared on the server too).
+    /// Every distinct statement text is one: multi-row statements come in a few sizes
+    /// (`statement_chunks`, `padded_id_lists`, ingest's group commit up to its batch size),
+    /// so the texts in use stay well under this. Default 512.
     pub statement_cache_size: usize,
     /// Longest a query, a transaction step or a wait for a pooled connection may take
     /// before the shard is treated as unavailable. Default 3 000 ms.

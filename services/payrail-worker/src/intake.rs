@@ -39,8 +39,8 @@ async fn persist<K: JobKind>(
             let mut conn = shards.conn(shard).await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
             let now = datetime(payrail_core::time::now_ms());
-            // In statements of bounded size (see `payrail_db::STATEMENT_ROWS_MAX`).
-            for chunk in arrivals.chunks(payrail_db::STATEMENT_ROWS_MAX) {
+            // In statements of a few sizes (`payrail_db::statement_chunks`).
+            for chunk in payrail_db::statement_chunks(arrivals) {
                 let mut sql = format!(
                     "INSERT IGNORE INTO {} (job_id, payment_id, merchant_id, amount, currency, status, attempts, next_attempt_at, \
                      source_event_id, source_partition, source_offset, source_payload, created_at, updated_at) VALUES ",
