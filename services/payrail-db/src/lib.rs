@@ -31,29 +31,52 @@ pub use error::{datetime, epoch_ms, DbError, Result};
 /// with statements of up to 16,000 parameters: the 30-minute soak at 300 it/s
 /// (`k6/results/soak-20261206T114836Z.md`) saw the ledger's RSS reach 1.5 GB and the
 /// workers' 0.5 GB, still growing. [`statement_chunks`] splits batches into statements of
-/// at most this many rows, and of a power-of-two size, so a call site has six texts.
+/// at most this many rows and of a few sizes.
 pub const STATEMENT_ROWS_MAX: usize = 32;
 
+/// Batches of up to this many rows go in one statement of their exact size; larger ones in
+/// power-of-two parts (see [`statement_chunks`]).
+pub const STATEMENT_ROWS_EXACT: usize = 8;
+
 /// `rows` in slices for multi-row statements: as many of [`STATEMENT_ROWS_MAX`] as fit,
-/// then the rest in descending powers of two (45 rows: 32, 8, 4, 1). A call site thus
-/// prepares at most six statement texts (1, 2, 4, …, 32 rows) on each connection, not one
-/// per batch size: with 1 to 32 rows each, the workers' cached metadata still grew by
-/// about 2 MB a minute at 150 it/s (`k6/results/soak-20261206T150330Z.md`).
+/// then the rest in one slice when it has at most [`STATEMENT_ROWS_EXACT`] rows, else in
+/// descending powers of two down to that (45 rows: 32, 8, 5; 7 rows: 7). A call site thus
+/// prepares at most ten statement texts on each connection (1 to 8, 16 and 32 rows), not
+/// one per batch size, and the small batches of a light load still take one statement.
+/// With one text per size from 1 to 32 rows, the workers' cached metadata grew by about
+/// 2 MB a minute at 150 it/s (`k6/results/soak-20261206T150330Z.md`).
 pub fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let n = if rest.len() >= STATEMENT_ROWS_MAX {
-            STATEMENT_ROWS_MAX
-        } else {
-            1 << rest.len().ilog2()
-        };
-        let (chunk, tail) = rest.split_at(n);
+        let (chunk, tail) = rest.split_at(statement_rows(rest.len()));
         rest = tail;
         Some(chunk)
     })
+}
+
+/// The rows of the next statement for `n` rows left (see [`statement_chunks`]).
+fn statement_rows(n: usize) -> usize {
+    if n >= STATEMENT_ROWS_MAX {
+        STATEMENT_ROWS_MAX
+    } else if n <= STATEMENT_ROWS_EXACT {
+        n
+    } else {
+        1 << n.ilog2()
+    }
+}
+
+/// The length a read's `IN` list of `n` values is padded to (by repeating a value, which
+/// matches no row twice): `n` itself up to [`STATEMENT_ROWS_EXACT`], else the next power of
+/// two. One statement, and a few texts.
+pub fn padded_len(n: usize) -> usize {
+    if n <= STATEMENT_ROWS_EXACT {
+        n
+    } else {
+        n.next_power_of_two()
+    }
 }
 
 /// The placeholders of an `IN (…)` list of ids, [`STATEMENT_ROWS_MAX`] of them, for
@@ -89,18 +112,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statement_chunks_are_powers_of_two_and_cover_every_row_in_order() {
+    fn statement_chunks_come_in_ten_sizes_and_cover_every_row_in_order() {
         let rows: Vec<usize> = (0..109).collect();
         let sizes: Vec<usize> = statement_chunks(&rows).map(<[usize]>::len).collect();
-        assert_eq!(sizes, vec![32, 32, 32, 8, 4, 1]);
+        assert_eq!(sizes, vec![32, 32, 32, 8, 5]);
         let joined: Vec<usize> = statement_chunks(&rows).flatten().copied().collect();
         assert_eq!(joined, rows);
+        let mut texts = std::collections::BTreeSet::new();
         for n in 0..=200usize {
             let v = vec![0u8; n];
-            assert!(statement_chunks(&v)
-                .all(|c| c.len().is_power_of_two() && c.len() <= STATEMENT_ROWS_MAX));
+            texts.extend(statement_chunks(&v).map(<[u8]>::len));
             assert_eq!(statement_chunks(&v).map(<[u8]>::len).sum::<usize>(), n);
+            if (1..=STATEMENT_ROWS_EXACT).contains(&n) {
+                assert_eq!(statement_chunks(&v).count(), 1);
+            }
         }
+        assert_eq!(
+            texts.into_iter().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 16, 32]
+        );
+        assert_eq!(
+            (1..=64)
+                .map(padded_len)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            11
+        );
+        assert!((1..=200).all(|n| padded_len(n) >= n));
     }
 
     #[test]
