@@ -4,8 +4,7 @@
 //! transaction per request would cap throughput at the disk's fsync rate. Instead each
 //! shard has a bounded queue and `writers_per_shard` writer tasks. A writer takes what is
 //! queued (up to `batch_size_max`), writes it with multi-row statements in one transaction
-//! (of a few sizes, `payrail_db::statement_chunks`: a batch of up to 8 takes one per
-//! table) and commits once; while it commits, new writes queue up and form the next batch, so
+//! and commits once; while it commits, new writes queue up and form the next batch, so
 //! batches grow with load and a lone request never waits for company.
 //!
 //! No shared fate: if a batch fails for any reason other than the shard being down, it is
@@ -27,7 +26,7 @@ use crate::metrics::Metrics;
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
-use payrail_db::{datetime, statement_chunks, DbError, Shards};
+use payrail_db::{datetime, DbError, Shards};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -415,39 +414,21 @@ impl Writer {
             })
             .collect();
 
-        // Multi-row statements in a few sizes (`payrail_db::statement_chunks`): one text per
-        // batch size would fill every connection's statement cache (and the server's).
         if !finals.is_empty() {
-            for chunk in statement_chunks(&finals) {
-                let (sql, params) = finalize_payments(chunk);
+            let (sql, params) = finalize_payments(&finals);
+            tx.exec_drop(sql, params).await.map_err(classify)?;
+            if let Some((sql, params)) = finalize_history(&finals) {
                 tx.exec_drop(sql, params).await.map_err(classify)?;
             }
-            let history: Vec<(&FinalizeOp, &&str)> = finals
-                .iter()
-                .flat_map(|f| f.history.iter().map(move |h| (*f, h)))
-                .collect();
-            for chunk in statement_chunks(&history) {
-                let (sql, params) = finalize_history(chunk);
+            if let Some((sql, params)) = finalize_events(&finals) {
                 tx.exec_drop(sql, params).await.map_err(classify)?;
             }
-            let events: Vec<(&FinalizeOp, &EventRow)> = finals
-                .iter()
-                .flat_map(|f| f.events.iter().map(move |e| (*f, e)))
-                .collect();
-            for chunk in statement_chunks(&events) {
-                let (sql, params) = finalize_events(chunk);
-                tx.exec_drop(sql, params).await.map_err(classify)?;
-            }
-            let mut completed = 0;
-            for chunk in statement_chunks(&finals) {
-                let (sql, params) = finalize_idempotency(chunk, self.lease_ms);
-                tx.exec_drop(sql, params).await.map_err(classify)?;
-                completed += tx.affected_rows();
-            }
+            let (sql, params) = finalize_idempotency(&finals, self.lease_ms);
+            tx.exec_drop(sql, params).await.map_err(classify)?;
             // Each record counts 2 when its owner completed it, 0 when someone else owns
             // it now (a takeover, or the resolver): that write must not commit. The batch
             // is retried one by one, and the loser gets `Duplicate` and replays the record.
-            if completed != 2 * finals.len() as u64 {
+            if tx.affected_rows() != 2 * finals.len() as u64 {
                 return Err(DbError::Duplicate {
                     shard,
                     message: "the idempotency record has another owner now".into(),
@@ -457,13 +438,9 @@ impl Writer {
 
         let mut found: Vec<(Vec<u8>, Vec<u8>, Reservation)> = Vec::new();
         if !reserves.is_empty() {
-            let mut inserted = 0;
-            for chunk in statement_chunks(&reserves) {
-                let (sql, params) = reserve_insert(chunk, self.lease_ms);
-                tx.exec_drop(sql, params).await.map_err(classify)?;
-                inserted += tx.affected_rows();
-            }
-            if inserted == reserves.len() as u64 {
+            let (sql, params) = reserve_insert(&reserves, self.lease_ms);
+            tx.exec_drop(sql, params).await.map_err(classify)?;
+            if tx.affected_rows() == reserves.len() as u64 {
                 // Every key was new, so every record is the one just written: no need to
                 // read them back (the common case, one statement saved per batch).
                 for r in &reserves {
@@ -636,44 +613,56 @@ fn finalize_payments(finals: &[&FinalizeOp]) -> (String, Params) {
     (sql, Params::Positional(params))
 }
 
-fn finalize_history(rows: &[(&FinalizeOp, &&str)]) -> (String, Params) {
+fn finalize_history(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
+    let rows: usize = finals.iter().map(|f| f.history.len()).sum();
+    if rows == 0 {
+        return None;
+    }
     let sql = format!(
         "INSERT INTO payment_status_history (payment_id, status, at) VALUES {}",
-        placeholders(rows.len(), "(?,?,?)")
+        placeholders(rows, "(?,?,?)")
     );
-    let mut params = Vec::with_capacity(rows.len() * 3);
-    for (f, status) in rows {
-        params.extend([
-            Value::UInt(f.payment.payment_id),
-            bytes(status),
-            datetime(f.payment.at_ms),
-        ]);
+    let mut params = Vec::with_capacity(rows * 3);
+    for f in finals {
+        for status in &f.history {
+            params.extend([
+                Value::UInt(f.payment.payment_id),
+                bytes(status),
+                datetime(f.payment.at_ms),
+            ]);
+        }
     }
-    (sql, Params::Positional(params))
+    Some((sql, Params::Positional(params)))
 }
 
-fn finalize_events(rows: &[(&FinalizeOp, &EventRow)]) -> (String, Params) {
+fn finalize_events(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
+    let rows: usize = finals.iter().map(|f| f.events.len()).sum();
+    if rows == 0 {
+        return None;
+    }
     let sql = format!(
         "INSERT INTO outbox_event (event_id, payment_id, merchant_id, topic, event_type, payload, created_at) VALUES {}",
-        placeholders(rows.len(), "(?,?,?,?,?,?,?)")
+        placeholders(rows, "(?,?,?,?,?,?,?)")
     );
-    let mut params = Vec::with_capacity(rows.len() * 7);
-    for (f, e) in rows {
-        params.extend([
-            Value::UInt(e.event_id),
-            Value::UInt(f.payment.payment_id),
-            bytes(&f.payment.merchant_id),
-            bytes(e.topic),
-            bytes(e.event_type),
-            Value::Bytes(e.payload.clone()),
-            datetime(f.payment.at_ms),
-        ]);
+    let mut params = Vec::with_capacity(rows * 7);
+    for f in finals {
+        for e in &f.events {
+            params.extend([
+                Value::UInt(e.event_id),
+                Value::UInt(f.payment.payment_id),
+                bytes(&f.payment.merchant_id),
+                bytes(e.topic),
+                bytes(e.event_type),
+                Value::Bytes(e.payload.clone()),
+                datetime(f.payment.at_ms),
+            ]);
+        }
     }
-    (sql, Params::Positional(params))
+    Some((sql, Params::Positional(params)))
 }
 
-/// Completes the idempotency records. Written as an upsert so one statement covers a
-/// batch's chunk; the row exists (reserved earlier), so it always takes the UPDATE branch,
+/// Completes the idempotency records. Written as an upsert so one statement covers the
+/// whole batch; the row exists (reserved earlier), so it always takes the UPDATE branch,
 /// and changes the row only while the writer still owns it.
 fn finalize_idempotency(finals: &[&FinalizeOp], lease_ms: u64) -> (String, Params) {
     let sql = format!(
@@ -727,20 +716,16 @@ fn reserve_insert(reserves: &[&ReserveOp], lease_ms: u64) -> (String, Params) {
 }
 
 /// The idempotency records of `keys` (merchant, key), read for [`record_row`]; `locking`
-/// inside the reserving transaction. The list is padded to `payrail_db::padded_len` by
-/// repeating its last key, so reads of every batch size share a few statement texts.
+/// inside the reserving transaction.
 fn records_select(keys: &[(&str, &str)], locking: bool) -> (String, Params) {
-    let padded = payrail_db::padded_len(keys.len());
     let sql = format!(
         "SELECT merchant_id, idempotency_key, request_fingerprint, state, owner_token, payment_id, response_status, \
          response_body, lease_until < UTC_TIMESTAMP(3) FROM idempotency_record WHERE (merchant_id, idempotency_key) IN ({}){}",
-        placeholders(padded, "(?,?)"),
+        placeholders(keys.len(), "(?,?)"),
         if locking { " LOCK IN SHARE MODE" } else { "" }
     );
-    let mut params = Vec::with_capacity(padded * 2);
-    let last = keys.last().copied().unwrap_or_default();
-    for i in 0..padded {
-        let (merchant, key) = keys.get(i).copied().unwrap_or(last);
+    let mut params = Vec::with_capacity(keys.len() * 2);
+    for (merchant, key) in keys {
         params.extend([bytes(merchant), bytes(key)]);
     }
     (sql, Params::Positional(params))

@@ -68,17 +68,6 @@ fn statement_rows(n: usize) -> usize {
     }
 }
 
-/// The length a read's `IN` list of `n` values is padded to (by repeating a value, which
-/// matches no row twice): `n` itself up to [`STATEMENT_ROWS_EXACT`], else the next power of
-/// two. One statement, and a few texts.
-pub fn padded_len(n: usize) -> usize {
-    if n <= STATEMENT_ROWS_EXACT {
-        n
-    } else {
-        n.next_power_of_two()
-    }
-}
-
 /// The placeholders of an `IN (…)` list of ids, [`STATEMENT_ROWS_MAX`] of them, for
 /// [`padded_id_lists`].
 pub const ID_LIST: &str = "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?";
@@ -131,14 +120,6 @@ mod tests {
             texts.into_iter().collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5, 6, 7, 8, 16, 32]
         );
-        assert_eq!(
-            (1..=64)
-                .map(padded_len)
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-            11
-        );
-        assert!((1..=200).all(|n| padded_len(n) >= n));
     }
 
     #[test]

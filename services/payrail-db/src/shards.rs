@@ -47,8 +47,8 @@ pub struct PoolConfig {
     pub connections_max: usize,
     /// Prepared statements cached per connection (each stays prepared on the server too).
     /// Every distinct statement text is one: multi-row statements come in a few sizes
-    /// (`statement_chunks`, `padded_id_lists`, `padded_len`),
-    /// so the texts in use stay well under this. Default 512.
+    /// (`statement_chunks`, `padded_id_lists`; ingest's group commit has one per batch size
+    /// up to its `batch_size_max`), so the texts in use stay under this. Default 512.
     pub statement_cache_size: usize,
     /// Longest a query, a transaction step or a wait for a pooled connection may take
     /// before the shard is treated as unavailable. Default 3 000 ms.
