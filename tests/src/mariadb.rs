@@ -47,6 +47,7 @@ pub fn server_args(dir: &Path, port: u16, bind: &str) -> Vec<String> {
         format!("--socket={}", dir.join("mysqld.sock").display()),
         format!("--pid-file={}", dir.join("mysqld.pid").display()),
         format!("--log-error={}", dir.join("error.log").display()),
+        format!("--tmpdir={}", dir.join("tmp").display()),
         format!("--port={port}"),
         format!("--bind-address={bind}"),
         "--user=root".into(),
@@ -78,13 +79,19 @@ impl MariaDb {
         password: &str,
         extra_args: Vec<String>,
     ) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Temporary tables in a directory of the server's own: several servers bootstrap at
+        // once in `cargo xtask test`, and one fresh-clone run lost a bootstrap's temporary
+        // table in the shared /tmp ("Could not remove temporary table '/tmp/#sql-temptable-…'",
+        // then "Unknown table 'mysql.tmp_user_sys'").
+        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !dir.join("data/mysql").exists() {
             let status = Command::new("mariadb-install-db")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", dir.join("data").display()))
                 .arg("--user=root")
                 .arg("--skip-test-db")
+                // Passed on to the bootstrapping mariadbd.
+                .arg(format!("--tmpdir={}", dir.join("tmp").display()))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::fs::File::create(dir.join("install.log")).map_err(|e| e.to_string())?)
                 .status()
@@ -184,6 +191,7 @@ impl MariaDb {
 
     /// Starts the server again after a crash, on the same data dir and port.
     pub fn restart(&mut self) -> Result<(), String> {
+        std::fs::create_dir_all(self.dir.join("tmp")).map_err(|e| e.to_string())?;
         let mut command = crate::hosts::command(&self.bind, "mariadbd");
         command
             .args(server_args(&self.dir, self.port, &self.bind))
