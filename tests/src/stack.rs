@@ -8,6 +8,9 @@ use crate::redis::Redis;
 use crate::services::{self, IngestSettings, ShardAddress};
 use std::path::PathBuf;
 
+/// Counts a shard's unpublished outbox events.
+const UNPUBLISHED: &str = "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL";
+
 pub struct Options {
     pub ingest_instances: usize,
     /// TOML tables appended to every ingest config.
@@ -368,20 +371,14 @@ impl TestStack {
 
     /// Unpublished outbox events over every shard.
     pub fn outbox_backlog(&self) -> i64 {
-        self.count_all("SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL")
+        self.count_all(UNPUBLISHED)
     }
 
     /// For a failure message when the outbox does not drain: the backlog per shard and
     /// the last warnings the services logged about relaying and the broker.
     pub fn relay_diagnostics(&self) -> String {
         let mut out: Vec<String> = (1..=self.shards.len())
-            .map(|s| {
-                let n = self.count(
-                    s,
-                    "SELECT COUNT(*) FROM outbox_event WHERE published_at IS NULL",
-                );
-                format!("shard {s}: {n} unpublished")
-            })
+            .map(|s| format!("shard {s}: {} unpublished", self.count(s, UNPUBLISHED)))
             .collect();
         let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -420,6 +417,7 @@ impl TestStack {
             .collect()
     }
 
+    /// pg-mock's call counters: `{"calls":{"authorize":n,…},"failures":{…}}`.
     pub fn pg_stats(&self) -> serde_json::Value {
         crate::http::get(&self.pg_addr, "/v1/stats").json()
     }

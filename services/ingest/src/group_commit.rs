@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
-use payrail_db::{datetime, DbError, Shards};
+use payrail_db::{datetime, row_placeholders, DbError, Shards};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -567,18 +567,6 @@ fn deliver(reply: Reply, result: Result<OpResult, DbError>) {
     }
 }
 
-/// `(?, ?, …)` groups for a multi-row statement.
-fn placeholders(rows: usize, columns: &str) -> String {
-    let mut out = String::with_capacity(rows * (columns.len() + 2));
-    for i in 0..rows {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(columns);
-    }
-    out
-}
-
 fn bytes(text: &str) -> Value {
     Value::Bytes(text.as_bytes().to_vec())
 }
@@ -591,7 +579,7 @@ fn finalize_payments(finals: &[&FinalizeOp]) -> (String, Params) {
     let sql = format!(
         "INSERT INTO payment (payment_id, merchant_id, status, amount, capture_requested_amount, currency, idempotency_key, \
          approval_number, pg_transaction_id, created_at, updated_at) VALUES {}",
-        placeholders(finals.len(), "(?,?,?,?,?,?,?,?,?,?,?)")
+        row_placeholders(finals.len(), "(?,?,?,?,?,?,?,?,?,?,?)")
     );
     let mut params = Vec::with_capacity(finals.len() * 11);
     for f in finals {
@@ -620,7 +608,7 @@ fn finalize_history(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
     }
     let sql = format!(
         "INSERT INTO payment_status_history (payment_id, status, at) VALUES {}",
-        placeholders(rows, "(?,?,?)")
+        row_placeholders(rows, "(?,?,?)")
     );
     let mut params = Vec::with_capacity(rows * 3);
     for f in finals {
@@ -642,7 +630,7 @@ fn finalize_events(finals: &[&FinalizeOp]) -> Option<(String, Params)> {
     }
     let sql = format!(
         "INSERT INTO outbox_event (event_id, payment_id, merchant_id, topic, event_type, payload, created_at) VALUES {}",
-        placeholders(rows, "(?,?,?,?,?,?,?)")
+        row_placeholders(rows, "(?,?,?,?,?,?,?)")
     );
     let mut params = Vec::with_capacity(rows * 7);
     for f in finals {
@@ -671,7 +659,7 @@ fn finalize_idempotency(finals: &[&FinalizeOp], lease_ms: u64) -> (String, Param
          ON DUPLICATE KEY UPDATE state = IF(owner_token = VALUES(owner_token), VALUES(state), state), \
          response_status = IF(owner_token = VALUES(owner_token), VALUES(response_status), response_status), \
          response_body = IF(owner_token = VALUES(owner_token), VALUES(response_body), response_body)",
-        placeholders(
+        row_placeholders(
             finals.len(),
             &format!("(?,?,?,'COMPLETED',?,?,?,?,UTC_TIMESTAMP(3),UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND)", lease_ms * 1000)
         )
@@ -697,7 +685,7 @@ fn reserve_insert(reserves: &[&ReserveOp], lease_ms: u64) -> (String, Params) {
     let sql = format!(
         "INSERT IGNORE INTO idempotency_record (merchant_id, idempotency_key, request_fingerprint, state, owner_token, \
          payment_id, created_at, lease_until) VALUES {}",
-        placeholders(
+        row_placeholders(
             reserves.len(),
             &format!("(?,?,?,'IN_PROGRESS',?,?,UTC_TIMESTAMP(3),UTC_TIMESTAMP(3) + INTERVAL {} MICROSECOND)", lease_ms * 1000)
         )
@@ -721,7 +709,7 @@ fn records_select(keys: &[(&str, &str)], locking: bool) -> (String, Params) {
     let sql = format!(
         "SELECT merchant_id, idempotency_key, request_fingerprint, state, owner_token, payment_id, response_status, \
          response_body, lease_until < UTC_TIMESTAMP(3) FROM idempotency_record WHERE (merchant_id, idempotency_key) IN ({}){}",
-        placeholders(keys.len(), "(?,?)"),
+        row_placeholders(keys.len(), "(?,?)"),
         if locking { " LOCK IN SHARE MODE" } else { "" }
     );
     let mut params = Vec::with_capacity(keys.len() * 2);

@@ -59,7 +59,7 @@ async fn apply(
                 .collect();
             for chunk in payrail_db::statement_chunks(&lines) {
                 let mut sql = String::from("INSERT INTO ledger_entry (event_id, payment_id, merchant_id, account, debit, credit, currency, at) VALUES ");
-                sql.push_str(&vec!["(?,?,?,?,?,?,?,?)"; chunk.len()].join(","));
+                sql.push_str(&payrail_db::row_placeholders(chunk.len(), "(?,?,?,?,?,?,?,?)"));
                 let mut params = Vec::with_capacity(chunk.len() * 8);
                 for (p, line) in chunk {
                     params.extend([

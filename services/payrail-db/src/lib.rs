@@ -68,6 +68,19 @@ fn statement_rows(n: usize) -> usize {
     }
 }
 
+/// `rows` copies of a row's placeholder group, comma-separated, for a multi-row
+/// statement: `row_placeholders(2, "(?,?)")` is `(?,?),(?,?)`.
+pub fn row_placeholders(rows: usize, group: &str) -> String {
+    let mut out = String::with_capacity(rows * (group.len() + 1));
+    for i in 0..rows {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(group);
+    }
+    out
+}
+
 /// The placeholders of an `IN (…)` list of ids, [`STATEMENT_ROWS_MAX`] of them, for
 /// [`padded_id_lists`].
 pub const ID_LIST: &str = "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?";
@@ -120,6 +133,13 @@ mod tests {
             texts.into_iter().collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5, 6, 7, 8, 16, 32]
         );
+    }
+
+    #[test]
+    fn row_placeholders_repeat_the_group() {
+        assert_eq!(row_placeholders(0, "(?,?)"), "");
+        assert_eq!(row_placeholders(1, "(?,?)"), "(?,?)");
+        assert_eq!(row_placeholders(3, "(?)"), "(?),(?),(?)");
     }
 
     #[test]

@@ -46,7 +46,10 @@ async fn persist<K: JobKind>(
                      source_event_id, source_partition, source_offset, source_payload, created_at, updated_at) VALUES ",
                     K::TABLE
                 );
-                sql.push_str(&vec!["(?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(","));
+                sql.push_str(&payrail_db::row_placeholders(
+                    chunk.len(),
+                    "(?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?, ?, ?, ?, ?)",
+                ));
                 let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 12);
                 for a in chunk {
                     params.extend([
