@@ -14,7 +14,6 @@ use payrail_core::telemetry::register;
 use payrail_db::{PoolConfig, ShardConfig, Shards};
 use payrail_http::{error_body, Handler, Request, Response};
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
-use rdkafka::producer::FutureProducer;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,7 +140,7 @@ pub struct Ledger {
     /// One bounded pool per shard; the ledger lives beside the payments it describes.
     pub shards: Arc<Shards>,
     /// For poison messages.
-    pub producer: FutureProducer,
+    pub producer: payrail_kafka::Producer,
     pub metrics: Metrics,
 }
 
@@ -180,8 +179,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let shards = Arc::new(Shards::new(&config.shards, &config.pool)?);
-    let producer: FutureProducer = runtime
-        .block_on(async { config.kafka.producer("ledger-dlq").create() })
+    let producer = payrail_kafka::Producer::create(&config.kafka.producer("ledger-dlq"))
         .map_err(|e| format!("kafka producer: {e}"))?;
     let ledger = Arc::new(Ledger {
         metrics: Metrics::new(&config.instance)?,
@@ -215,7 +213,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     runtime.spawn(consumer::run(ledger.clone()));
-    may::config().set_workers(1).set_stack_size(16 * 1024);
+    payrail_http::runtime::configure_may(1, 16 * 1024);
     let listener = may::net::TcpListener::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, "ledger running");
     let server = payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops(ledger)));

@@ -9,7 +9,6 @@ use payrail_kafka::dlq::DeadLetter;
 use payrail_kafka::{topics, KafkaConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value as Json};
 use std::sync::Arc;
@@ -28,7 +27,7 @@ pub struct Kafka {
     config: KafkaConfig,
     /// One offset reader per consumer group, created once.
     groups: Vec<(String, Arc<BaseConsumer>)>,
-    producer: FutureProducer,
+    producer: payrail_kafka::Producer,
 }
 
 #[derive(Debug)]
@@ -66,9 +65,7 @@ impl Kafka {
                 Ok((group.clone(), Arc::new(consumer)))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let producer = config
-            .producer("monitoring-dlq-replay")
-            .create()
+        let producer = payrail_kafka::Producer::create(&config.producer("monitoring-dlq-replay"))
             .map_err(|e| format!("producer: {e}"))?;
         Ok(Self {
             config: config.clone(),
@@ -125,7 +122,7 @@ impl Kafka {
             .producer
             .send(record, Duration::from_secs(10))
             .await
-            .map_err(|(e, _)| unavailable(e))?;
+            .map_err(unavailable)?;
         Ok(json!({
             "from": { "topic": topic, "partition": partition, "offset": offset },
             "to": { "topic": letter.original_topic, "partition": delivery.partition, "offset": delivery.offset },

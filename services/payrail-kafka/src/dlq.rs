@@ -40,7 +40,7 @@ pub fn replay_record<'a>(
 /// Sends `message` to `dlq_topic` as a dead letter, retrying until the broker takes it
 /// (the caller commits the message's offset only afterwards, so nothing is lost).
 pub async fn send(
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &crate::Producer,
     message: &rdkafka::message::OwnedMessage,
     dlq_topic: &str,
     error_type: &str,
@@ -72,7 +72,7 @@ pub async fn send(
             .await
         {
             Ok(_) => return,
-            Err((error, _)) => {
+            Err(error) => {
                 tracing::warn!(%error, topic = dlq_topic, "could not write a dead letter; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }

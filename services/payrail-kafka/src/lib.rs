@@ -7,12 +7,15 @@
 //! - [`dlq`]: the dead-letter message, in the reference system's format, and sending it.
 //! - [`consumer`]: batches in, offsets stored after the effect is durable, a rejoin watchdog.
 //! - [`lanes`]: a lane per shard, so one shard's outage does not stall the others' events.
+//! - [`producer`]: the producer every service sends with (a future per message).
 
 pub mod admin;
 pub mod consumer;
 pub mod dlq;
 pub mod lanes;
+pub mod producer;
 pub mod settings;
 pub mod topics;
 
+pub use producer::Producer;
 pub use settings::KafkaConfig;

@@ -26,8 +26,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
 use payrail_core::breaker::CircuitBreaker;
 use payrail_db::{epoch_ms, DbError, Shards};
+use payrail_kafka::Producer;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,7 +81,7 @@ pub struct Relay {
     outbox: Arc<Outbox>,
     leases: Vec<Lease>,
     /// Replaced by a fresh producer after an outage (see [`Relay::renew_producer`]).
-    producer: parking_lot::Mutex<FutureProducer>,
+    producer: parking_lot::Mutex<Producer>,
     kafka: payrail_kafka::KafkaConfig,
     client_id: String,
     /// Set once the producer was renewed for the current outage; cleared by a success.
@@ -116,9 +117,7 @@ impl Relay {
         let mut kafka = kafka.clone();
         // A send is delivered or failed within this; the fence keeps more than it in hand.
         kafka.message_timeout_ms = kafka.message_timeout_ms.min(config.lease_ms / 3).max(1);
-        let producer: FutureProducer = kafka
-            .producer(&client_id)
-            .create()
+        let producer = Producer::create(&kafka.producer(&client_id))
             .map_err(|e| format!("kafka producer: {e}"))?;
         let nonce = payrail_core::time::now_ms() as u64 ^ (u64::from(std::process::id()) << 40);
         Ok(Arc::new(Self {
@@ -182,11 +181,7 @@ impl Relay {
         if self.renewed.swap(true, Ordering::AcqRel) {
             return;
         }
-        match self
-            .kafka
-            .producer(&self.client_id)
-            .create::<FutureProducer>()
-        {
+        match Producer::create(&self.kafka.producer(&self.client_id)) {
             Ok(producer) => {
                 *self.producer.lock() = producer;
                 tracing::warn!("outbox relay: kafka producer renewed after failures");
@@ -354,12 +349,12 @@ impl Relay {
                 .key(&key)
                 .payload(&event.payload)
                 .headers(headers);
-            match producer.send_result(record) {
+            match producer.enqueue(record) {
                 Ok(delivery) => {
                     self.metrics.sent.with_label_values(&[&shard_label]).inc();
                     in_flight.push((event, permit, delivery));
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     // Queue full or the producer is shutting down: stop this round.
                     self.breaker.record(permit, false, 0);
                     tracing::warn!(shard, %error, "outbox relay could not enqueue");
@@ -371,7 +366,7 @@ impl Relay {
         let mut delivered = Vec::with_capacity(in_flight.len());
         let mut failed = 0;
         for (event, permit, delivery) in in_flight {
-            let ok = matches!(delivery.await, Ok(Ok(_)));
+            let ok = delivery.await.is_ok();
             self.breaker
                 .record(permit, ok, started.elapsed().as_millis() as u64);
             if ok {

@@ -8,7 +8,6 @@ use crate::job::JobKind;
 use payrail_kafka::dlq::DeadLetter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
 use std::time::{Duration, Instant};
 
 /// How long the group may take to assign the DLQ's partitions before the replay gives up.
@@ -25,10 +24,7 @@ pub async fn replay<K: JobKind>(config: &WorkerConfig, idle: Duration) -> Result
     consumer
         .subscribe(&[K::DLQ_TOPIC])
         .map_err(|e| format!("subscribe {}: {e}", K::DLQ_TOPIC))?;
-    let producer: FutureProducer = config
-        .kafka
-        .producer(&group)
-        .create()
+    let producer = payrail_kafka::Producer::create(&config.kafka.producer(&group))
         .map_err(|e| format!("producer: {e}"))?;
     let mut replayed = 0;
     // The idle clock starts once the group has handed us the partitions: a broker delays
@@ -74,7 +70,7 @@ pub async fn replay<K: JobKind>(config: &WorkerConfig, idle: Duration) -> Result
                 producer
                     .send(record, Duration::from_secs(10))
                     .await
-                    .map_err(|(e, _)| format!("re-send: {e}"))?;
+                    .map_err(|e| format!("re-send: {e}"))?;
                 replayed += 1;
             }
             _ => tracing::warn!(

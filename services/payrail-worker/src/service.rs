@@ -7,7 +7,6 @@ use payrail_db::sequence::Sequences;
 use payrail_db::Shards;
 use payrail_http::{error_body, Handler, Request, Response};
 use payrail_pg::PgClient;
-use rdkafka::producer::FutureProducer;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +23,7 @@ pub struct Worker<K: JobKind> {
     /// the process runs draws from it.
     pub pg_slots: Arc<tokio::sync::Semaphore>,
     /// For poison messages, which go straight to the DLQ topic.
-    pub producer: FutureProducer,
+    pub producer: payrail_kafka::Producer,
     pub metrics: Metrics,
     /// Wakes this process's outbox relay after an outcome wrote events.
     pub outbox: Arc<payrail_outbox::Outbox>,
@@ -90,7 +89,7 @@ pub struct Shared {
     sequences: Arc<Sequences>,
     pg: PgClient,
     pg_slots: Arc<tokio::sync::Semaphore>,
-    producer: FutureProducer,
+    producer: payrail_kafka::Producer,
     outbox: Arc<payrail_outbox::Outbox>,
 }
 
@@ -166,13 +165,9 @@ pub fn run_kinds(
             }
         }
     });
-    let producer: FutureProducer = runtime.block_on(async {
-        config
-            .kafka
-            .producer(&format!("{service}-dlq"))
-            .create()
-            .map_err(|e| format!("kafka producer: {e}"))
-    })?;
+    let producer =
+        payrail_kafka::Producer::create(&config.kafka.producer(&format!("{service}-dlq")))
+            .map_err(|e| format!("kafka producer: {e}"))?;
     let shared = Shared {
         sequences: Arc::new(Sequences::new(shards.count(), 1000)),
         pg: PgClient::new(
@@ -208,7 +203,7 @@ pub fn run_kinds(
     for kind in kinds {
         registries.push((kind.start)(&runtime, &config, &shared)?);
     }
-    may::config().set_workers(1).set_stack_size(16 * 1024);
+    payrail_http::runtime::configure_may(1, 16 * 1024);
     let listener = may::net::TcpListener::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, service, "worker running");
     let server =
