@@ -122,9 +122,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         runtime.spawn(expiry::run(app.clone(), shard));
     }
 
-    may::config()
-        .set_workers(config.runtime.may_worker_threads)
-        .set_stack_size(config.runtime.coroutine_stack_words);
+    payrail_http::runtime::configure_may(
+        config.runtime.may_worker_threads,
+        config.runtime.coroutine_stack_words,
+    );
     let bridge = Bridge::new(
         runtime.handle().clone(),
         config.runtime.in_flight_max,

@@ -96,7 +96,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Duration::from_secs(60),
         in_flight,
     );
-    may::config().set_workers(1);
+    payrail_http::runtime::configure_may(1, may::config().get_stack_size());
     let listener = may::net::TcpListener::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, "monitoring listening");
     let server = payrail_http::server::serve(

@@ -7,6 +7,7 @@
 //!   thread) until the answer comes back, with a bound on calls in flight.
 //! - [`tls`]: rustls on the same loop (TLS 1.2+, certificate reload, HSTS).
 //! - [`error_body`]: the API's error body and codes (`shared/spec/api.md`).
+//! - [`runtime`]: may's scheduler settings, the same in every service.
 //!
 //! Why not may_minihttp's server loop: version 0.1.11 unwraps the `Content-Length` header
 //! (a malformed one panics the connection), drops a malformed request's connection without
@@ -19,6 +20,7 @@ pub mod bridge;
 pub mod error_body;
 pub mod request;
 pub mod response;
+pub mod runtime;
 pub mod server;
 pub mod tls;
 

@@ -30,9 +30,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let Some((_, config)) = payrail_core::config::startup::<config::Config>("pg-mock")? else {
         return Ok(());
     };
-    may::config()
-        .set_workers(config.worker_threads)
-        .set_stack_size(config.coroutine_stack_words);
+    payrail_http::runtime::configure_may(config.worker_threads, config.coroutine_stack_words);
     let ledger = ledger::Ledger::open(config.journal_path.as_deref())?;
     let service = Arc::new(api::Api::new(config.clone(), ledger));
     let listener = may::net::TcpListener::bind(&config.listen)?;
