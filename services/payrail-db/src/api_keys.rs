@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const SCHEME: &str = "prk_";
 const PREFIX_HEX: usize = 12;
@@ -32,6 +33,49 @@ const DERIVE_CONTEXT: &str = "payrail 2026-12 merchant API key hash v1";
 /// Re-read this much before the newest `updated_at` seen, so a write that committed after
 /// a younger one was read is not missed (applying a row twice is harmless).
 const REFRESH_OVERLAP_MS: i64 = 5_000;
+
+/// What a shard's refresh has read up to.
+#[derive(Clone, Copy)]
+struct Watermark {
+    /// The newest `updated_at` seen (ms).
+    newest_ms: i64,
+    /// When `newest_ms` last moved; `None` once a read that began more than
+    /// [`REFRESH_OVERLAP_MS`] later has covered the overlap (settled).
+    moved: Option<Instant>,
+}
+
+impl Watermark {
+    /// The `updated_at >= ?` bound of the next read. While the newest change is younger
+    /// than the overlap, a write stamped before it may still commit, so the read goes back
+    /// [`REFRESH_OVERLAP_MS`]; once settled, only younger rows. Anchoring the overlap at
+    /// the newest row forever re-read every key written in the last 5 s before it, once a
+    /// second on each instance: after `cargo xtask bench` created its 1,000 keys, each
+    /// ingest re-read and re-inserted ~1,000 rows a second (18,000 allocations a second on
+    /// the idle appliance, `payrail_heap_allocations_total`). Keys are written by the
+    /// admin API (monitoring) with its clock; a second writer whose clock runs behind the
+    /// first by more than the overlap could go unseen, as before.
+    fn since_ms(&self) -> i64 {
+        match self.moved {
+            Some(_) => self.newest_ms - REFRESH_OVERLAP_MS,
+            None => self.newest_ms + 1,
+        }
+    }
+
+    /// The watermark after a read that began at `began`, ended at `now` and saw rows up
+    /// to `newest_ms`.
+    fn after_read(self, newest_ms: i64, began: Instant, now: Instant) -> Self {
+        let overlap = Duration::from_millis(REFRESH_OVERLAP_MS as u64);
+        Self {
+            newest_ms: newest_ms.max(self.newest_ms),
+            moved: if newest_ms > self.newest_ms {
+                Some(now)
+            } else {
+                // Settled once a read that began an overlap after the last move is done.
+                self.moved.filter(|moved| began < *moved + overlap)
+            },
+        }
+    }
+}
 
 /// The server-side key of the keyed hash, from a secret file.
 #[derive(Clone)]
@@ -408,7 +452,7 @@ pub enum Check {
 pub struct KeyRing {
     keys: RwLock<HashMap<String, Arc<Entry>>>,
     loaded: Vec<AtomicBool>,
-    watermarks: Mutex<Vec<i64>>,
+    watermarks: Mutex<Vec<Watermark>>,
     /// Compared with when the prefix is unknown, so both paths cost the same.
     dummy: [u8; 32],
 }
@@ -418,7 +462,13 @@ impl KeyRing {
         Self {
             keys: RwLock::new(HashMap::new()),
             loaded: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
-            watermarks: Mutex::new(vec![0; usize::from(shard_count)]),
+            watermarks: Mutex::new(vec![
+                Watermark {
+                    newest_ms: 0,
+                    moved: Some(Instant::now()),
+                };
+                usize::from(shard_count)
+            ]),
             dummy: [0x5a; 32],
         }
     }
@@ -459,20 +509,21 @@ impl KeyRing {
     /// Reads what changed on `shard` since the last refresh and applies it.
     pub async fn refresh(&self, shards: &Shards, shard: u16) -> Result<usize> {
         let index = usize::from(shard) - 1;
-        let since = self.watermarks.lock()[index];
+        let mark = self.watermarks.lock()[index];
+        let began = Instant::now();
         let mut conn = shards.conn(shard).await?;
         let rows: Vec<Row> = shards
             .bounded(shard, async {
                 conn.exec(
                     "SELECT key_id, prefix, merchant_id, key_hash, expires_at, revoked_at, updated_at \
                      FROM merchant_api_key WHERE updated_at >= ?",
-                    (datetime(since - REFRESH_OVERLAP_MS),),
+                    (datetime(mark.since_ms()),),
                 )
                 .await
                 .map_err(|e| DbError::classify(shard, e))
             })
             .await?;
-        let mut newest = since;
+        let mut newest = mark.newest_ms;
         let changed = rows.len();
         {
             let mut keys = self.keys.write();
@@ -511,7 +562,7 @@ impl KeyRing {
                 );
             }
         }
-        self.watermarks.lock()[index] = newest;
+        self.watermarks.lock()[index] = mark.after_read(newest, began, Instant::now());
         self.loaded[index].store(true, Ordering::Release);
         Ok(changed)
     }
@@ -576,6 +627,38 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refresh_overlap_settles_once_a_later_read_covered_it() {
+        let t0 = Instant::now();
+        let fresh = Watermark {
+            newest_ms: 10_000,
+            moved: Some(t0),
+        };
+        assert_eq!(fresh.since_ms(), 10_000 - REFRESH_OVERLAP_MS);
+        // A read that began inside the overlap keeps it.
+        let inside = fresh.after_read(
+            10_000,
+            t0 + Duration::from_secs(4),
+            t0 + Duration::from_secs(4),
+        );
+        assert_eq!(inside.since_ms(), 10_000 - REFRESH_OVERLAP_MS);
+        // One that began after it settles: only younger rows from now on.
+        let settled = inside.after_read(
+            10_000,
+            t0 + Duration::from_secs(6),
+            t0 + Duration::from_secs(6),
+        );
+        assert_eq!(settled.since_ms(), 10_001);
+        // A younger row opens the overlap again, from the new newest.
+        let moved = settled.after_read(
+            20_000,
+            t0 + Duration::from_secs(7),
+            t0 + Duration::from_secs(7),
+        );
+        assert_eq!(moved.since_ms(), 20_000 - REFRESH_OVERLAP_MS);
+        assert_eq!(moved.newest_ms, 20_000);
+    }
 
     fn hasher() -> KeyHasher {
         KeyHasher::from_secret(&[7u8; 32]).expect("32 bytes")
