@@ -31,6 +31,7 @@ fn quick_bench_writes_a_sane_report() {
         ledger_config: dir.join("ledger/ledger.toml"),
         config: vec![("layout".into(), "bench test".into())],
         keys_file: None,
+        counted: bench::counted(&appliance.layout),
     };
     let out_dir = dir.join("results");
     let result = bench::run(

@@ -15,6 +15,10 @@
 //! 5. idle CPU of the whole appliance (10 s / 3 s);
 //! 6. peak and current RSS of every process.
 //!
+//! Phases 1 and 3 also count heap allocations per iteration in ingest and the gateway
+//! (`payrail_heap_allocations_total` before and after, from their `/metrics`): ingest's
+//! figure is its request path plus the relay publishing the request's events.
+//!
 //! It records the machine (CPU model, cores, memory, kernel), versions and configuration,
 //! and writes `<out>/bench-<UTC time>.json` and `.md` with SVG charts (latency and
 //! throughput over time, CPU per process), compared with the previous result in `<out>`
@@ -46,6 +50,39 @@ pub struct Target<'a> {
     pub config: Vec<(String, String)>,
     /// k6's `KEYS_FILE` (set by [`run`] when merchant_auth is on).
     pub keys_file: Option<PathBuf>,
+    /// Services that count their heap allocations: (name as in `procs`, `host:port` of
+    /// their `/metrics`).
+    pub counted: Vec<(String, String)>,
+}
+
+/// The services that count their allocations (both ingest instances and the gateway), as
+/// [`Target::counted`] lists them for `layout`.
+pub fn counted(layout: &crate::appliance::Layout) -> Vec<(String, String)> {
+    vec![
+        ("ingest-1".into(), layout.ingest(1)),
+        ("ingest-2".into(), layout.ingest(2)),
+        ("gateway".into(), layout.gateway()),
+    ]
+}
+
+/// `payrail_heap_allocations_total` of every service in `target.counted` that answers.
+fn allocations(target: &Target) -> BTreeMap<String, f64> {
+    target
+        .counted
+        .iter()
+        .filter_map(|(name, addr)| {
+            let reply = http::request(addr, "GET", "/metrics", &[], None).ok()?;
+            let count = reply
+                .text()
+                .lines()
+                .find(|l| l.starts_with("payrail_heap_allocations_total"))?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.clone(), count))
+        })
+        .collect()
 }
 
 pub struct Options {
@@ -324,11 +361,19 @@ fn phase(
     seconds: u32,
     work: &Path,
 ) -> Result<(Value, Vec<Series>), String> {
+    let allocations_before = allocations(target);
     let (run, cpu, machine) = measure_cpu(&target.procs, || {
         k6(target, script, rate, seconds, work, true)
     });
     let run = run?;
     let iterations = metric(&run.summary, "iterations", "count").max(1.0);
+    let allocations_per_iteration: BTreeMap<String, f64> = allocations(target)
+        .into_iter()
+        .filter_map(|(name, after)| {
+            let before = allocations_before.get(&name)?;
+            Some((name, (after - before) / iterations))
+        })
+        .collect();
     let per_iteration: BTreeMap<String, f64> = cpu
         .iter()
         .map(|(name, s)| (name.clone(), s * 1000.0 / iterations))
@@ -352,6 +397,7 @@ fn phase(
         "serverCpuMsPerIteration": server,
         "machineCpuMsPerIteration": machine * 1000.0 / iterations,
         "cpuMsPerIterationByProcess": per_iteration,
+        "allocationsPerIterationByProcess": allocations_per_iteration,
     });
     Ok((figures, run.series))
 }
@@ -518,12 +564,20 @@ pub fn run(target: &Target, options: &Options) -> Result<PathBuf, String> {
 
     let s = next("idle");
     let secs = if quick { 3 } else { 10 };
+    let allocations_before = allocations(target);
     let ((), cpu, _) = measure_cpu(&target.procs, || {
         std::thread::sleep(Duration::from_secs(secs))
     });
+    let allocations_per_second: BTreeMap<String, f64> = allocations(target)
+        .into_iter()
+        .filter_map(|(name, after)| {
+            let before = allocations_before.get(&name)?;
+            Some((name, (after - before) / secs as f64))
+        })
+        .collect();
     let idle_percent: f64 = cpu.values().sum::<f64>() / secs as f64 * 100.0;
     progress(&s, &format!("{idle_percent:.1} % of one core"));
-    phases.insert("idle".into(), json!({"seconds": secs, "percentOfOneCore": idle_percent, "byProcess": cpu.iter().map(|(n, c)| (n.clone(), json!(c / secs as f64 * 100.0))).collect::<serde_json::Map<_, _>>()}));
+    phases.insert("idle".into(), json!({"seconds": secs, "percentOfOneCore": idle_percent, "byProcess": cpu.iter().map(|(n, c)| (n.clone(), json!(c / secs as f64 * 100.0))).collect::<serde_json::Map<_, _>>(), "allocationsPerSecond": allocations_per_second}));
 
     let s = next("memory");
     let rss: serde_json::Map<String, Value> = target
@@ -630,6 +684,15 @@ pub fn check_sane(result: &Value, out_dir: &Path) -> Result<(), String> {
             .map_or(0, |m| m.len());
         if processes < 8 {
             return Err(format!("{phase}: CPU of only {processes} processes"));
+        }
+        // Every authorization allocates in the gateway and in one ingest.
+        let counted = &p["allocationsPerIterationByProcess"];
+        let ingest: f64 = ["ingest-1", "ingest-2"]
+            .iter()
+            .filter_map(|n| counted[*n].as_f64())
+            .sum();
+        if !(ingest >= 1.0 && counted["gateway"].as_f64().unwrap_or(0.0) >= 1.0) {
+            return Err(format!("{phase}: allocations not counted: {counted}"));
         }
     }
     if result["phases"]["fullFlow"]["reconciled"] != json!(true) {

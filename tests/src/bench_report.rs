@@ -242,6 +242,22 @@ pub fn write(dir: &Path, stamp: &str, r: &Value, previous: Option<&Value>) -> Re
         f(&auth["machineCpuMsPerIteration"]),
         f(&flow["machineCpuMsPerIteration"])
     );
+    let counted = auth["allocationsPerIterationByProcess"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    if !counted.is_empty() {
+        let _ = writeln!(md, "\nHeap allocations (`payrail_heap_allocations_total` before and after; ingest's include its relay publishing the events, and every process's include its background work, measured alone in the idle phase):\n\n| process | per authorization | per full-flow iteration | per second idle |\n|---|---|---|---|");
+        for (name, v) in &counted {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} |",
+                f(v),
+                f(&flow["allocationsPerIterationByProcess"][name]),
+                f(&phases["idle"]["allocationsPerSecond"][name])
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\nIdle appliance: {} % of one core.",

@@ -174,6 +174,7 @@ fn soak(
         ledger_config: appliance.dir.join("ledger/ledger.toml"),
         config: Vec::new(),
         keys_file: None,
+        counted: Vec::new(),
     };
     target.keys_file = bench::merchant_keys(&target)?;
     let started = SystemTime::now();

@@ -24,8 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// mimalloc, with every allocation counted (`payrail_heap_allocations_total`, for the
+/// bench's allocations per request).
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: payrail_core::alloc::Counting<MiMalloc> = payrail_core::alloc::Counting(MiMalloc);
 
 fn main() {
     if let Err(error) = run() {

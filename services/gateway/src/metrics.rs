@@ -27,6 +27,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(instance: &str) -> Result<Self, prometheus::Error> {
         let registry = payrail_core::telemetry::registry("gateway", instance)?;
+        registry.register(Box::new(payrail_core::alloc::AllocationsCollector::new()?))?;
         let r = &registry;
         Ok(Self {
             requests: register(

@@ -40,8 +40,10 @@ use payrail_http::Bridge;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// mimalloc, with every allocation counted (`payrail_heap_allocations_total`, for the
+/// bench's allocations per request).
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: payrail_core::alloc::Counting<MiMalloc> = payrail_core::alloc::Counting(MiMalloc);
 
 fn main() {
     if let Err(error) = run() {

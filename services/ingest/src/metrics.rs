@@ -52,6 +52,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(instance: &str) -> Result<Self, prometheus::Error> {
         let registry = payrail_core::telemetry::registry("ingest", instance)?;
+        registry.register(Box::new(payrail_core::alloc::AllocationsCollector::new()?))?;
         let r = &registry;
         let metrics = Self {
             requests: register(

@@ -10,7 +10,12 @@
 //! - [`poll`]: the backing-off wait of a loop that polls a table for work.
 //! - [`config`]: TOML config files with `deny_unknown_fields` and `--check-config`.
 //! - [`telemetry`]: tracing setup and the Prometheus text endpoint.
+//! - [`alloc`]: a global allocator wrapper that counts heap allocations.
 
+/// The only unsafe code of the workspace: a `GlobalAlloc` impl, which is an unsafe trait,
+/// forwarding every call unchanged to the wrapped allocator.
+#[allow(unsafe_code)]
+pub mod alloc;
 pub mod breaker;
 pub mod config;
 pub mod event;

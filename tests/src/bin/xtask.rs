@@ -601,6 +601,7 @@ fn bench() -> Result<(), String> {
             ),
         ],
         keys_file: None,
+        counted: payrail_tests::bench::counted(&layout),
     };
     let options = payrail_tests::bench::Options {
         quick,
