@@ -65,6 +65,19 @@ pub fn counted(layout: &crate::appliance::Layout) -> Vec<(String, String)> {
     ]
 }
 
+/// Allocations between two [`allocations`] readings, divided by `per` (iterations or
+/// seconds), for the services read both times.
+fn allocations_per(
+    before: &BTreeMap<String, f64>,
+    after: BTreeMap<String, f64>,
+    per: f64,
+) -> BTreeMap<String, f64> {
+    after
+        .into_iter()
+        .filter_map(|(name, count)| Some((name.clone(), (count - before.get(&name)?) / per)))
+        .collect()
+}
+
 /// `payrail_heap_allocations_total` of every service in `target.counted` that answers.
 fn allocations(target: &Target) -> BTreeMap<String, f64> {
     target
@@ -367,13 +380,8 @@ fn phase(
     });
     let run = run?;
     let iterations = metric(&run.summary, "iterations", "count").max(1.0);
-    let allocations_per_iteration: BTreeMap<String, f64> = allocations(target)
-        .into_iter()
-        .filter_map(|(name, after)| {
-            let before = allocations_before.get(&name)?;
-            Some((name, (after - before) / iterations))
-        })
-        .collect();
+    let allocations_per_iteration =
+        allocations_per(&allocations_before, allocations(target), iterations);
     let per_iteration: BTreeMap<String, f64> = cpu
         .iter()
         .map(|(name, s)| (name.clone(), s * 1000.0 / iterations))
@@ -568,13 +576,8 @@ pub fn run(target: &Target, options: &Options) -> Result<PathBuf, String> {
     let ((), cpu, _) = measure_cpu(&target.procs, || {
         std::thread::sleep(Duration::from_secs(secs))
     });
-    let allocations_per_second: BTreeMap<String, f64> = allocations(target)
-        .into_iter()
-        .filter_map(|(name, after)| {
-            let before = allocations_before.get(&name)?;
-            Some((name, (after - before) / secs as f64))
-        })
-        .collect();
+    let allocations_per_second =
+        allocations_per(&allocations_before, allocations(target), secs as f64);
     let idle_percent: f64 = cpu.values().sum::<f64>() / secs as f64 * 100.0;
     progress(&s, &format!("{idle_percent:.1} % of one core"));
     phases.insert("idle".into(), json!({"seconds": secs, "percentOfOneCore": idle_percent, "byProcess": cpu.iter().map(|(n, c)| (n.clone(), json!(c / secs as f64 * 100.0))).collect::<serde_json::Map<_, _>>(), "allocationsPerSecond": allocations_per_second}));

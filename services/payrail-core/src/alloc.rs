@@ -78,6 +78,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     }
 }
 
+const METRIC: &str = "heap_allocations_total";
+const HELP: &str = "Heap allocations (alloc, alloc_zeroed, realloc) since the process started";
+
 /// `payrail_heap_allocations_total`, read from [`allocations`] at every scrape.
 #[derive(Clone)]
 pub struct AllocationsCollector {
@@ -88,8 +91,8 @@ impl AllocationsCollector {
     pub fn new() -> Result<Self, prometheus::Error> {
         Ok(Self {
             desc: prometheus::core::Desc::new(
-                "heap_allocations_total".into(),
-                "Heap allocations (alloc, alloc_zeroed, realloc) since the process started".into(),
+                METRIC.into(),
+                HELP.into(),
                 Vec::new(),
                 Default::default(),
             )?,
@@ -103,10 +106,7 @@ impl prometheus::core::Collector for AllocationsCollector {
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let counter = prometheus::IntCounter::with_opts(prometheus::Opts::new(
-            "heap_allocations_total",
-            "Heap allocations (alloc, alloc_zeroed, realloc) since the process started",
-        ));
+        let counter = prometheus::IntCounter::with_opts(prometheus::Opts::new(METRIC, HELP));
         match counter {
             Ok(counter) => {
                 counter.inc_by(allocations());

@@ -14,7 +14,7 @@
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message, ToBytes};
-use rdkafka::producer::{BaseProducer, BaseRecord, FutureRecord, Producer as _, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureRecord, ProducerContext};
 use rdkafka::ClientContext;
 use std::future::Future;
 use std::pin::Pin;
@@ -160,11 +160,6 @@ impl Producer {
                 Err((error, _)) => return Err(error),
             }
         }
-    }
-
-    /// Waits up to `timeout` for everything queued to be delivered or failed.
-    pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
-        self.base().flush(timeout)
     }
 }
 
