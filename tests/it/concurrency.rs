@@ -338,12 +338,12 @@ fn group_commit_answers_match_the_rows_after_a_conflict_and_a_lost_commit() {
     // is alone), so rounds repeat until one batch was isolated; every round's answers
     // must match the rows.
     let isolated_retries = || {
-        http::get(&addr, "/metrics")
-            .text()
-            .lines()
-            .filter(|l| l.starts_with("payrail_group_commit_isolated_retries_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
+        payrail_tests::metric_value(
+            &http::get(&addr, "/metrics").text(),
+            "payrail_group_commit_isolated_retries_total",
+            "",
+        )
+        .unwrap_or(0.0)
     };
     let mut last = first;
     let mut rounds = 0;
@@ -411,15 +411,12 @@ fn group_commit_answers_match_the_rows_after_a_conflict_and_a_lost_commit() {
         assert_eq!(stored(id), 1, "payment {id} was answered 200 and is stored");
     }
     let metrics = http::get(&addr, "/metrics").text();
-    let resolved = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("payrail_group_commit_resolved_total{")
-                && l.contains("outcome=\"committed\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let resolved = payrail_tests::metric_value(
+        &metrics,
+        "payrail_group_commit_resolved_total",
+        "outcome=\"committed\"",
+    )
+    .unwrap_or(0.0);
     assert!(
         resolved >= 1.0,
         "a group-commit batch's lost COMMIT was resolved as committed"

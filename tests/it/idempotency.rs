@@ -212,16 +212,10 @@ fn redis_down_fails_open_and_idempotency_stays_exact() {
         calls
     );
     let metrics = http::get(&addr, "/metrics").text();
-    let fail_open = metrics
-        .lines()
-        .find(|l| l.starts_with("payrail_rate_limit_fail_open_total{") && l.contains("authorize"))
-        .unwrap_or("");
-    let counted: f64 = fail_open
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    assert!(counted >= 20.0, "fail-opens are counted: {fail_open}");
+    let counted =
+        payrail_tests::metric_value(&metrics, "payrail_rate_limit_fail_open_total", "authorize")
+            .unwrap_or(0.0);
+    assert!(counted >= 20.0, "fail-opens are counted: {counted}");
     assert_eq!(stack.count_all("SELECT COUNT(*) FROM payment"), 21);
 
     // Redis back: caching resumes.

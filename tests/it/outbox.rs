@@ -49,13 +49,7 @@ fn leaders(stack: &TestStack, shard: u16) -> usize {
     stack
         .addrs
         .iter()
-        .filter(|addr| {
-            http::get(addr, "/metrics").text().lines().any(|l| {
-                l.starts_with("payrail_outbox_relay_leader{")
-                    && l.contains(&format!("shard=\"{shard}\""))
-                    && l.ends_with(" 1")
-            })
-        })
+        .filter(|addr| shard_metric(addr, "payrail_outbox_relay_leader", shard) == 1.0)
         .count()
 }
 
@@ -241,13 +235,12 @@ fn a_broker_outage_opens_the_breaker_and_the_backlog_drains() {
 
 /// `name{…shard="N"…}` from one instance's `/metrics`.
 fn shard_metric(addr: &str, name: &str, shard: u16) -> f64 {
-    http::get(addr, "/metrics")
-        .text()
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("shard=\"{shard}\"")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
+    payrail_tests::metric_value(
+        &http::get(addr, "/metrics").text(),
+        name,
+        &format!("shard=\"{shard}\""),
+    )
+    .unwrap_or(-1.0)
 }
 
 /// The lease holder of shard 1 is stalled (SIGSTOP) mid-round, with its sends waiting on

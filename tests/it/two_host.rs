@@ -69,15 +69,12 @@ fn assert_reconciled(appliance: &Appliance) {
 }
 
 fn gateway_attempts_to(gateway: &str, upstream: &str) -> u64 {
-    http::get(gateway, "/metrics")
-        .text()
-        .lines()
-        .filter(|l| {
-            l.starts_with("payrail_gateway_upstream_requests_total")
-                && l.contains(&format!("upstream=\"{upstream}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum::<f64>() as u64
+    payrail_tests::metric_value(
+        &http::get(gateway, "/metrics").text(),
+        "payrail_gateway_upstream_requests_total",
+        &format!("upstream=\"{upstream}\""),
+    )
+    .unwrap_or(0.0) as u64
 }
 
 /// Even merchant numbers live on shard 1 (vm1), odd ones on shard 2 (vm2).

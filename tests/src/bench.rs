@@ -85,14 +85,7 @@ fn allocations(target: &Target) -> BTreeMap<String, f64> {
         .iter()
         .filter_map(|(name, addr)| {
             let reply = http::request(addr, "GET", "/metrics", &[], None).ok()?;
-            let count = reply
-                .text()
-                .lines()
-                .find(|l| l.starts_with("payrail_heap_allocations_total"))?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()?;
+            let count = crate::metric_value(&reply.text(), "payrail_heap_allocations_total", "")?;
             Some((name.clone(), count))
         })
         .collect()

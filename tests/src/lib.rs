@@ -96,6 +96,22 @@ pub fn settle(stack: &stack::TestStack, payment_id: u64) {
     );
 }
 
+/// The sum of the samples of metric `name` in a Prometheus text exposition whose labels
+/// contain `labels` (for instance `shard="1"`; `""` for every sample); `None` when no
+/// sample matches.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
 /// Every metric name the Grafana dashboards query (`nixos-modules/dashboards/*.json`),
 /// histogram suffixes removed, for checking them against a running stack's `/metrics`.
 pub fn dashboard_metrics() -> std::collections::BTreeSet<String> {
@@ -149,4 +165,19 @@ pub fn random_hex(bytes: usize) -> String {
         let _ = std::io::Read::read_exact(&mut f, &mut buffer);
     }
     buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod metric_value_tests {
+    #[test]
+    fn sums_the_matching_samples_of_one_metric() {
+        let text = "# HELP x_total y\nx_total{shard=\"1\"} 2\nx_total{shard=\"2\"} 3\nx_total_other 7\nplain 4\n";
+        assert_eq!(super::metric_value(text, "x_total", ""), Some(5.0));
+        assert_eq!(
+            super::metric_value(text, "x_total", "shard=\"2\""),
+            Some(3.0)
+        );
+        assert_eq!(super::metric_value(text, "plain", ""), Some(4.0));
+        assert_eq!(super::metric_value(text, "x_total", "shard=\"9\""), None);
+    }
 }
