@@ -183,7 +183,10 @@ const MERCHANTS: usize = 1000;
 /// With merchant_auth on (the gateway answers a keyless read 401), a JSON file of one key
 /// per scenario merchant for k6's `KEYS_FILE`, made through the admin API before any
 /// measurement, so creating keys costs no phase CPU. A file from an earlier run is reused
-/// while its first key still works.
+/// while its first key still works. One file per gateway address: the quick bench and the
+/// short soak run side by side in one test binary, each on its own appliance, and a shared
+/// file let one run's k6 read the other appliance's keys (every request of the soak's
+/// first segment failed, in about a millisecond each, in a fresh-clone run).
 pub(crate) fn merchant_keys(target: &Target) -> Result<Option<PathBuf>, String> {
     let host_gateway = target.gateway.as_str();
     let keyless = crate::http::request(host_gateway, "GET", "/api/payments?limit=1", &[], None)
@@ -191,7 +194,10 @@ pub(crate) fn merchant_keys(target: &Target) -> Result<Option<PathBuf>, String> 
     if keyless.status != 401 {
         return Ok(None);
     }
-    let file = repo_root().join("target/bench/merchant-keys.json");
+    let file = repo_root().join(format!(
+        "target/bench/merchant-keys-{}.json",
+        host_gateway.replace([':', '.'], "-")
+    ));
     if let Ok(text) = std::fs::read_to_string(&file) {
         let keys: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if let Some(key) = keys["MERCHANT-0"].as_str() {
