@@ -158,6 +158,55 @@ fn the_flow_settles_captures_and_refunds_exactly_once() {
         stack.count_all("SELECT COUNT(*) FROM (SELECT event_id FROM ledger_entry GROUP BY event_id HAVING SUM(debit) <> SUM(credit)) x"),
         0
     );
+    // A redelivery changes nothing: three payments' ledger events are published again (as
+    // after a relay that died between sending and marking) and the ledger skips each one,
+    // also when a batch mixes them with nothing new (its multi-row insert then fails on the
+    // duplicate key and the batch goes row by row).
+    let ledger = stack
+        .worker_settings
+        .iter()
+        .find(|s| s.service == "ledger")
+        .map(|s| s.listen.clone())
+        .expect("a ledger");
+    let skipped = || {
+        payrail_tests::metric_value(
+            &http::get(&ledger, "/metrics").text(),
+            "payrail_ledger_events_duplicate_total",
+            "",
+        )
+        .unwrap_or(-1.0)
+    };
+    let skipped_before = skipped();
+    let entries_before = stack.count_all("SELECT COUNT(*) FROM ledger_entry");
+    let ledger_topics =
+        "topic IN ('payment.authorized', 'payment.captured', 'payment.voided', 'payment.refunded')";
+    let mut again = 0;
+    for (_, id) in &payments[..3] {
+        let shard = (id >> 42) as usize;
+        again += stack.rows(
+            shard,
+            &format!(
+                "SELECT COUNT(*) FROM outbox_event WHERE payment_id = {id} AND {ledger_topics}"
+            ),
+        )[0][0]
+            .parse::<i64>()
+            .unwrap_or(0);
+        stack.rows(shard, &format!("UPDATE outbox_event SET published_at = NULL WHERE payment_id = {id} AND {ledger_topics}"));
+    }
+    assert!(again >= 6, "three payments' events: {again}");
+    assert!(
+        wait_until(Duration::from_secs(30), || skipped()
+            >= skipped_before + again as f64),
+        "the ledger skipped {} of {again} redelivered events",
+        skipped() - skipped_before
+    );
+    assert_eq!(
+        stack.count_all("SELECT COUNT(*) FROM ledger_entry"),
+        entries_before,
+        "a redelivered event posted nothing"
+    );
+    stack.assert_reconciled();
+
     let (merchant, id) = &payments[1];
     let view = http::get(
         stack.addr(),

@@ -38,18 +38,44 @@ async fn apply(
             let now = datetime(payrail_core::time::now_ms());
             let mut fresh: Vec<&Posting> = Vec::with_capacity(postings.len());
             let mut duplicates = 0;
-            for p in postings {
-                let inserted = tx
-                    .exec_drop(
-                        "INSERT INTO ledger_event (event_id, payment_id, event_type, applied_at) VALUES (?, ?, ?, ?)",
-                        (p.event_id, p.payment_id, p.event_type.as_str(), now.clone()),
-                    )
-                    .await;
-                match inserted.map_err(classify) {
-                    Ok(()) => fresh.push(p),
-                    // Applied before (or twice in this batch): the redelivery is a no-op.
-                    Err(DbError::Duplicate { .. }) => duplicates += 1,
+            // A chunk's events in one multi-row INSERT: a redelivery is rare, and a
+            // duplicate key fails the whole statement (InnoDB rolls back that statement
+            // only), so then that chunk goes row by row to tell which were applied before.
+            // One statement per chunk instead of one per event: the general log counted 3.6
+            // single-row inserts per full-flow iteration on a shard.
+            for chunk in payrail_db::statement_chunks(postings) {
+                let mut sql = String::from("INSERT INTO ledger_event (event_id, payment_id, event_type, applied_at) VALUES ");
+                sql.push_str(&payrail_db::row_placeholders(chunk.len(), "(?,?,?,?)"));
+                let mut params = Vec::with_capacity(chunk.len() * 4);
+                for p in chunk {
+                    params.extend([
+                        Value::UInt(p.event_id),
+                        Value::UInt(p.payment_id),
+                        Value::Bytes(p.event_type.as_bytes().to_vec()),
+                        now.clone(),
+                    ]);
+                }
+                match tx.exec_drop(sql, Params::Positional(params)).await.map_err(classify) {
+                    Ok(()) => {
+                        fresh.extend(chunk);
+                        continue;
+                    }
+                    Err(DbError::Duplicate { .. }) => {}
                     Err(other) => return Err(other),
+                }
+                for p in chunk {
+                    let inserted = tx
+                        .exec_drop(
+                            "INSERT INTO ledger_event (event_id, payment_id, event_type, applied_at) VALUES (?, ?, ?, ?)",
+                            (p.event_id, p.payment_id, p.event_type.as_str(), now.clone()),
+                        )
+                        .await;
+                    match inserted.map_err(classify) {
+                        Ok(()) => fresh.push(p),
+                        // Applied before (or twice in this batch): the redelivery is a no-op.
+                        Err(DbError::Duplicate { .. }) => duplicates += 1,
+                        Err(other) => return Err(other),
+                    }
                 }
             }
             // In statements of a few sizes (`payrail_db::statement_chunks`).
