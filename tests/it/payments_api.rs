@@ -129,6 +129,12 @@ fn authorize_capture_refund_void_and_reads() {
     let reply = refund(None);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["refunds"][1]["amount"], 20_000);
+    // The answer is rendered before its rows are written: its lists are what a read right
+    // after it finds.
+    let read = http::get(addr, &format!("/api/payments/{id}?merchantId=MERCHANT-123")).json();
+    for list in ["refunds", "history", "ledgerEntries"] {
+        assert_eq!(reply.json()[list], read[list], "{list}");
+    }
     let reply = refund(Some(1));
     assert_eq!(reply.status, 409);
     assert_eq!(reply.code(), "REFUND_CONFLICT");

@@ -29,6 +29,9 @@ const REFUND_AWAITING_CAPTURE: &str = "AWAITING_CAPTURE";
 const PAYMENT_COLUMNS: &str =
     "payment_id, merchant_id, status, amount, captured_amount, refunded_amount, currency, \
                                approval_number, created_at, updated_at, refund_pending_amount, capture_requested_amount";
+/// The number of columns in [`PAYMENT_COLUMNS`]: a query that selects more after them
+/// reads its own from this index on.
+const PAYMENT_COLUMN_COUNT: usize = 12;
 
 struct Loaded {
     view: PaymentView,
@@ -412,8 +415,25 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
             let mut conn = app.shards.conn(shard).await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
             // The payment row lock orders concurrent refunds of one payment, so the
-            // idempotency check below cannot race its own insert.
-            let Some(loaded) = load_payment(&mut tx, shard, payment_id, true).await? else {
+            // idempotency check cannot race its own insert. The same round trip reads the
+            // refund this key made before, if any (fingerprint and first answer).
+            let row: Option<Row> = tx
+                .exec_first(
+                    format!(
+                        "SELECT {PAYMENT_COLUMNS}, \
+                         (SELECT request_fingerprint FROM refund WHERE payment_id = ? AND idempotency_key = ?), \
+                         (SELECT response_body FROM refund WHERE payment_id = ? AND idempotency_key = ?) \
+                         FROM payment WHERE payment_id = ? FOR UPDATE"
+                    ),
+                    (payment_id, input.idempotency_key.as_deref().map(str::as_bytes), payment_id, input.idempotency_key.as_deref().map(str::as_bytes), payment_id),
+                )
+                .await
+                .map_err(classify)?;
+            let Some((loaded, existing)) = row.and_then(|mut row| {
+                let fingerprint: Option<String> = row.take(PAYMENT_COLUMN_COUNT)?;
+                let first_answer: Option<Vec<u8>> = row.take(PAYMENT_COLUMN_COUNT + 1)?;
+                Some((payment_from_row(row)?, fingerprint.map(|f| (f, first_answer))))
+            }) else {
                 tx.rollback().await.map_err(classify)?;
                 return Ok(Outcome::not_found());
             };
@@ -421,11 +441,7 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                 tx.rollback().await.map_err(classify)?;
                 return Ok(Outcome::not_found());
             }
-            if let Some(key) = &input.idempotency_key {
-                let existing: Option<(String, Option<Vec<u8>>)> = tx
-                    .exec_first("SELECT request_fingerprint, response_body FROM refund WHERE payment_id = ? AND idempotency_key = ?", (payment_id, key.as_bytes()))
-                    .await
-                    .map_err(classify)?;
+            if input.idempotency_key.is_some() {
                 if let Some((existing, first_answer)) = existing {
                     if existing != fingerprint {
                         tx.rollback().await.map_err(classify)?;
@@ -481,41 +497,59 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                 tx.rollback().await.map_err(classify)?;
                 return Ok(Outcome::conflict("REFUND_CONFLICT", "the payment changed; nothing refundable for this amount", payment_id, status.as_str()));
             }
-            tx.exec_drop(
-                "INSERT INTO refund (refund_id, payment_id, merchant_id, amount, status, reason, idempotency_key, request_fingerprint, created_at, updated_at, request_event_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
+            // The answer is rendered before the refund row is written, so the row carries
+            // it (the first answer a retry with this key gets back) and needs no second
+            // write: the lists as they are, plus what this transaction adds, in the order a
+            // read after it would give (refunds by id, history by insertion).
+            let refund_status = if settling { REFUND_AWAITING_CAPTURE } else { "REQUESTED" };
+            let mut details = load_details(&mut tx, shard, payment_id).await?;
+            let at = details.refunds.partition_point(|r| r.refund_id < refund_id);
+            details.refunds.insert(
+                at,
+                RefundView {
                     refund_id,
-                    payment_id,
-                    input.merchant_id.as_bytes(),
                     amount,
-                    if settling { REFUND_AWAITING_CAPTURE } else { "REQUESTED" },
-                    input.reason.as_str(),
-                    input.idempotency_key.as_deref().map(str::as_bytes),
-                    fingerprint.as_str(),
-                    datetime(now),
-                    datetime(now),
-                    event_id,
-                ),
-            )
-            .await
-            .map_err(classify)?;
+                    status: refund_status.to_owned(),
+                    reason: input.reason.clone(),
+                    created_at_ms: now,
+                },
+            );
             let mut view = loaded.view;
             view.updated_at_ms = now;
             let message = if settling {
                 "refund accepted; it goes to the PG once the capture has settled"
             } else {
                 view.status = PaymentStatus::RefundRequested;
-                let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
-                record_transition(&mut tx, shard, &view, (event_id, events::TOPIC_REFUND_REQUESTED, events::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
+                details.history.push(HistoryView {
+                    status: view.status.as_str().to_owned(),
+                    at_ms: now,
+                });
                 "refund requested"
             };
-            let details = load_details(&mut tx, shard, payment_id).await?;
             let body = full_body(&view, &details, message);
-            if input.idempotency_key.is_some() {
-                tx.exec_drop("UPDATE refund SET response_body = ? WHERE refund_id = ?", (body.as_slice(), refund_id))
-                    .await
-                    .map_err(classify)?;
+            tx.exec_drop(
+                "INSERT INTO refund (refund_id, payment_id, merchant_id, amount, status, reason, idempotency_key, request_fingerprint, created_at, updated_at, request_event_id, response_body) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    refund_id,
+                    payment_id,
+                    input.merchant_id.as_bytes(),
+                    amount,
+                    refund_status,
+                    input.reason.as_str(),
+                    input.idempotency_key.as_deref().map(str::as_bytes),
+                    fingerprint.as_str(),
+                    datetime(now),
+                    datetime(now),
+                    event_id,
+                    input.idempotency_key.is_some().then_some(body.as_slice()),
+                ),
+            )
+            .await
+            .map_err(classify)?;
+            if !settling {
+                let extra = [("refundId", Extra::Number(refund_id as i64)), ("reason", Extra::Text(&input.reason))];
+                record_transition(&mut tx, shard, &view, (event_id, events::TOPIC_REFUND_REQUESTED, events::TYPE_REFUND_REQUESTED), amount, now, &extra).await?;
             }
             tx.commit().await.map_err(classify)?;
             app.outbox_committed(shard);
