@@ -2,10 +2,11 @@
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
-/// Structured logs to stderr; `RUST_LOG` overrides the level (default `info`).
+/// Structured logs to stderr; `RUST_LOG` overrides the level (default `info`, with may's
+/// own logging at `warn`: at `info` it logs every connection it opens and closes).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,may=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
