@@ -416,16 +416,20 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
             let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(classify)?;
             // The payment row lock orders concurrent refunds of one payment, so the
             // idempotency check cannot race its own insert. The same round trip reads the
-            // refund this key made before, if any (fingerprint and first answer).
+            // refund this key made before, if any (fingerprint and first answer): in
+            // subqueries correlated with the locked row, so they run once its lock is held
+            // (uncorrelated, MariaDB evaluated them before the lock wait, and of six
+            // concurrent retries with one key the waiters missed the first one's refund).
+            let key = input.idempotency_key.as_deref().map(str::as_bytes);
             let row: Option<Row> = tx
                 .exec_first(
                     format!(
                         "SELECT {PAYMENT_COLUMNS}, \
-                         (SELECT request_fingerprint FROM refund WHERE payment_id = ? AND idempotency_key = ?), \
-                         (SELECT response_body FROM refund WHERE payment_id = ? AND idempotency_key = ?) \
+                         (SELECT r.request_fingerprint FROM refund r WHERE r.payment_id = payment.payment_id AND r.idempotency_key = ?), \
+                         (SELECT r.response_body FROM refund r WHERE r.payment_id = payment.payment_id AND r.idempotency_key = ?) \
                          FROM payment WHERE payment_id = ? FOR UPDATE"
                     ),
-                    (payment_id, input.idempotency_key.as_deref().map(str::as_bytes), payment_id, input.idempotency_key.as_deref().map(str::as_bytes), payment_id),
+                    (key, key, payment_id),
                 )
                 .await
                 .map_err(classify)?;
