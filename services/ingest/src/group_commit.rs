@@ -136,6 +136,7 @@ impl GroupCommit {
                     batch_size_max: config.batch_size_max,
                     lease_ms,
                     outbox: outbox.clone(),
+                    session: parking_lot::Mutex::new(None),
                 };
                 tokio::spawn(writer.run());
             }
@@ -203,6 +204,8 @@ struct Writer {
     lease_ms: u64,
     /// Wakes this shard's outbox relay after a commit that wrote events.
     outbox: Arc<payrail_outbox::Outbox>,
+    /// This writer's own connection between batches ([`Writer::execute`]).
+    session: parking_lot::Mutex<Option<mysql_async::Conn>>,
 }
 
 impl Writer {
@@ -229,7 +232,7 @@ impl Writer {
                 .observe(batch.len() as f64);
             let started = Instant::now();
             let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
-            let result = self.write(&ops).await;
+            let result = self.write(&ops, true).await;
             self.metrics
                 .group_commit_duration
                 .with_label_values(&[&shard_label])
@@ -263,7 +266,7 @@ impl Writer {
                     let writer = &self;
                     let mut alone = futures_util::stream::iter(batch.drain(..))
                         .map(|pending| async move {
-                            let result = writer.write(&[&pending.op]).await;
+                            let result = writer.write(&[&pending.op], false).await;
                             (pending, result)
                         })
                         .buffer_unordered(ISOLATED_PARALLEL);
@@ -276,13 +279,17 @@ impl Writer {
     }
 
     /// Writes `ops` in one transaction under the query timeout; a lost COMMIT answer is
-    /// resolved before this returns. Results in the order of `ops`.
-    async fn write(&self, ops: &[&Op]) -> Result<Vec<OpResult>, DbError> {
+    /// resolved before this returns. Results in the order of `ops`. `own_session`: see
+    /// [`Writer::execute`].
+    async fn write(&self, ops: &[&Op], own_session: bool) -> Result<Vec<OpResult>, DbError> {
         let session = AtomicU32::new(0);
         let commit_sent = AtomicBool::new(false);
         let result = self
             .shards
-            .bounded(self.shard, self.execute(ops, &session, &commit_sent))
+            .bounded(
+                self.shard,
+                self.execute(ops, &session, &commit_sent, own_session),
+            )
             .await;
         match result {
             // A server's error answer to COMMIT is a definite rollback; a lost connection
@@ -370,7 +377,7 @@ impl Writer {
             self.shards
                 .bounded(
                     shard,
-                    self.execute(ops, &AtomicU32::new(0), &AtomicBool::new(false)),
+                    self.execute(ops, &AtomicU32::new(0), &AtomicBool::new(false), false),
                 )
                 .await
         } else {
@@ -383,22 +390,66 @@ impl Writer {
     }
 
     /// One transaction for all of `ops`; results in the same order. Records the session
-    /// id, and when COMMIT is sent, for [`Writer::resolve`].
+    /// id, and when COMMIT is sent, for [`Writer::resolve`]. With `own_session` (the batch
+    /// path) it runs on the writer's own connection, whose transactions need no `START
+    /// TRANSACTION` round trip (autocommit is off, [`Shards::session`]); one fewer round
+    /// trip per batch, which at 500 authorizations/s is about one per authorization. The
+    /// isolated retries, a few at once, take pooled connections.
     async fn execute(
         &self,
         ops: &[&Op],
         session: &AtomicU32,
         commit_sent: &AtomicBool,
+        own_session: bool,
     ) -> Result<Vec<OpResult>, DbError> {
         let shard = self.shard;
         let classify = |e| DbError::classify(shard, e);
-        let mut conn = self.shards.conn(shard).await?;
+        if !own_session {
+            let mut conn = self.shards.conn(shard).await?;
+            session.store(conn.id(), Ordering::Release);
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(classify)?;
+            let found = self.statements(&mut tx, ops).await?;
+            commit_sent.store(true, Ordering::Release);
+            tx.commit().await.map_err(classify)?;
+            return results(shard, ops, &found);
+        }
+        // Taken out while in use: if this future is dropped (the query timeout) the
+        // connection goes with it, closed, and the server rolls back what was open.
+        let cached = self.session.lock().take();
+        let mut conn = match cached {
+            Some(conn) => conn,
+            None => self.shards.session(shard).await?,
+        };
         session.store(conn.id(), Ordering::Release);
-        let mut tx = conn
-            .start_transaction(TxOpts::default())
-            .await
-            .map_err(classify)?;
+        match self.statements(&mut conn, ops).await {
+            Ok(found) => {
+                commit_sent.store(true, Ordering::Release);
+                conn.query_drop("COMMIT").await.map_err(classify)?;
+                *self.session.lock() = Some(conn);
+                results(shard, ops, &found)
+            }
+            Err(error) => {
+                // The session is kept only once its transaction has ended.
+                if conn.query_drop("ROLLBACK").await.is_ok() {
+                    *self.session.lock() = Some(conn);
+                }
+                Err(error)
+            }
+        }
+    }
 
+    /// The statements of one transaction for all of `ops`, on `q` (a pooled connection's
+    /// transaction or the writer's own session); returns the reservations' records.
+    async fn statements<Q: Queryable + Affected>(
+        &self,
+        q: &mut Q,
+        ops: &[&Op],
+    ) -> Result<Vec<Record>, DbError> {
+        let shard = self.shard;
+        let classify = |e| DbError::classify(shard, e);
         let reserves: Vec<&ReserveOp> = ops
             .iter()
             .filter_map(|op| match op {
@@ -416,19 +467,19 @@ impl Writer {
 
         if !finals.is_empty() {
             let (sql, params) = finalize_payments(&finals);
-            tx.exec_drop(sql, params).await.map_err(classify)?;
+            q.exec_drop(sql, params).await.map_err(classify)?;
             if let Some((sql, params)) = finalize_history(&finals) {
-                tx.exec_drop(sql, params).await.map_err(classify)?;
+                q.exec_drop(sql, params).await.map_err(classify)?;
             }
             if let Some((sql, params)) = finalize_events(&finals) {
-                tx.exec_drop(sql, params).await.map_err(classify)?;
+                q.exec_drop(sql, params).await.map_err(classify)?;
             }
             let (sql, params) = finalize_idempotency(&finals, self.lease_ms);
-            tx.exec_drop(sql, params).await.map_err(classify)?;
+            q.exec_drop(sql, params).await.map_err(classify)?;
             // Each record counts 2 when its owner completed it, 0 when someone else owns
             // it now (a takeover, or the resolver): that write must not commit. The batch
             // is retried one by one, and the loser gets `Duplicate` and replays the record.
-            if tx.affected_rows() != 2 * finals.len() as u64 {
+            if q.affected() != 2 * finals.len() as u64 {
                 return Err(DbError::Duplicate {
                     shard,
                     message: "the idempotency record has another owner now".into(),
@@ -436,11 +487,11 @@ impl Writer {
             }
         }
 
-        let mut found: Vec<(Vec<u8>, Vec<u8>, Reservation)> = Vec::new();
+        let mut found: Vec<Record> = Vec::new();
         if !reserves.is_empty() {
             let (sql, params) = reserve_insert(&reserves, self.lease_ms);
-            tx.exec_drop(sql, params).await.map_err(classify)?;
-            if tx.affected_rows() == reserves.len() as u64 {
+            q.exec_drop(sql, params).await.map_err(classify)?;
+            if q.affected() == reserves.len() as u64 {
                 // Every key was new, so every record is the one just written: no need to
                 // read them back (the common case, one statement saved per batch).
                 for r in &reserves {
@@ -466,12 +517,27 @@ impl Writer {
                 .map(|r| (r.merchant_id.as_str(), r.idempotency_key.as_str()))
                 .collect();
             let (sql, params) = records_select(&keys, true);
-            let rows: Vec<mysql_async::Row> = tx.exec(sql, params).await.map_err(classify)?;
+            let rows: Vec<mysql_async::Row> = q.exec(sql, params).await.map_err(classify)?;
             found.extend(rows.into_iter().map(record_row));
         }
-        commit_sent.store(true, Ordering::Release);
-        tx.commit().await.map_err(classify)?;
-        results(shard, ops, &found)
+        Ok(found)
+    }
+}
+
+/// The affected-row count of the last statement, on a connection or in a transaction.
+trait Affected {
+    fn affected(&self) -> u64;
+}
+
+impl Affected for mysql_async::Conn {
+    fn affected(&self) -> u64 {
+        self.affected_rows()
+    }
+}
+
+impl Affected for mysql_async::Transaction<'_> {
+    fn affected(&self) -> u64 {
+        self.affected_rows()
     }
 }
 

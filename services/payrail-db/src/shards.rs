@@ -1,7 +1,7 @@
 //! One connection pool per shard.
 
 use crate::error::{DbError, Result};
-use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
 use serde::Deserialize;
 use std::future::Future;
 use std::path::PathBuf;
@@ -76,6 +76,8 @@ impl Default for PoolConfig {
 pub struct Shards {
     /// Index i holds shard number i + 1.
     pools: Vec<Pool>,
+    /// Per shard, the pool's connection options with autocommit off, for [`Shards::session`].
+    sessions: Vec<Opts>,
     query_timeout: Duration,
 }
 
@@ -101,6 +103,7 @@ impl Shards {
             return Err("pool lock_wait_timeout_seconds must be at least 1 and shorter than query_timeout_ms".into());
         }
         let mut pools = Vec::with_capacity(sorted.len());
+        let mut sessions = Vec::with_capacity(sorted.len());
         for shard in sorted {
             let password = match &shard.password_file {
                 Some(path) => {
@@ -120,6 +123,10 @@ impl Shards {
                 }
                 None => None,
             };
+            let lock_wait = format!(
+                "SET SESSION innodb_lock_wait_timeout = {}",
+                pool.lock_wait_timeout_seconds
+            );
             let opts = OptsBuilder::default()
                 .ip_or_hostname(shard.host.clone())
                 .ssl_opts(ssl)
@@ -130,27 +137,29 @@ impl Shards {
                 .pass(password)
                 .tcp_nodelay(true)
                 .stmt_cache_size(pool.statement_cache_size)
-                .init(vec![format!(
-                    "SET SESSION innodb_lock_wait_timeout = {}",
-                    pool.lock_wait_timeout_seconds
-                )])
-                .wait_timeout(Some(28_800))
-                .pool_opts(
-                    PoolOpts::default()
-                        .with_constraints(constraints)
-                        // No COM_RESET_CONNECTION when a connection returns to the pool: it
-                        // costs a round trip and drops the server's prepared statements, so
-                        // every query was prepared again (measured: prepares ≈ executes).
-                        // Nothing here leaves session state behind (transactions end by
-                        // commit or rollback; the migration lock is released explicitly).
-                        .with_reset_connection(false)
-                        .with_inactive_connection_ttl(Duration::from_secs(60))
-                        .with_ttl_check_interval(Duration::from_secs(30)),
-                );
+                .init(vec![lock_wait.clone()])
+                .wait_timeout(Some(28_800));
+            sessions.push(Opts::from(
+                opts.clone()
+                    .init(vec![lock_wait, "SET SESSION autocommit = 0".to_owned()]),
+            ));
+            let opts = opts.pool_opts(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    // No COM_RESET_CONNECTION when a connection returns to the pool: it
+                    // costs a round trip and drops the server's prepared statements, so
+                    // every query was prepared again (measured: prepares ≈ executes).
+                    // Nothing here leaves session state behind (transactions end by
+                    // commit or rollback; the migration lock is released explicitly).
+                    .with_reset_connection(false)
+                    .with_inactive_connection_ttl(Duration::from_secs(60))
+                    .with_ttl_check_interval(Duration::from_secs(30)),
+            );
             pools.push(Pool::new(opts));
         }
         Ok(Self {
             pools,
+            sessions,
             query_timeout: Duration::from_millis(pool.query_timeout_ms),
         })
     }
@@ -178,6 +187,27 @@ impl Shards {
                 })?;
         self.bounded(shard, async {
             pool.get_conn()
+                .await
+                .map_err(|e| DbError::classify(shard, e))
+        })
+        .await
+    }
+
+    /// A connection of its own to `shard`, outside the pool, with autocommit off: each
+    /// statement joins the session's open transaction (or opens one), and COMMIT or
+    /// ROLLBACK ends it, so a transaction costs no `START TRANSACTION` round trip. For a
+    /// long-lived writer that runs transactions back to back and ends every one; it never
+    /// goes back to a pool, and dropping it closes it (the server rolls back what is open).
+    pub async fn session(&self, shard: u16) -> Result<Conn> {
+        let opts = self
+            .sessions
+            .get(usize::from(shard).wrapping_sub(1))
+            .ok_or(DbError::Unavailable {
+                shard,
+                message: "no such shard".to_owned(),
+            })?;
+        self.bounded(shard, async {
+            Conn::new(opts.clone())
                 .await
                 .map_err(|e| DbError::classify(shard, e))
         })
