@@ -178,13 +178,7 @@ impl Shards {
 
     /// A connection to `shard`, or `Unavailable` when none comes within the timeout.
     pub async fn conn(&self, shard: u16) -> Result<Conn> {
-        let pool =
-            self.pools
-                .get(usize::from(shard).wrapping_sub(1))
-                .ok_or(DbError::Unavailable {
-                    shard,
-                    message: "no such shard".to_owned(),
-                })?;
+        let pool = of_shard(&self.pools, shard)?;
         self.bounded(shard, async {
             pool.get_conn()
                 .await
@@ -199,13 +193,7 @@ impl Shards {
     /// long-lived writer that runs transactions back to back and ends every one; it never
     /// goes back to a pool, and dropping it closes it (the server rolls back what is open).
     pub async fn session(&self, shard: u16) -> Result<Conn> {
-        let opts = self
-            .sessions
-            .get(usize::from(shard).wrapping_sub(1))
-            .ok_or(DbError::Unavailable {
-                shard,
-                message: "no such shard".to_owned(),
-            })?;
+        let opts = of_shard(&self.sessions, shard)?;
         self.bounded(shard, async {
             Conn::new(opts.clone())
                 .await
@@ -225,4 +213,14 @@ impl Shards {
             Err(_) => Err(DbError::timeout(shard)),
         }
     }
+}
+
+/// Shard `shard`'s entry of a per-shard list (index = shard - 1).
+fn of_shard<T>(items: &[T], shard: u16) -> Result<&T> {
+    items
+        .get(usize::from(shard).wrapping_sub(1))
+        .ok_or(DbError::Unavailable {
+            shard,
+            message: "no such shard".to_owned(),
+        })
 }
