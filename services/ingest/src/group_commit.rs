@@ -204,8 +204,9 @@ struct Writer {
     lease_ms: u64,
     /// Wakes this shard's outbox relay after a commit that wrote events.
     outbox: Arc<payrail_outbox::Outbox>,
-    /// This writer's own connection between batches ([`Writer::execute`]).
-    session: parking_lot::Mutex<Option<mysql_async::Conn>>,
+    /// This writer's own connection between batches, and when it was last used
+    /// ([`Writer::execute`]).
+    session: parking_lot::Mutex<Option<(mysql_async::Conn, Instant)>>,
 }
 
 impl Writer {
@@ -417,24 +418,26 @@ impl Writer {
             return results(shard, ops, &found);
         }
         // Taken out while in use: if this future is dropped (the query timeout) the
-        // connection goes with it, closed, and the server rolls back what was open.
+        // connection goes with it, closed, and the server rolls back what was open. One
+        // idle for longer than the pool keeps its connections is replaced, so a quiet
+        // appliance never meets a session the server has timed out.
         let cached = self.session.lock().take();
         let mut conn = match cached {
-            Some(conn) => conn,
-            None => self.shards.session(shard).await?,
+            Some((conn, last_used)) if last_used.elapsed() < SESSION_IDLE_MAX => conn,
+            _ => self.shards.session(shard).await?,
         };
         session.store(conn.id(), Ordering::Release);
         match self.statements(&mut conn, ops).await {
             Ok(found) => {
                 commit_sent.store(true, Ordering::Release);
                 conn.query_drop("COMMIT").await.map_err(classify)?;
-                *self.session.lock() = Some(conn);
+                *self.session.lock() = Some((conn, Instant::now()));
                 results(shard, ops, &found)
             }
             Err(error) => {
                 // The session is kept only once its transaction has ended.
                 if conn.query_drop("ROLLBACK").await.is_ok() {
-                    *self.session.lock() = Some(conn);
+                    *self.session.lock() = Some((conn, Instant::now()));
                 }
                 Err(error)
             }
@@ -540,6 +543,10 @@ impl Affected for mysql_async::Transaction<'_> {
         self.affected_rows()
     }
 }
+
+/// A writer's own session idle longer than this is closed and replaced (the pools'
+/// `inactive_connection_ttl`).
+const SESSION_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Writes of one failed batch retried alone at once, per writer.
 const ISOLATED_PARALLEL: usize = 4;
