@@ -43,11 +43,11 @@ async fn apply(
             // only), so then that chunk goes row by row to tell which were applied before.
             // One statement per chunk instead of one per event: the general log counted 3.6
             // single-row inserts per full-flow iteration on a shard.
-            for chunk in payrail_db::statement_chunks(postings) {
+            let insert = |rows: &[Posting]| {
                 let mut sql = String::from("INSERT INTO ledger_event (event_id, payment_id, event_type, applied_at) VALUES ");
-                sql.push_str(&payrail_db::row_placeholders(chunk.len(), "(?,?,?,?)"));
-                let mut params = Vec::with_capacity(chunk.len() * 4);
-                for p in chunk {
+                sql.push_str(&payrail_db::row_placeholders(rows.len(), "(?,?,?,?)"));
+                let mut params = Vec::with_capacity(rows.len() * 4);
+                for p in rows {
                     params.extend([
                         Value::UInt(p.event_id),
                         Value::UInt(p.payment_id),
@@ -55,7 +55,11 @@ async fn apply(
                         now.clone(),
                     ]);
                 }
-                match tx.exec_drop(sql, Params::Positional(params)).await.map_err(classify) {
+                (sql, Params::Positional(params))
+            };
+            for chunk in payrail_db::statement_chunks(postings) {
+                let (sql, params) = insert(chunk);
+                match tx.exec_drop(sql, params).await.map_err(classify) {
                     Ok(()) => {
                         fresh.extend(chunk);
                         continue;
@@ -64,13 +68,8 @@ async fn apply(
                     Err(other) => return Err(other),
                 }
                 for p in chunk {
-                    let inserted = tx
-                        .exec_drop(
-                            "INSERT INTO ledger_event (event_id, payment_id, event_type, applied_at) VALUES (?, ?, ?, ?)",
-                            (p.event_id, p.payment_id, p.event_type.as_str(), now.clone()),
-                        )
-                        .await;
-                    match inserted.map_err(classify) {
+                    let (sql, params) = insert(std::slice::from_ref(p));
+                    match tx.exec_drop(sql, params).await.map_err(classify) {
                         Ok(()) => fresh.push(p),
                         // Applied before (or twice in this batch): the redelivery is a no-op.
                         Err(DbError::Duplicate { .. }) => duplicates += 1,
