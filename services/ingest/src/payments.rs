@@ -445,27 +445,26 @@ pub async fn refund(app: Arc<App>, shard: u16, payment_id: u64, input: RefundInp
                 tx.rollback().await.map_err(classify)?;
                 return Ok(Outcome::not_found());
             }
-            if input.idempotency_key.is_some() {
-                if let Some((existing, first_answer)) = existing {
-                    if existing != fingerprint {
-                        tx.rollback().await.map_err(classify)?;
-                        return Ok(Outcome::error(422, "IDEMPOTENCY_KEY_MISMATCH", "this refund idempotency key was used with a different amount or reason", Some(payment_id)));
-                    }
-                    app.metrics.idempotent_replays.with_label_values(&["refund"]).inc();
-                    // The first answer, byte for byte, whatever happened to the payment since.
-                    // (Refunds written before schema version 3 kept no answer: render now.)
-                    let body = match first_answer {
-                        Some(body) => body,
-                        None => {
-                            let details = load_details(&mut tx, shard, payment_id).await?;
-                            full_body(&loaded.view, &details, "refund requested")
-                        }
-                    };
+            // A key's earlier refund (none without a key: the subqueries matched nothing).
+            if let Some((existing, first_answer)) = existing {
+                if existing != fingerprint {
                     tx.rollback().await.map_err(classify)?;
-                    let mut outcome = Outcome::ok(body);
-                    outcome.replayed = true;
-                    return Ok(outcome);
+                    return Ok(Outcome::error(422, "IDEMPOTENCY_KEY_MISMATCH", "this refund idempotency key was used with a different amount or reason", Some(payment_id)));
                 }
+                app.metrics.idempotent_replays.with_label_values(&["refund"]).inc();
+                // The first answer, byte for byte, whatever happened to the payment since.
+                // (Refunds written before schema version 3 kept no answer: render now.)
+                let body = match first_answer {
+                    Some(body) => body,
+                    None => {
+                        let details = load_details(&mut tx, shard, payment_id).await?;
+                        full_body(&loaded.view, &details, "refund requested")
+                    }
+                };
+                tx.rollback().await.map_err(classify)?;
+                let mut outcome = Outcome::ok(body);
+                outcome.replayed = true;
+                return Ok(outcome);
             }
             let status = loaded.view.status;
             // While the capture settles the refund is accepted against what the capture
