@@ -80,13 +80,19 @@ fn allocations_per(
 
 /// `payrail_heap_allocations_total` of every service in `target.counted` that answers.
 fn allocations(target: &Target) -> BTreeMap<String, f64> {
+    counted_metric(target, "payrail_heap_allocations_total")
+}
+
+/// `metric` of every service in `target.counted` (those whose allocator is
+/// `payrail_core::alloc::Counting`) that answers.
+fn counted_metric(target: &Target, metric: &str) -> BTreeMap<String, f64> {
     target
         .counted
         .iter()
         .filter_map(|(name, addr)| {
             let reply = http::request(addr, "GET", "/metrics", &[], None).ok()?;
-            let count = crate::metric_value(&reply.text(), "payrail_heap_allocations_total", "")?;
-            Some((name.clone(), count))
+            let value = crate::metric_value(&reply.text(), metric, "")?;
+            Some((name.clone(), value))
         })
         .collect()
 }
@@ -587,10 +593,12 @@ pub fn run(target: &Target, options: &Options) -> Result<PathBuf, String> {
     phases.insert("idle".into(), json!({"seconds": secs, "percentOfOneCore": idle_percent, "byProcess": cpu.iter().map(|(n, c)| (n.clone(), json!(c / secs as f64 * 100.0))).collect::<serde_json::Map<_, _>>(), "allocationsPerSecond": allocations_per_second}));
 
     let s = next("memory");
+    // What the program holds of its RSS, where the allocator counts it.
+    let live = counted_metric(target, "payrail_heap_live_bytes");
     let rss: serde_json::Map<String, Value> = target
         .procs
         .iter()
-        .map(|(name, pid)| (name.clone(), json!({"peakMB": status_kb(*pid, "VmHWM").map(|k| k / 1024), "nowMB": status_kb(*pid, "VmRSS").map(|k| k / 1024)})))
+        .map(|(name, pid)| (name.clone(), json!({"peakMB": status_kb(*pid, "VmHWM").map(|k| k / 1024), "nowMB": status_kb(*pid, "VmRSS").map(|k| k / 1024), "liveHeapMB": live.get(name).map(|b| (b / 1_048_576.0).round())})))
         .collect();
     progress(&s, &format!("{} processes", rss.len()));
 
@@ -713,6 +721,14 @@ pub fn check_sane(result: &Value, out_dir: &Path) -> Result<(), String> {
         .is_none_or(|m| m.values().any(|v| v["peakMB"].as_u64().unwrap_or(0) == 0))
     {
         return Err(format!("RSS missing: {}", result["rss"]));
+    }
+    // The counted services report a live heap, and it is part of their RSS.
+    for name in ["ingest-1", "ingest-2", "gateway"] {
+        let m = &result["rss"][name];
+        let (live, now) = (m["liveHeapMB"].as_f64(), m["nowMB"].as_f64());
+        if !matches!((live, now), (Some(l), Some(n)) if l >= 0.0 && l <= n) {
+            return Err(format!("{name}: live heap not sane: {m}"));
+        }
     }
     if result["machine"]["cpuModel"]
         .as_str()

@@ -267,10 +267,15 @@ pub fn write(dir: &Path, stamp: &str, r: &Value, previous: Option<&Value>) -> Re
 
     let _ = writeln!(
         md,
-        "## Memory\n\n| process | peak RSS MB | now MB |\n|---|---|---|"
+        "## Memory\n\n| process | peak RSS MB | now MB | of which live heap MB |\n|---|---|---|---|"
     );
     for (k, v) in r["rss"].as_object().into_iter().flatten() {
-        let _ = writeln!(md, "| {k} | {} | {} |", v["peakMB"], v["nowMB"]);
+        // Live heap: `payrail_heap_live_bytes`, where the allocator is counted.
+        let live = match &v["liveHeapMB"] {
+            Value::Number(n) => n.to_string(),
+            _ => "–".to_owned(),
+        };
+        let _ = writeln!(md, "| {k} | {} | {} | {live} |", v["peakMB"], v["nowMB"]);
     }
 
     let _ = writeln!(md, "\n## Over time\n\n![latency]({base}-latency.svg)\n\n![throughput]({base}-throughput.svg)\n");
