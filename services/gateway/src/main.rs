@@ -103,7 +103,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     if let (Some(t), Some(tls)) = (&config.tls, &tls) {
         for address in &t.listen {
-            let listener = may::net::TcpListener::bind(address)?;
+            let listener = payrail_http::server::bind(address)?;
             tracing::info!(listen = %listener.local_addr()?, "gateway listening (TLS)");
             let _server = payrail_http::server::serve_tls(
                 listener,
@@ -115,7 +115,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for address in &config.listen {
-        let listener = may::net::TcpListener::bind(address)?;
+        let listener = payrail_http::server::bind(address)?;
         tracing::info!(listen = %listener.local_addr()?, upstreams = config.payments.len(), "gateway listening");
         let _server = payrail_http::server::serve_draining(
             listener,

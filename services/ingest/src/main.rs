@@ -134,7 +134,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Duration::from_millis(config.runtime.request_timeout_ms),
         app.metrics.in_flight.clone(),
     );
-    let listener = may::net::TcpListener::bind(&config.listen)?;
+    let listener = payrail_http::server::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, instance = %config.instance, shards = app.shards.count(), "ingest listening");
     let api = Arc::new(routes::Api { app, bridge });
     let server = payrail_http::server::serve(listener, config.http.clone(), api);

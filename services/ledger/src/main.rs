@@ -214,7 +214,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
     runtime.spawn(consumer::run(ledger.clone()));
     payrail_http::runtime::configure_may(1, 16 * 1024);
-    let listener = may::net::TcpListener::bind(&config.listen)?;
+    let listener = payrail_http::server::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, "ledger running");
     let server = payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops(ledger)));
     let _ = server.join();

@@ -97,7 +97,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         in_flight,
     );
     payrail_http::runtime::configure_may(1, may::config().get_stack_size());
-    let listener = may::net::TcpListener::bind(&config.listen)?;
+    let listener = payrail_http::server::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, "monitoring listening");
     let server = payrail_http::server::serve(
         listener,

@@ -16,6 +16,28 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A listener on `address` that a second process cannot share.
+///
+/// may's own `TcpListener::bind` sets `SO_REUSEPORT`, so a second instance started on the
+/// same address binds without error and the kernel splits the connections between the
+/// two: a stale process from an earlier run (or a misconfigured second service) would
+/// silently answer part of the traffic with its own state. So the address is first bound
+/// without `SO_REUSEPORT` (std's listener, `SO_REUSEADDR` only, so a restart still rebinds
+/// at once past `TIME_WAIT`), which the kernel refuses while any socket listens there, and
+/// a port in use is an `AddrInUse` error at startup. Then that probe is closed and may
+/// binds. (Handing the probe's descriptor to may instead would need `unsafe`.)
+pub fn bind(address: &str) -> io::Result<TcpListener> {
+    let probe = std::net::TcpListener::bind(address).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot listen on {address}: {error} (is another instance running?)"),
+        )
+    })?;
+    let bound = probe.local_addr()?;
+    drop(probe);
+    TcpListener::bind(bound)
+}
+
 /// Most header lines a request may carry; more is answered 431.
 const HEADERS_MAX: usize = 32;
 
@@ -560,7 +582,20 @@ fn has_bare_lf(head: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_bare_lf, parse_content_length};
+    use super::{bind, has_bare_lf, parse_content_length};
+
+    #[test]
+    fn a_second_listener_on_a_bound_address_is_refused() {
+        let first = bind("127.0.0.1:0").expect("first listener");
+        let address = first.local_addr().expect("its address").to_string();
+        let second = bind(&address).expect_err("a second listener must not bind");
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(second.to_string().contains(&address), "{second}");
+        // may's own bind (`SO_REUSEPORT`) is what this guards against: it shares the port.
+        drop(first);
+        let again = bind(&address).expect("free again once the first is closed");
+        drop(again);
+    }
 
     #[test]
     fn bare_line_feeds_are_found() {

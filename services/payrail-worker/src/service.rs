@@ -204,7 +204,7 @@ pub fn run_kinds(
         registries.push((kind.start)(&runtime, &config, &shared)?);
     }
     payrail_http::runtime::configure_may(1, 16 * 1024);
-    let listener = may::net::TcpListener::bind(&config.listen)?;
+    let listener = payrail_http::server::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, service, "worker running");
     let server =
         payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops { registries }));

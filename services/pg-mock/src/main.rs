@@ -33,7 +33,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     payrail_http::runtime::configure_may(config.worker_threads, config.coroutine_stack_words);
     let ledger = ledger::Ledger::open(config.journal_path.as_deref())?;
     let service = Arc::new(api::Api::new(config.clone(), ledger));
-    let listener = may::net::TcpListener::bind(&config.listen)?;
+    let listener = payrail_http::server::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, "pg-mock listening");
     let server = payrail_http::server::serve(listener, config.http.clone(), service);
     let _ = server.join();
