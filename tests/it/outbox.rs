@@ -189,6 +189,41 @@ fn a_broker_outage_opens_the_breaker_and_the_backlog_drains() {
     assert!(wait_until(Duration::from_secs(20), || stack
         .outbox_backlog()
         == 0));
+    // A broker that runs but does not answer shows in `/health` without any traffic.
+    let kafka_check = |addr: &str| {
+        let health = http::get(addr, "/health").json();
+        (
+            health["status"].as_str().unwrap_or_default().to_owned(),
+            health["checks"]["kafka"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || kafka_check(&addr)
+            == ("UP".into(), "UP".into())),
+        "the broker answers: {:?}",
+        kafka_check(&addr)
+    );
+    let broker_pid = stack
+        .broker
+        .as_ref()
+        .and_then(|b| b.pid())
+        .unwrap_or_default();
+    payrail_tests::process::signal(broker_pid, "STOP");
+    let silent = wait_until(Duration::from_secs(15), || {
+        kafka_check(&addr) == ("DEGRADED".into(), "DOWN".into())
+    });
+    let during = kafka_check(&addr);
+    payrail_tests::process::signal(broker_pid, "CONT");
+    assert!(silent, "a paused broker shows as DOWN: {during:?}");
+    assert!(
+        wait_until(Duration::from_secs(15), || kafka_check(&addr)
+            == ("UP".into(), "UP".into())),
+        "and UP again once it answers: {:?}",
+        kafka_check(&addr)
+    );
     if let Some(b) = stack.broker.as_mut() {
         b.stop();
     }

@@ -26,7 +26,7 @@ impl Health {
     pub fn report(
         &self,
         breaker_state: &str,
-        publisher_state: Option<&str>,
+        publisher: Option<(&str, &payrail_kafka::BrokerProbe)>,
         merchant_auth: &str,
     ) -> (u16, Vec<u8>) {
         let up: Vec<bool> = self
@@ -36,7 +36,10 @@ impl Health {
             .collect();
         let all = up.iter().all(|u| *u);
         let any = up.iter().any(|u| *u);
-        let status = if all {
+        // A broker that does not answer degrades the instance but does not stop it:
+        // authorizations commit their events to the outbox, which waits for the broker.
+        let broker_down = publisher.is_some_and(|(_, broker)| broker.down());
+        let status = if all && !broker_down {
             "UP"
         } else if any {
             "DEGRADED"
@@ -52,8 +55,11 @@ impl Health {
                 if *u { "UP" } else { "DOWN" }
             ));
         }
-        if let Some(state) = publisher_state {
-            body.push_str(&format!("\"kafka-publisher-breaker\":\"{state}\","));
+        if let Some((state, broker)) = publisher {
+            body.push_str(&format!(
+                "\"kafka\":\"{}\",\"kafka-publisher-breaker\":\"{state}\",",
+                broker.state()
+            ));
         }
         body.push_str(&format!(
             "\"redis\":\"{}\",\"pg-authorize-breaker\":\"{breaker_state}\"}}}}",

@@ -366,10 +366,10 @@ impl Api {
                 if method != "GET" {
                     method_not_allowed(response, "GET");
                 } else {
-                    let publisher = self.app.relay.get().map(|r| r.breaker.state().as_str());
+                    let relay = self.app.relay.get();
                     let (status, body) = self.app.health.report(
                         self.app.pg_breaker.state().as_str(),
-                        publisher,
+                        relay.map(|r| (r.breaker.state().as_str(), r.broker.as_ref())),
                         self.app.config.merchant_auth.as_str(),
                     );
                     response.json(status, &body);

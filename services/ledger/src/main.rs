@@ -142,6 +142,8 @@ pub struct Ledger {
     /// For poison messages.
     pub producer: payrail_kafka::Producer,
     pub metrics: Metrics,
+    /// Whether the broker answers (`/health`), probed on `producer`'s connection.
+    pub broker: Arc<payrail_kafka::BrokerProbe>,
 }
 
 struct Ops(Arc<Ledger>);
@@ -149,7 +151,10 @@ struct Ops(Arc<Ledger>);
 impl Handler for Ops {
     fn handle(&self, request: &Request<'_>, response: &mut Response) {
         match (request.method, request.path) {
-            ("GET", "/health") => response.json(200, b"{\"status\":\"UP\"}"),
+            ("GET", "/health") => response.json(
+                200,
+                &payrail_kafka::probe::health_body(Some(&self.0.broker)),
+            ),
             ("GET", "/metrics") => {
                 response.json(
                     200,
@@ -185,6 +190,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         metrics: Metrics::new(&config.instance)?,
         shards: shards.clone(),
         producer,
+        broker: Arc::default(),
         config: config.clone(),
     });
     match args.command.as_deref() {
@@ -213,6 +219,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     runtime.spawn(consumer::run(ledger.clone()));
+    let probed = Arc::downgrade(&ledger);
+    runtime.spawn(
+        ledger
+            .broker
+            .clone()
+            .run(payrail_kafka::topics::AUTHORIZED, move || {
+                probed.upgrade().map(|l| l.producer.clone())
+            }),
+    );
     payrail_http::runtime::configure_may(1, 16 * 1024);
     let listener = payrail_http::server::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, "ledger running");

@@ -8,14 +8,17 @@
 //! - [`consumer`]: batches in, offsets stored after the effect is durable, a rejoin watchdog.
 //! - [`lanes`]: a lane per shard, so one shard's outage does not stall the others' events.
 //! - [`producer`]: the producer every service sends with (a future per message).
+//! - [`probe`]: whether the broker answers, for each service's `/health`.
 
 pub mod admin;
 pub mod consumer;
 pub mod dlq;
 pub mod lanes;
+pub mod probe;
 pub mod producer;
 pub mod settings;
 pub mod topics;
 
+pub use probe::BrokerProbe;
 pub use producer::Producer;
 pub use settings::KafkaConfig;

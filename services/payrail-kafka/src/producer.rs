@@ -163,6 +163,16 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Whether the broker answers a metadata request for `topic` within `timeout`, on this
+    /// producer's connection. Blocks the calling thread for up to `timeout`.
+    pub fn broker_answers(&self, topic: &str, timeout: Duration) -> bool {
+        rdkafka::producer::Producer::client(self.base())
+            .fetch_metadata(Some(topic), timeout)
+            .is_ok()
+    }
+}
+
 fn base_record<'a, K, P>(
     record: FutureRecord<'a, K, P>,
     waiting: Box<oneshot::Sender<KafkaResult<Delivered>>>,

@@ -88,6 +88,8 @@ pub struct Relay {
     renewed: AtomicBool,
     /// Shared by every shard's relay task in this process: the broker is one dependency.
     pub breaker: CircuitBreaker,
+    /// Whether the broker answers (`/health`), asked on the relay's producer.
+    pub broker: Arc<payrail_kafka::BrokerProbe>,
     /// Names this process in `outbox_relay_lease`.
     holder: String,
 }
@@ -130,6 +132,7 @@ impl Relay {
             client_id,
             renewed: AtomicBool::new(false),
             breaker: CircuitBreaker::new("kafka-publisher", config.breaker.clone()),
+            broker: Arc::default(),
             config,
             holder: format!("{instance}:{}:{nonce:x}", std::process::id()),
         }))
@@ -153,6 +156,12 @@ impl Relay {
         });
         tokio::spawn(Arc::clone(self).backlog_loop());
         tokio::spawn(Arc::clone(self).purge_loop());
+        let relay = Arc::downgrade(self);
+        tokio::spawn(
+            Arc::clone(&self.broker).run(payrail_kafka::topics::AUTHORIZED, move || {
+                relay.upgrade().map(|r| r.producer.lock().clone())
+            }),
+        );
     }
 
     fn lease_of(&self, shard: u16) -> &Lease {

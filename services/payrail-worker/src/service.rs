@@ -43,12 +43,16 @@ impl<K: JobKind> Worker<K> {
 /// The worker's `/health` and `/metrics`, over every job kind the process runs.
 struct Ops {
     registries: Vec<prometheus::Registry>,
+    /// Whether the broker answers, probed on the relay's producer.
+    broker: Arc<payrail_kafka::BrokerProbe>,
 }
 
 impl Handler for Ops {
     fn handle(&self, request: &Request<'_>, response: &mut Response) {
         match (request.method, request.path) {
-            ("GET", "/health") => response.json(200, b"{\"status\":\"UP\"}"),
+            ("GET", "/health") => {
+                response.json(200, &payrail_kafka::probe::health_body(Some(&self.broker)))
+            }
             ("GET", "/metrics") => {
                 response.json(200, &payrail_core::telemetry::render_all(&self.registries));
                 response.content_type("text/plain; version=0.0.4");
@@ -206,8 +210,11 @@ pub fn run_kinds(
     payrail_http::runtime::configure_may(1, 16 * 1024);
     let listener = payrail_http::server::bind(&config.listen)?;
     tracing::info!(listen = %listener.local_addr()?, service, "worker running");
-    let server =
-        payrail_http::server::serve(listener, config.http.clone(), Arc::new(Ops { registries }));
+    let ops = Ops {
+        registries,
+        broker: relay.broker.clone(),
+    };
+    let server = payrail_http::server::serve(listener, config.http.clone(), Arc::new(ops));
     let _ = server.join();
     drop(runtime);
     Ok(())
