@@ -120,6 +120,14 @@ impl Producer {
         &self.handle.0.producer
     }
 
+    /// Whether the broker answers a metadata request for `topic` within `timeout`, on this
+    /// producer's connection. Blocks the calling thread for up to `timeout`.
+    pub fn broker_answers(&self, topic: &str, timeout: Duration) -> bool {
+        rdkafka::producer::Producer::client(self.base())
+            .fetch_metadata(Some(topic), timeout)
+            .is_ok()
+    }
+
     /// Hands `record` to librdkafka without waiting: an error now means it was not queued
     /// (queue full, or the producer is closing).
     pub fn enqueue<K, P>(&self, record: FutureRecord<'_, K, P>) -> KafkaResult<DeliveryFuture>
@@ -160,16 +168,6 @@ impl Producer {
                 Err((error, _)) => return Err(error),
             }
         }
-    }
-}
-
-impl Producer {
-    /// Whether the broker answers a metadata request for `topic` within `timeout`, on this
-    /// producer's connection. Blocks the calling thread for up to `timeout`.
-    pub fn broker_answers(&self, topic: &str, timeout: Duration) -> bool {
-        rdkafka::producer::Producer::client(self.base())
-            .fetch_metadata(Some(topic), timeout)
-            .is_ok()
     }
 }
 

@@ -51,7 +51,7 @@ impl Handler for Ops {
     fn handle(&self, request: &Request<'_>, response: &mut Response) {
         match (request.method, request.path) {
             ("GET", "/health") => {
-                response.json(200, &payrail_kafka::probe::health_body(Some(&self.broker)))
+                response.json(200, &payrail_kafka::probe::health_body(&self.broker))
             }
             ("GET", "/metrics") => {
                 response.json(200, &payrail_core::telemetry::render_all(&self.registries));
