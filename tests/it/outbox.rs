@@ -45,6 +45,15 @@ fn ids_on_topic(
     (seen, messages.len(), messages)
 }
 
+/// The broker process's pid, for SIGSTOP / SIGCONT.
+fn broker_pid(stack: &TestStack) -> u32 {
+    stack
+        .broker
+        .as_ref()
+        .and_then(|b| b.pid())
+        .unwrap_or_default()
+}
+
 fn leaders(stack: &TestStack, shard: u16) -> usize {
     stack
         .addrs
@@ -206,11 +215,7 @@ fn a_broker_outage_opens_the_breaker_and_the_backlog_drains() {
         "the broker answers: {:?}",
         kafka_check(&addr)
     );
-    let broker_pid = stack
-        .broker
-        .as_ref()
-        .and_then(|b| b.pid())
-        .unwrap_or_default();
+    let broker_pid = broker_pid(&stack);
     payrail_tests::process::signal(broker_pid, "STOP");
     let silent = wait_until(Duration::from_secs(15), || {
         kafka_check(&addr) == ("DEGRADED".into(), "DOWN".into())
@@ -296,11 +301,7 @@ fn a_relay_stalled_past_its_lease_sends_and_marks_nothing_after_a_takeover() {
     let holder = if leads(&stack.addrs[0]) { 0 } else { 1 };
     let (stale, other) = (stack.addrs[holder].clone(), stack.addrs[1 - holder].clone());
     let stale_pid = stack.ingests[holder].pid().unwrap_or_default();
-    let broker_pid = stack
-        .broker
-        .as_ref()
-        .and_then(|b| b.pid())
-        .unwrap_or_default();
+    let broker_pid = broker_pid(&stack);
     // Events keep coming through the other instance the whole time.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
